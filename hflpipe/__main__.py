@@ -1,0 +1,3 @@
+from hflpipe.pipeline.cli import main
+
+main()

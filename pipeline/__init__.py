@@ -1,0 +1,1 @@
+"""Everything around the model: decoding, detection, tracking, inference on Ray, Parquet."""
