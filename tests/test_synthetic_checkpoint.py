@@ -1,0 +1,95 @@
+"""The shipped synthetic checkpoint writer against the parity fixtures' recipe script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hflpipe.pipeline.errors import OutputError
+from hflpipe.pipeline.synthetic_checkpoint import (
+    MANIFEST_FILE,
+    MANO_FILE,
+    synthetic_mano_path,
+    write_synthetic_checkpoint,
+)
+
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "pipeline" / "data"
+
+
+def _load(path: Path) -> dict:
+    # mmap keeps two 187 MB checkpoints from sitting in memory at once.
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+
+
+@pytest.mark.slow
+def test_checkpoint_is_bit_identical_to_the_fixture_recipe(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    reference_path = tmp_path / "reference.pth.tar"
+    subprocess.run(
+        [sys.executable, str(fixtures_dir / "make_checkpoint.py"), str(reference_path)],
+        check=True,
+        capture_output=True,
+    )
+    ours_path = write_synthetic_checkpoint(tmp_path / "ours.pth.tar")
+    try:
+        _assert_same_checkpoint(ours_path, reference_path)
+    finally:
+        reference_path.unlink()
+        ours_path.unlink()
+
+
+def _assert_same_checkpoint(ours_path: Path, reference_path: Path) -> None:
+    reference, ours = _load(reference_path), _load(ours_path)
+    assert list(ours) == list(reference) == ["epoch", "network", "state_dict"]
+    assert ours["epoch"] == reference["epoch"] == 0
+    assert ours["network"] == reference["network"] == "honet_transformer"
+    assert type(ours["state_dict"]) is OrderedDict
+    assert list(ours["state_dict"]) == list(reference["state_dict"])
+    for name, expected in reference["state_dict"].items():
+        actual = ours["state_dict"][name]
+        assert actual.dtype == expected.dtype, name
+        assert actual.shape == expected.shape, name
+        # Bytes, not values: catches -0.0 vs 0.0 and NaN payloads too.
+        assert actual.numpy().tobytes() == expected.numpy().tobytes(), name
+
+
+@pytest.mark.parametrize("name", [MANIFEST_FILE, MANO_FILE])
+def test_shipped_data_equals_the_fixtures(fixtures_dir: Path, name: str) -> None:
+    assert (PACKAGE_DATA / name).read_bytes() == (fixtures_dir / name).read_bytes()
+
+
+def test_synthetic_mano_path_is_the_shipped_hand_model() -> None:
+    path = synthetic_mano_path()
+    assert path.resolve() == (PACKAGE_DATA / MANO_FILE).resolve()
+    with np.load(path) as mano:
+        assert mano["v_template"].shape == (778, 3)
+        assert mano["J_regressor"].shape == (16, 778)
+
+
+def test_write_replaces_an_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "nested" / "synthetic.pth.tar"
+    target.parent.mkdir()
+    target.write_bytes(b"stale")
+    assert write_synthetic_checkpoint(target) == target
+    try:
+        assert [p.name for p in target.parent.iterdir()] == [target.name]
+        checkpoint = _load(target)
+        assert len(checkpoint["state_dict"]) == 1094
+        del checkpoint
+    finally:
+        target.unlink()
+
+
+def test_unwritable_folder_is_a_one_line_output_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match=r"not_a_folder") as info:
+        write_synthetic_checkpoint(blocker / "synthetic.pth.tar")
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == [blocker]
