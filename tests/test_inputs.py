@@ -1,0 +1,32 @@
+import pytest
+
+from hflpipe.pipeline.errors import ConfigError
+from hflpipe.pipeline.inputs import expand_videos, video_id_for
+
+
+def test_ids_are_safe_unique_and_stable(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    ids = {video_id_for(tmp_path / d / "clip.mp4") for d in "ab"}
+    assert len(ids) == 2
+    assert video_id_for(tmp_path / "a/clip.mp4") == video_id_for(tmp_path / "a/clip.mp4")
+    for evil in ["../../x.mp4", "..", "a/../../.hidden.mp4", "we ird\nname.mp4"]:
+        vid = video_id_for(tmp_path / evil)
+        assert "/" not in vid and not vid.startswith(".") and "\n" not in vid and ".." not in vid
+
+
+def test_globs_expand_sorted_once_and_directories_are_kept_as_problems(tmp_path):
+    for name in ["b.mp4", "a.mp4"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "dir.mp4").mkdir()
+    inputs = expand_videos([str(tmp_path / "*.mp4"), str(tmp_path / "a.mp4")])
+    assert [i.path.name for i in inputs] == ["a.mp4", "b.mp4", "dir.mp4"]
+    assert inputs[2].problem and "directory" in inputs[2].problem
+    assert inputs[0].problem is None
+
+
+def test_a_glob_matching_nothing_is_an_error_and_a_missing_file_a_problem(tmp_path):
+    with pytest.raises(ConfigError, match="no files match"):
+        expand_videos([str(tmp_path / "*.mkv")])
+    (missing,) = expand_videos([str(tmp_path / "gone.mp4")])
+    assert missing.problem == "no such file"
