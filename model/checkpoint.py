@@ -1,0 +1,207 @@
+"""Loading HFL-Net checkpoints: safe reading, key mapping, strict matching, hashing.
+
+The official checkpoint is a ``torch.save``d dict ``{"epoch", "network", "state_dict"}``
+whose keys carry the training wrapper's ``honet.module.`` prefix. It is read with
+``torch.load(weights_only=True)``, which refuses pickled Python objects other than
+tensors and plain containers, so a tampered file cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from hflpipe.model.errors import ModelFileError
+from hflpipe.model.hflnet import HFLNet
+from hflpipe.model.mano import ManoLayer
+from hflpipe.model.mano_file import load_mano_model
+
+# Prefixes the training code's wrappers add (HOModel.honet, then DataParallel.module).
+_WRAPPER_PREFIXES = ("honet.module.", "module.")
+_MANO_PREFIX = "mano_branch.mano_layer."
+# Stored by the official code but only used when ground-truth root joints are given,
+# a path inference never takes; it is checked and then dropped.
+_UNUSED_CONSTANTS = {
+    "mano_branch.coord_change_mat": torch.diag(torch.tensor([1.0, -1.0, -1.0])),
+}
+# How many key names an error message lists before summarising the rest as a count.
+_LISTED = 5
+# Relative tolerance for the checkpoint's MANO buffers against those built from a MANO file
+# (both are float32 roundings of the same float64 arrays).
+_MANO_RTOL = 1e-6
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (for recording which checkpoint produced a result)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: checkpoint does not exist") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path}: is a directory, expected a .pth.tar checkpoint") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not data:
+        raise ModelFileError(f"{path}: checkpoint is empty (0 bytes)")
+    return data
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The raw state dict of a checkpoint file, on the CPU, keys as stored.
+
+    Accepts the official ``{"state_dict": ...}`` layout or a bare state dict.
+
+    Raises:
+        ModelFileError: the file is missing, empty, truncated, corrupted, not a PyTorch
+            checkpoint, holds pickled objects a weights-only load refuses, or holds no
+            tensor state dict.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise ModelFileError(
+                f"{path}: refused, the file holds pickled Python objects other than tensors "
+                f"(a weights-only load does not run them): {_first_line(exc)}"
+            ) from None
+        raise ModelFileError(f"{path}: not a PyTorch checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:
+        # torch.load signals truncated or damaged archives with several exception types
+        # (RuntimeError, EOFError, ValueError, ...); each means the same to the user.
+        raise ModelFileError(
+            f"{path}: not a readable PyTorch checkpoint, truncated or corrupted "
+            f"({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
+
+    state = payload.get("state_dict", payload) if isinstance(payload, Mapping) else None
+    if not isinstance(state, Mapping) or not state:
+        raise ModelFileError(
+            f"{path}: holds a {type(payload).__name__}, not a checkpoint with a state_dict"
+        )
+    bad = [str(k) for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise ModelFileError(
+            f"{path}: state_dict has {len(bad)} entries that are not named tensors "
+            f"({', '.join(bad[:_LISTED])})"
+        )
+    return dict(state)
+
+
+def to_network_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip the training wrappers' prefixes (``honet.module.``, ``module.``) from keys."""
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                break
+        out[key] = value
+    return out
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_LISTED])
+    more = f", ... ({len(names) - _LISTED} more)" if len(names) > _LISTED else ""
+    return f"{len(names)} ({shown}{more})"
+
+
+def _drop_unused_constants(path: Path, state: dict[str, torch.Tensor]) -> None:
+    for key, expected in _UNUSED_CONSTANTS.items():
+        value = state.pop(key, None)
+        if value is not None and (
+            value.shape != expected.shape or not torch.equal(value.to(expected.dtype), expected)
+        ):
+            raise ModelFileError(f"{path}: {key} is not the expected constant {expected.tolist()}")
+
+
+def _check_keys(path: Path, state: Mapping[str, torch.Tensor],
+                expected: Mapping[str, torch.Tensor]) -> None:
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items() if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{label} {_listing(names)}"
+        for label, names in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("mis-shaped keys (file vs model)", misshaped))
+        if names
+    ]
+    if problems:
+        raise ModelFileError(f"{path}: not an HFL-Net checkpoint: {'; '.join(problems)}")
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if non_finite:
+        raise ModelFileError(f"{path}: non-finite values in {_listing(non_finite)}")
+
+
+def _check_mano(path: Path, state: Mapping[str, torch.Tensor],
+                mano: str | os.PathLike[str]) -> None:
+    """Require the checkpoint's hand-layer buffers to agree with those built from ``mano``."""
+    built = ManoLayer(load_mano_model(mano)).state_dict()
+    differ = []
+    for name, reference in built.items():
+        stored = state[_MANO_PREFIX + name]
+        if reference.is_floating_point():
+            scale = float(reference.abs().max()) if reference.numel() else 0.0
+            same = torch.allclose(stored.to(reference.dtype), reference, rtol=_MANO_RTOL,
+                                  atol=_MANO_RTOL * scale)
+        else:
+            same = torch.equal(stored, reference)
+        if not same:
+            differ.append(name)
+    if differ:
+        raise ModelFileError(
+            f"{path}: hand-layer buffers disagree with MANO file {mano}: {', '.join(differ)} "
+            "(the checkpoint was built with a different MANO model)"
+        )
+
+
+def load_hflnet(path: str | os.PathLike[str], mano: str | os.PathLike[str] | None = None,
+                device: str | torch.device = "cpu") -> HFLNet:
+    """HFL-Net with the weights of a checkpoint, in eval mode.
+
+    Args:
+        path: the official ``.pth.tar`` (or a bare state dict; keys with or without the
+            ``honet.module.`` prefix).
+        mano: optional ``MANO_RIGHT.pkl`` / ``.npz``. The checkpoint already holds the hand
+            layer's buffers; when given, they must agree with this file.
+        device: where the network goes.
+
+    Raises:
+        ModelFileError: unreadable, unsafe or mismatched checkpoint (the message names the
+            missing, unexpected and mis-shaped keys), or a MANO file it disagrees with.
+    """
+    path = Path(path)
+    state = to_network_keys(read_state_dict(path))
+    _drop_unused_constants(path, state)
+    net = HFLNet()
+    _check_keys(path, state, net.state_dict())
+    if mano is not None:
+        _check_mano(path, state, mano)
+    net.load_state_dict(state, strict=True)
+    return net.to(device).eval()

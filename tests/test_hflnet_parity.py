@@ -1,0 +1,166 @@
+"""HFL-Net parity: our network on the synthetic checkpoint vs the reference implementation's
+outputs (``expected_a.npz``), with the fixture README's recommended tolerances."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hflpipe.model.checkpoint import load_hflnet
+from hflpipe.model.hflnet import HFLNet, box_intersection
+
+# Absolute tolerances (fixture README, about 100x the float32-vs-float64 differences).
+TOLERANCES = {
+    "joints3d": 1e-5,
+    "verts3d": 1e-5,
+    "joints2d": 1e-4,
+    "heatmaps": 1e-4,
+    "mano_pose_aa": 1e-4,
+    "mano_pose_rotmat": 1e-4,
+    "mano_pose_6d": 1e-4,
+    "mano_shape": 1e-4,
+    "obj_pred_x": 1e-4,
+    "obj_pred_y": 1e-4,
+    "obj_conf": 1e-4,
+    "obj_head_raw": 1e-3,
+    "hand_encoding": 1e-3,
+}
+STATS_ATOL = 1e-5
+P2_SAMPLES_ATOL = 1e-4
+
+
+@pytest.fixture(scope="session")
+def synthetic_checkpoint(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("hflnet") / "synthetic.pth.tar"
+    subprocess.run([sys.executable, str(fixtures_dir / "make_checkpoint.py"), str(out)],
+                   check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def inputs(fixtures_dir: Path) -> dict[str, torch.Tensor]:
+    data = np.load(fixtures_dir / "inputs_a.npz")
+    return {
+        "images": torch.from_numpy(data["images"]).permute(0, 3, 1, 2).float() / 255.0,
+        "hand_boxes": torch.from_numpy(data["bbox_hand"]),
+        "object_boxes": torch.from_numpy(data["bbox_obj"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def expected(fixtures_dir: Path) -> dict[str, np.ndarray]:
+    return dict(np.load(fixtures_dir / "expected_a.npz"))
+
+
+@pytest.fixture(scope="module")
+def net(synthetic_checkpoint: Path) -> HFLNet:
+    return load_hflnet(synthetic_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def outputs(net: HFLNet, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    with torch.inference_mode():
+        out = net(**inputs, return_debug=True)
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def test_output_names_match_reference(outputs: dict[str, np.ndarray]) -> None:
+    debug = {"P2_h", "P2_o", "tr_hand", "tr_obj"}
+    assert set(outputs) - debug == set(TOLERANCES)
+
+
+@pytest.mark.parametrize("name", sorted(TOLERANCES))
+def test_output_matches_reference(name: str, outputs: dict[str, np.ndarray],
+                                  expected: dict[str, np.ndarray]) -> None:
+    got = outputs[name]
+    assert got.dtype == np.float32
+    assert got.shape == expected[name].shape
+    np.testing.assert_allclose(got, expected[name], rtol=0, atol=TOLERANCES[name])
+
+
+@pytest.mark.parametrize("stream", ["h", "o"])
+def test_fpn_p2_matches_reference(stream: str, outputs: dict[str, np.ndarray],
+                                  expected: dict[str, np.ndarray]) -> None:
+    p2 = outputs[f"P2_{stream}"]
+    assert p2.shape == tuple(expected[f"P2_{stream}_shape"])
+    flat = p2.reshape(p2.shape[0], -1).astype(np.float64)
+    np.testing.assert_allclose(flat.mean(1), expected[f"P2_{stream}_mean"], atol=STATS_ATOL)
+    np.testing.assert_allclose(flat.std(1, ddof=1), expected[f"P2_{stream}_std"], atol=STATS_ATOL)
+    samples = p2[tuple(expected["P2_sample_index"].T)]
+    np.testing.assert_allclose(samples, expected[f"P2_{stream}_samples"], atol=P2_SAMPLES_ATOL)
+
+
+@pytest.mark.parametrize(("name", "prefix"), [("tr_hand", "hand"), ("tr_obj", "obj")])
+def test_interaction_outputs_match_reference(name: str, prefix: str,
+                                             outputs: dict[str, np.ndarray],
+                                             expected: dict[str, np.ndarray]) -> None:
+    flat = outputs[name].reshape(outputs[name].shape[0], -1).astype(np.float64)
+    np.testing.assert_allclose(flat.mean(1), expected[f"dbg_tr_{prefix}_mean"], atol=STATS_ATOL)
+    np.testing.assert_allclose(flat.std(1, ddof=1), expected[f"dbg_tr_{prefix}_std"],
+                               atol=STATS_ATOL)
+
+
+def test_wrist_is_origin_and_heatmaps_normalised(outputs: dict[str, np.ndarray]) -> None:
+    assert np.all(outputs["joints3d"][:, 0] == 0)
+    np.testing.assert_allclose(outputs["heatmaps"].sum(axis=(2, 3)), 1.0, atol=1e-5)
+
+
+def test_samples_are_independent_of_the_batch(net: HFLNet, inputs: dict[str, torch.Tensor],
+                                              outputs: dict[str, np.ndarray]) -> None:
+    # A lone sample must give what it gave inside the batch (RoI batch indices, pooling).
+    with torch.inference_mode():
+        alone = net(**{k: v[2:3] for k, v in inputs.items()})
+    for name in ("joints2d", "joints3d", "obj_conf", "hand_encoding"):
+        np.testing.assert_allclose(alone[name].numpy(), outputs[name][2:3], atol=TOLERANCES[name])
+
+
+def test_object_branch_ignores_the_hand_box_when_boxes_are_disjoint(
+    net: HFLNet, inputs: dict[str, torch.Tensor]
+) -> None:
+    # The intersection feature is zeroed when the boxes do not overlap, so the object
+    # outputs then depend on the object box only; with an overlap they must not.
+    images = inputs["images"][:1].repeat(2, 1, 1, 1)
+    obj = torch.tensor([[150.0, 140.0, 240.0, 230.0]]).repeat(2, 1)
+    disjoint = torch.tensor([[10.0, 10.0, 80.0, 90.0], [20.0, 150.0, 100.0, 250.0]])
+    overlapping = torch.tensor([[100.0, 100.0, 200.0, 200.0], [120.0, 90.0, 210.0, 190.0]])
+    with torch.inference_mode():
+        apart = net(images, disjoint, obj)["obj_head_raw"]
+        touching = net(images, overlapping, obj)["obj_head_raw"]
+    torch.testing.assert_close(apart[0], apart[1], rtol=0, atol=1e-5)
+    assert (touching[0] - touching[1]).abs().max() > 1e-2
+
+
+def test_box_intersection() -> None:
+    a = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]])
+    b = torch.tensor([[5.0, 4.0, 20.0, 20.0], [10.0, 0.0, 20.0, 10.0], [2.0, 12.0, 8.0, 14.0]])
+    boxes, overlaps = box_intersection(a, b)
+    assert boxes[0].tolist() == [5.0, 4.0, 10.0, 10.0]
+    # Touching in x (zero width) and disjoint in y both count as empty.
+    assert overlaps.tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("images", "hand", "obj", "error"),
+    [
+        (torch.zeros(2, 3, 128, 128), torch.zeros(2, 4), torch.zeros(2, 4), ValueError),
+        (torch.zeros(2, 256, 256, 3), torch.zeros(2, 4), torch.zeros(2, 4), ValueError),
+        (torch.zeros(2, 3, 256, 256, dtype=torch.uint8), torch.zeros(2, 4), torch.zeros(2, 4),
+         TypeError),
+        (torch.zeros(2, 3, 256, 256), torch.zeros(3, 4), torch.zeros(2, 4), ValueError),
+        (torch.zeros(2, 3, 256, 256), torch.zeros(2, 4), torch.zeros(2, 5), ValueError),
+        (torch.zeros(2, 3, 256, 256), np.zeros((2, 4), np.float32), torch.zeros(2, 4), TypeError),
+        (torch.zeros(2, 3, 256, 256), torch.zeros(2, 4, dtype=torch.int64), torch.zeros(2, 4),
+         TypeError),
+    ],
+)
+def test_bad_arguments_are_refused(net: HFLNet, images: object, hand: object, obj: object,
+                                   error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"images|hand_boxes|object_boxes"):
+        net(images, hand, obj)
