@@ -178,6 +178,18 @@ def write_vfr_video(
     return len(frames)
 
 
+def write_empty_video(path: str | os.PathLike[str], width: int = 160, height: int = 120) -> Path:
+    """Write a well-formed MP4 whose video track holds no frames (a 0-frame video)."""
+    import av
+
+    with av.open(os.fspath(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        container.start_encoding()
+    return Path(path)
+
+
 # --- corruption helpers ----------------------------------------------------------
 
 

@@ -1,0 +1,134 @@
+"""decord decoding backend (the default).
+
+decord builds a frame table from the whole file when it opens it, so probing
+and selection are cheap and frames are fetched ``chunk_size`` at a time with
+``get_batch``. Its timestamps are float32 seconds counted from the stream
+start; they are put back on the container's tick grid and shifted to the real
+first pts (read with PyAV) so both backends report the same times.
+
+decord is unmaintained and can abort the process on some corrupt input; the
+container is therefore checked with PyAV first, and the orchestrator runs
+decoding in a worker process it can lose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import decord
+import numpy as np
+
+from hflpipe.pipeline.decode import (
+    FrameChunk,
+    FrameSelector,
+    VideoInfo,
+    check_chunk_size,
+    check_video_path,
+    decode_error,
+    log_truncated,
+)
+from hflpipe.pipeline.decode_pyav import ContainerHeader, read_container_header, video_info
+
+
+class DecordDecoder:
+    """Decodes with decord on the CPU. ``threads``: decoding threads (0 lets decord choose)."""
+
+    name = "decord"
+
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads
+
+    def _open(self, path: str) -> tuple[decord.VideoReader, ContainerHeader, np.ndarray]:
+        """Open ``path``; return the reader, the header and the ``(n,)`` float64 timestamps."""
+        path = check_video_path(path)
+        header = read_container_header(path)
+        try:
+            reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=self.threads)
+        except decord.DECORDError as exc:
+            # decord indexes every packet on open, so a file cut short fails here.
+            raise decode_error(path, f"decord cannot index the video ({exc})") from exc
+        count = len(reader)
+        if count == 0:
+            raise decode_error(path, "video stream has no frames")
+        relative = reader.get_frame_timestamp(np.arange(count))[:, 0].astype(np.float64)
+        time_base = float(header.time_base)
+        ticks = np.rint(relative / time_base) + header.start_pts
+        return reader, header, ticks * time_base
+
+    def probe(self, path: str) -> VideoInfo:
+        """Metadata from decord's frame table and the container header."""
+        _, header, timestamps = self._open(path)
+        return video_info(str(path), header, timestamps, self.name)
+
+    def read_chunks(
+        self,
+        path: str,
+        *,
+        chunk_size: int = 64,
+        stride: int = 1,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        frame_indices: Sequence[int] | None = None,
+    ) -> Iterator[FrameChunk]:
+        """See :meth:`hflpipe.pipeline.decode.Decoder.read_chunks`."""
+        check_chunk_size(chunk_size)
+        selector = FrameSelector(
+            stride=stride, start_s=start_s, end_s=end_s, frame_indices=frame_indices
+        )
+        reader, _, timestamps = self._open(path)
+        selected = selector.select(timestamps)
+        return self._read(str(path), reader, timestamps, selected, chunk_size)
+
+    def _read(
+        self,
+        path: str,
+        reader: decord.VideoReader,
+        timestamps: np.ndarray,
+        selected: np.ndarray,
+        chunk_size: int,
+    ) -> Iterator[FrameChunk]:
+        for begin in range(0, len(selected), chunk_size):
+            indices = selected[begin : begin + chunk_size]
+            try:
+                frames = reader.get_batch(indices.tolist()).asnumpy()
+            except decord.DECORDError:
+                # Find the first frame of the chunk that fails, keep those before it.
+                frames, failure = _read_until_failure(reader, indices)
+                if failure is None:
+                    yield _chunk(indices, timestamps, frames)
+                    continue
+                if indices[0] == 0 and len(frames) == 0:
+                    raise decode_error(path, f"no frame could be decoded ({failure})") from None
+                log_truncated(path, int(indices[len(frames)]), failure)
+                if len(frames):
+                    yield _chunk(indices[: len(frames)], timestamps, frames)
+                return
+            yield _chunk(indices, timestamps, frames)
+
+
+def _read_until_failure(
+    reader: decord.VideoReader, indices: np.ndarray
+) -> tuple[np.ndarray, decord.DECORDError | None]:
+    """Read ``indices`` one by one until one fails.
+
+    Returns the ``(k, H, W, 3)`` frames before the failure and its error, or
+    all frames and None when each read alone succeeds.
+    """
+    good: list[np.ndarray] = []
+    failure = None
+    for index in indices.tolist():
+        try:
+            good.append(reader[index].asnumpy())
+        except decord.DECORDError as exc:
+            failure = exc
+            break
+    frames = np.stack(good) if good else np.empty((0,), dtype=np.uint8)
+    return frames, failure
+
+
+def _chunk(indices: np.ndarray, timestamps: np.ndarray, frames: np.ndarray) -> FrameChunk:
+    return FrameChunk(
+        indices=indices.astype(np.int64),
+        timestamps_s=timestamps[indices],
+        frames=frames,
+    )

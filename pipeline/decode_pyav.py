@@ -1,0 +1,201 @@
+"""PyAV (FFmpeg) decoding backend, and the container facts both backends share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from hflpipe.pipeline.decode import (
+    FrameChunk,
+    FrameSelector,
+    VideoInfo,
+    check_chunk_size,
+    check_video_path,
+    decode_error,
+    is_variable_frame_rate,
+    log_truncated,
+)
+
+
+@dataclass(frozen=True)
+class ContainerHeader:
+    """What the container header says about its first video stream (nothing decoded).
+
+    ``time_base``: seconds per pts tick. ``start_pts``: presentation time of
+    the first frame, in ticks. ``average_fps``: the container's average rate, or None
+    when it does not say.
+    """
+
+    time_base: Fraction
+    start_pts: int
+    average_fps: float | None
+    width: int
+    height: int
+
+
+def _open(path: str) -> av.container.InputContainer:
+    try:
+        container = av.open(path, mode="r")
+    except (av.error.FFmpegError, OSError) as exc:
+        # strerror drops FFmpeg's errno and its repeat of the path.
+        cause = getattr(exc, "strerror", None) or exc
+        raise decode_error(path, f"not a readable video container ({cause})") from exc
+    if not container.streams.video:
+        container.close()
+        raise decode_error(path, "no video stream (or a video stream without frames)")
+    return container
+
+
+def _header(path: str, stream: av.video.stream.VideoStream) -> ContainerHeader:
+    if stream.time_base is None or not stream.width or not stream.height:
+        raise decode_error(path, "video stream has no frame size or time base")
+    rate = stream.average_rate or stream.guessed_rate
+    return ContainerHeader(
+        time_base=Fraction(stream.time_base),
+        start_pts=stream.start_time or 0,
+        average_fps=float(rate) if rate else None,
+        width=stream.width,
+        height=stream.height,
+    )
+
+
+def read_container_header(path: str) -> ContainerHeader:
+    """Read the header of ``path``'s first video stream; :class:`DecodeError` if there is none."""
+    path = check_video_path(path)
+    with _open(path) as container:
+        return _header(path, container.streams.video[0])
+
+
+def video_info(
+    path: str, header: ContainerHeader, timestamps_s: np.ndarray, backend: str
+) -> VideoInfo:
+    """Assemble :class:`VideoInfo` from a header and the ``(n,)`` presentation times of all frames.
+
+    Both backends call this so their metadata agrees whenever their frame
+    tables do. A 0-frame table raises :class:`DecodeError`.
+    """
+    n = len(timestamps_s)
+    if n == 0:
+        raise decode_error(path, "video stream has no frames")
+    fps = header.average_fps
+    if not fps:
+        span = float(timestamps_s[-1] - timestamps_s[0])
+        # A single frame has no rate; 1 fps keeps duration_s = num_frames / fps honest.
+        fps = (n - 1) / span if n > 1 and span > 0 else 1.0
+    return VideoInfo(
+        path=path,
+        num_frames=n,
+        fps=fps,
+        width=header.width,
+        height=header.height,
+        duration_s=n / fps,
+        backend=backend,
+        variable_frame_rate=is_variable_frame_rate(timestamps_s, float(header.time_base)),
+    )
+
+
+class PyAVDecoder:
+    """Decodes with PyAV. Reads every frame from the start of the file (the frame
+    index of a frame reached by seeking is unknown), converting only those selected.
+
+    ``threads``: FFmpeg decoding threads (0 lets FFmpeg choose).
+    """
+
+    name = "pyav"
+
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads
+
+    def probe(self, path: str) -> VideoInfo:
+        """Metadata from the header plus a demux of every packet (no decoding)."""
+        path = check_video_path(path)
+        with _open(path) as container:
+            stream = container.streams.video[0]
+            header = _header(path, stream)
+            pts: list[int] = []
+            try:
+                for packet in container.demux(stream):
+                    # The demuxer's final flush packet carries no data.
+                    if packet.size == 0:
+                        continue
+                    stamp = packet.pts if packet.pts is not None else packet.dts
+                    if stamp is None:
+                        raise decode_error(path, "packets carry no timestamps")
+                    pts.append(stamp)
+            except av.error.FFmpegError as exc:
+                # A damaged tail: count what the demuxer could read.
+                log_truncated(path, len(pts), exc)
+        timestamps = np.sort(np.asarray(pts, dtype=np.int64)) * float(header.time_base)
+        return video_info(path, header, timestamps, self.name)
+
+    def read_chunks(
+        self,
+        path: str,
+        *,
+        chunk_size: int = 64,
+        stride: int = 1,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        frame_indices: Sequence[int] | None = None,
+    ) -> Iterator[FrameChunk]:
+        """See :meth:`hflpipe.pipeline.decode.Decoder.read_chunks`."""
+        check_chunk_size(chunk_size)
+        selector = FrameSelector(
+            stride=stride, start_s=start_s, end_s=end_s, frame_indices=frame_indices
+        )
+        path = check_video_path(path)
+        return self._read(path, chunk_size, selector)
+
+    def _read(self, path: str, chunk_size: int, selector: FrameSelector) -> Iterator[FrameChunk]:
+        with _open(path) as container:
+            stream = container.streams.video[0]
+            header = _header(path, stream)
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = self.threads
+            time_base = float(header.time_base)
+            indices: list[int] = []
+            stamps: list[float] = []
+            frames: list[np.ndarray] = []
+            received = 0
+            try:
+                for frame in container.decode(stream):
+                    index = received
+                    received += 1
+                    if frame.pts is None:
+                        raise decode_error(path, f"frame {index} has no timestamp")
+                    timestamp = frame.pts * time_base
+                    if selector.finished(index, timestamp):
+                        break
+                    if selector.take(index, timestamp):
+                        indices.append(index)
+                        stamps.append(timestamp)
+                        # Scale to the header's size so a mid-stream size change
+                        # cannot break the (n, H, W, 3) chunk shape.
+                        frames.append(
+                            frame.to_ndarray(
+                                format="rgb24", width=header.width, height=header.height
+                            )
+                        )
+                        if len(indices) == chunk_size:
+                            yield _chunk(indices, stamps, frames)
+                            indices, stamps, frames = [], [], []
+            except av.error.FFmpegError as exc:
+                if received == 0:
+                    raise decode_error(path, f"no frame could be decoded ({exc})") from exc
+                log_truncated(path, received, exc)
+            if received == 0:
+                raise decode_error(path, "video stream has no frames")
+            if indices:
+                yield _chunk(indices, stamps, frames)
+
+
+def _chunk(indices: list[int], stamps: list[float], frames: list[np.ndarray]) -> FrameChunk:
+    return FrameChunk(
+        indices=np.asarray(indices, dtype=np.int64),
+        timestamps_s=np.asarray(stamps, dtype=np.float64),
+        frames=np.stack(frames),
+    )
