@@ -61,15 +61,13 @@ def sample_hand_columns(
 
 
 def sample_object_columns(video_id: str = "clip", n: int = 6, *, seed: int = 1) -> dict:
-    """Objects columns: frame 1 interpolated, frame 4 without a pose, frame 5 PnP not run."""
+    """Objects columns: frame 1 interpolated, no pose from frame 4 on, PnP not run on frame 5."""
     rng = np.random.default_rng(seed)
     f32 = np.float32
     quat = rng.normal(size=(n, 4))
     quat /= np.linalg.norm(quat, axis=1, keepdims=True)
-    interpolated = np.zeros(n, dtype=bool)
-    interpolated[1] = True
-    pose_valid = np.ones(n, dtype=bool)
-    pose_valid[[4, 5]] = False
+    interpolated = np.arange(n) == 1
+    pose_valid = np.arange(n) < 4
     inliers = np.ma.masked_array(np.full(n, 17, dtype=np.int64), mask=np.arange(n) == 5)
     return {
         "video_id": np.array([video_id] * n, dtype=object),
