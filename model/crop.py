@@ -1,0 +1,337 @@
+"""Crop geometry: from a full frame and a hand box and an object box to the network input.
+
+The reference test-time loaders (DexYCB and HO3D) build one square crop per hand-object
+pair:
+
+1. each box is re-centred on its centre truncated to integer pixels and scaled about it
+   (x1.5 for the crop region; x1.1 for the hand box and x1.0 for the object box given to
+   the network);
+2. the union of the two x1.5 boxes is clamped to the frame, its centre truncated to
+   integers, and a square of side ``max(width, height)`` around that centre is mapped to
+   ``size x size`` (the centre to ``(size/2, size/2)``);
+3. the image is resampled with Pillow's affine transform (nearest neighbour, black
+   outside the frame).
+
+Pixel convention: ``x`` right, ``y`` down, in the frame's pixel grid as the reference
+uses it (mirroring maps column ``x`` to ``width - x - 1``).
+
+The arithmetic below keeps the reference's number types on purpose (float32 scalars where
+it has them, Python ints where clamping yields the frame size): the crop's nearest-
+neighbour sampling is sensitive to the last bit of the transform.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+#: Side of the network input in pixels.
+CROP_SIZE = 256
+#: Box enlargement for the crop region (hand and object).
+REGION_FACTOR = 1.5
+#: Box enlargement for the boxes given to the network.
+HAND_BOX_FACTOR = 1.1
+OBJECT_BOX_FACTOR = 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class HandObjectCrop:
+    """One hand-object pair cut out of a frame.
+
+    Attributes:
+        image: ``(size, size, 3)`` uint8 RGB network input.
+        hand_box: ``(4,)`` float32 xyxy crop pixels, the hand box given to the network.
+        object_box: ``(4,)`` float32 xyxy crop pixels, the object box given to the network.
+        affine: ``(3, 3)`` float32, frame pixels -> crop pixels (of the mirrored frame when
+            ``mirrored``).
+        center: ``(2,)`` int64, centre of the square region in frame pixels.
+        side: side of the square region in frame pixels.
+        region: ``(4,)`` float32 xyxy frame pixels of the square region mapped to the crop.
+        mirrored: whether the frame was mirrored (left hand) before cropping.
+        frame_width: width of the frame in pixels (the mirror axis for mapping results back).
+    """
+
+    image: np.ndarray
+    hand_box: np.ndarray
+    object_box: np.ndarray
+    affine: np.ndarray
+    center: np.ndarray
+    side: float
+    region: np.ndarray
+    mirrored: bool
+    frame_width: int
+
+
+def _check_box(box: np.ndarray | list[float], name: str) -> np.ndarray:
+    arr = np.asarray(box)
+    if arr.shape != (4,) or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name} must be 4 numbers x0, y0, x1, y1, got shape {arr.shape}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} has non-finite coordinates: {arr.tolist()}")
+    if arr[2] < arr[0] or arr[3] < arr[1]:
+        raise ValueError(f"{name} is not xyxy with x0 <= x1 and y0 <= y1: {arr.tolist()}")
+    return arr
+
+
+def _check_frame(frame: np.ndarray) -> np.ndarray:
+    if not isinstance(frame, np.ndarray):
+        raise TypeError(f"frame must be a numpy array, got {type(frame).__name__}")
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"frame is empty: {frame.shape}")
+    return frame
+
+
+def scale_box(box: np.ndarray, factor: float) -> np.ndarray:
+    """Re-centre a box on its integer-truncated centre and scale it about that centre.
+
+    Args:
+        box: ``(4,)`` xyxy pixels.
+        factor: scale of width and height.
+
+    Returns:
+        ``(4,)`` float32 xyxy pixels.
+    """
+    x0, y0, x1, y1 = _check_box(box, "box")
+    center = np.asarray([int((x1 + x0) / 2), int((y1 + y0) / 2)])
+    half = np.asarray([(x1 - x0) * factor / 2, (y1 - y0) * factor / 2])
+    return np.array([*(center - half), *(center + half)], dtype=np.float32)
+
+
+def fused_square(
+    hand_region: np.ndarray, object_region: np.ndarray, frame_size: tuple[int, int]
+) -> tuple[np.ndarray, float]:
+    """The square around two boxes that the crop covers.
+
+    Args:
+        hand_region, object_region: ``(4,)`` float32 xyxy frame pixels (already enlarged).
+        frame_size: ``(width, height)`` of the frame in pixels.
+
+    Returns:
+        ``center`` ``(2,)`` int64 frame pixels and ``side`` in frame pixels.
+    """
+    width, height = int(frame_size[0]), int(frame_size[1])
+    corners = np.concatenate([hand_region.reshape(2, 2), object_region.reshape(2, 2)])
+    lo, hi = corners.min(0), corners.max(0)
+    # Built-in max/min keep the reference's types: an int where the frame edge wins.
+    x0, y0 = max(0, lo[0]), max(0, lo[1])
+    x1, y1 = min(hi[0], width), min(hi[1], height)
+    side = max(x1 - x0, y1 - y0)
+    if not side > 0:
+        raise ValueError(
+            f"hand and object boxes do not overlap the {width}x{height} frame: "
+            f"{hand_region.tolist()}, {object_region.tolist()}"
+        )
+    center = np.asarray([int((x1 + x0) / 2), int((y1 + y0) / 2)])
+    return center, side
+
+
+def square_affine(center: np.ndarray, side: float, size: int = CROP_SIZE) -> np.ndarray:
+    """Frame -> crop transform mapping a square of ``side`` around ``center`` to ``size``.
+
+    Returns:
+        ``(3, 3)`` float32; the centre goes to ``(size/2, size/2)``, scale ``size/side``.
+    """
+    scale = float(size) / side
+    tx = size * (-float(center[0]) / side + 0.5)
+    ty = size * (-float(center[1]) / side + 0.5)
+    return np.array([[scale, 0.0, tx], [0.0, scale, ty], [0.0, 0.0, 1.0]], dtype=np.float32)
+
+
+def transform_points(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Apply a ``(3, 3)`` affine transform to ``(N, 2)`` points; returns ``(N, 2)`` float64."""
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2), got {pts.shape}")
+    hom = np.concatenate([pts, np.ones((pts.shape[0], 1))], axis=1)
+    return (np.asarray(affine) @ hom.T).T[:, :2]
+
+
+def frame_to_crop(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` frame pixels -> ``(N, 2)`` float64 crop pixels."""
+    return transform_points(points, _check_affine(affine))
+
+
+def crop_to_frame(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` crop pixels -> ``(N, 2)`` float64 frame pixels.
+
+    Uses the inverse of the float32 transform in float32, as the reference does before PnP.
+    """
+    return transform_points(points, np.linalg.inv(_check_affine(affine)))
+
+
+def crop_intrinsics(K: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Intrinsics of the crop camera: ``affine @ K`` (float32 when ``K`` is float32)."""
+    K = np.asarray(K)
+    if K.shape != (3, 3):
+        raise ValueError(f"K must be a (3, 3) intrinsics matrix, got shape {K.shape}")
+    return _check_affine(affine) @ K
+
+
+def _check_affine(affine: np.ndarray) -> np.ndarray:
+    arr = np.asarray(affine)
+    if arr.shape != (3, 3):
+        raise ValueError(f"affine must be a (3, 3) matrix, got shape {arr.shape}")
+    if arr.dtype != np.float64:
+        arr = arr.astype(np.float32)
+    return arr
+
+
+def mirror_frame(frame: np.ndarray) -> np.ndarray:
+    """Mirror a ``(H, W, 3)`` frame left-right (a view), as the reference does for left hands."""
+    return _check_frame(frame)[:, ::-1]
+
+
+def mirror_points(points: np.ndarray, width: int) -> np.ndarray:
+    """Mirror ``(..., 2)`` pixel points left-right in a frame ``width`` wide.
+
+    ``x -> width - x - 1``, the reference's convention.
+
+    The same map takes results on the mirrored frame back to the original frame.
+    """
+    pts = np.array(points, dtype=np.result_type(np.asarray(points).dtype, np.float32))
+    if pts.shape[-1] != 2:
+        raise ValueError(f"points must have shape (..., 2), got {pts.shape}")
+    pts[..., 0] = np.float32(width) - pts[..., 0] - 1
+    return pts
+
+
+def mirror_box(box: np.ndarray, width: int) -> np.ndarray:
+    """Mirror a ``(4,)`` xyxy box left-right in a frame ``width`` wide (stays xyxy)."""
+    x0, y0, x1, y1 = _check_box(box, "box")
+    return np.array([width - x1 - 1, y0, width - x0 - 1, y1], dtype=np.float32)
+
+
+def mirror_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
+    """Intrinsics of the mirrored image: ``cx -> width - cx - 1``.
+
+    With them, a camera-frame point ``(X, Y, Z)`` of the original scene projects where
+    ``(-X, Y, Z)`` lands in the mirrored image; hand 3D results of the right-hand model on
+    a mirrored crop go back to the original scene with :func:`mirror_camera_points`.
+    """
+    K = np.array(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise ValueError(f"K must be a (3, 3) intrinsics matrix, got shape {K.shape}")
+    K[0, 2] = width - K[0, 2] - 1
+    return K
+
+
+def mirror_camera_points(points: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` camera-frame points -> their mirror image ``x -> -x``.
+
+    The reference maps the right-hand model's 3D joints on a mirrored crop back to a left
+    hand this way.
+    """
+    pts = np.array(points, dtype=np.result_type(np.asarray(points).dtype, np.float32))
+    if pts.shape[-1] != 3:
+        raise ValueError(f"points must have shape (..., 3), got {pts.shape}")
+    pts[..., 0] *= -1
+    return pts
+
+
+def _sample_range(offset: float, step: float, size: int, limit: int) -> tuple[int, int]:
+    """Frame index range ``[lo, hi)`` read by nearest samples at ``offset + step (i + .5)``.
+
+    ``i`` runs over ``0..size-1``.
+
+    One pixel of margin each side absorbs the sampler's rounding.
+    """
+    first = offset + step * 0.5
+    last = offset + step * (size - 0.5)
+    lo = min(max(math.floor(min(first, last)) - 1, 0), limit)
+    hi = min(max(math.floor(max(first, last)) + 2, 0), limit)
+    return lo, hi
+
+
+def resample_crop(frame: np.ndarray, affine: np.ndarray, size: int = CROP_SIZE,
+                  mirror: bool = False) -> np.ndarray:
+    """Nearest-neighbour crop of ``frame`` through a frame -> crop ``affine`` (no rotation).
+
+    Only the frame region the crop reads is converted, so the cost does not grow with the
+    frame size. Pillow's sampler is used because it is the reference's: OpenCV's
+    ``warpAffine`` puts pixel centres elsewhere and picks different pixels.
+
+    Args:
+        frame: ``(H, W, 3)`` uint8 RGB.
+        affine: ``(3, 3)`` float32 frame -> crop (of the mirrored frame when ``mirror``).
+        size: output side in pixels.
+        mirror: sample the left-right mirrored frame.
+
+    Returns:
+        ``(size, size, 3)`` uint8, black where the crop leaves the frame.
+    """
+    height, width = frame.shape[:2]
+    inverse = np.linalg.inv(np.asarray(affine, dtype=np.float32))
+    a, b, c = (float(v) for v in inverse[0])
+    d, e, f = (float(v) for v in inverse[1])
+    if b != 0.0 or d != 0.0:
+        raise ValueError("affine must be an axis-aligned scale and shift (no rotation)")
+    x_lo, x_hi = _sample_range(c, a, size, width)
+    y_lo, y_hi = _sample_range(f, e, size, height)
+    if x_lo >= x_hi or y_lo >= y_hi:
+        return np.zeros((size, size, 3), dtype=np.uint8)
+    if mirror:
+        region = frame[y_lo:y_hi, width - x_hi:width - x_lo][:, ::-1]
+    else:
+        region = frame[y_lo:y_hi, x_lo:x_hi]
+    image = Image.fromarray(np.ascontiguousarray(region))
+    out = image.transform(
+        (size, size), Image.Transform.AFFINE, (a, b, c - x_lo, d, e, f - y_lo),
+        resample=Image.Resampling.NEAREST,
+    )
+    return np.asarray(out)
+
+
+def crop_hand_object(
+    frame: np.ndarray,
+    hand_box: np.ndarray,
+    object_box: np.ndarray,
+    size: int = CROP_SIZE,
+    *,
+    mirror: bool = False,
+) -> HandObjectCrop:
+    """Cut the network input for one hand-object pair out of a frame, as the reference does.
+
+    Args:
+        frame: ``(H, W, 3)`` uint8 RGB.
+        hand_box, object_box: ``(4,)`` xyxy frame pixels (may reach past the frame).
+        size: crop side in pixels (the network takes 256).
+        mirror: left hand: mirror the frame and the boxes first, so that the right-hand
+            model can run; map results back with :func:`crop_to_frame` then
+            :func:`mirror_points` (``width = frame_width``).
+
+    Returns:
+        A :class:`HandObjectCrop`.
+    """
+    frame = _check_frame(frame)
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    height, width = frame.shape[:2]
+    hand = _check_box(hand_box, "hand_box")
+    obj = _check_box(object_box, "object_box")
+    if mirror:
+        hand, obj = mirror_box(hand, width), mirror_box(obj, width)
+    center, side = fused_square(
+        scale_box(hand, REGION_FACTOR), scale_box(obj, REGION_FACTOR), (width, height)
+    )
+    affine = square_affine(center, side, size)
+    hand_net = frame_to_crop(scale_box(hand, HAND_BOX_FACTOR).reshape(2, 2), affine)
+    obj_net = frame_to_crop(scale_box(obj, OBJECT_BOX_FACTOR).reshape(2, 2), affine)
+    half = float(side) / 2
+    return HandObjectCrop(
+        image=resample_crop(frame, affine, size, mirror=mirror),
+        hand_box=hand_net.reshape(4).astype(np.float32),
+        object_box=obj_net.reshape(4).astype(np.float32),
+        affine=affine,
+        center=center.astype(np.int64),
+        side=float(side),
+        region=np.array([center[0] - half, center[1] - half, center[0] + half,
+                         center[1] + half], dtype=np.float32),
+        mirrored=mirror,
+        frame_width=width,
+    )
