@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from hflpipe.pipeline.errors import OutputError
 
 MANIFEST_FILE = "checkpoint_manifest.json"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from hflpipe.pipeline.errors import OutputError
 from hflpipe.pipeline.synthetic_checkpoint import (
     MANIFEST_FILE,
