@@ -17,6 +17,7 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -77,15 +78,12 @@ class ManoModel:
     sha256: str
 
 
-class _NoClassAttributes(type):
-    """Metaclass that keeps a tampered pickle from rewriting a placeholder class."""
+class _Inert:
+    """Stand-in for a class of the file that is never imported: it only keeps its state dict.
 
-    def __setattr__(cls, name: str, value: object) -> None:
-        raise pickle.UnpicklingError(f"refused to set attribute {name!r} on {cls.__name__}")
-
-
-class _Inert(metaclass=_NoClassAttributes):
-    """Stand-in for a class of the file that is never imported: it only keeps its state dict."""
+    A tampered pickle cannot rewrite the class itself: BUILD on the class calls
+    the unbound ``__setstate__`` with one argument, which fails.
+    """
 
     state: dict[str, Any]
 
@@ -109,7 +107,76 @@ class _CsrMatrix(_Inert):
     """A pickled ``scipy.sparse`` CSR matrix, rebuilt by :func:`_sparse_to_dense`."""
 
 
+class _Sealed:
+    """An allowlisted function the pickle may call but not modify (BUILD on it is refused)."""
+
+    __slots__ = ("_func",)
+
+    def __init__(self, func: Callable[..., object]) -> None:
+        self._func = func
+
+    def __call__(self, *args: object) -> object:
+        return self._func(*args)
+
+    def __setstate__(self, state: object) -> None:
+        raise pickle.UnpicklingError("refused to modify an allowlisted global")
+
+
 _SAFE_DTYPE_KINDS = frozenset("biufcSU")
+
+
+def _empty_array(subtype: object, shape: object, typecode: object) -> np.ndarray:
+    # numpy pickles an empty array and fills it from the state in BUILD.
+    if subtype is not np.ndarray or not isinstance(shape, tuple):
+        raise pickle.UnpicklingError("array reconstruction with unexpected arguments")
+    return np.ndarray((0,), dtype=np.uint8)
+
+
+def _dtype(spec: object, align: object = False, copy: object = False) -> np.dtype:
+    if not isinstance(spec, str):
+        raise pickle.UnpicklingError(f"dtype from a {type(spec).__name__}")
+    dtype = np.dtype(spec, align=bool(align), copy=bool(copy))
+    if dtype.kind not in _SAFE_DTYPE_KINDS:
+        raise pickle.UnpicklingError(f"dtype {spec!r} is not a plain numeric or string type")
+    return dtype
+
+
+def _scalar(dtype: object, data: object = None) -> object:
+    if not isinstance(dtype, np.dtype) or dtype.kind not in _SAFE_DTYPE_KINDS:
+        raise pickle.UnpicklingError("numpy scalar of an unsupported type")
+    if isinstance(data, str):
+        data = data.encode("latin1")
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise pickle.UnpicklingError("numpy scalar with malformed data")
+    return np.frombuffer(data, dtype=dtype)[0].copy()
+
+
+def _latin1_bytes(text: object, encoding: object = "utf-8") -> bytes:
+    # Protocol 2 stores bytes as latin-1 text plus a call to _codecs.encode.
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode used for something other than bytes")
+    return text.encode("latin1")
+
+
+# Every global a MANO pickle may name, under both the Python-2-era and the
+# current module names. np.ndarray and set are built-in types, which a pickle
+# cannot modify either.
+_ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy.core.multiarray", "_reconstruct"): _Sealed(_empty_array),
+    ("numpy._core.multiarray", "_reconstruct"): _Sealed(_empty_array),
+    ("numpy.core.multiarray", "scalar"): _Sealed(_scalar),
+    ("numpy._core.multiarray", "scalar"): _Sealed(_scalar),
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _Sealed(_dtype),
+    ("_codecs", "encode"): _Sealed(_latin1_bytes),
+    ("__builtin__", "set"): set,
+    ("builtins", "set"): set,
+    ("chumpy.ch", "Ch"): _ChumpyArray,
+    ("scipy.sparse.csc", "csc_matrix"): _CscMatrix,
+    ("scipy.sparse._csc", "csc_matrix"): _CscMatrix,
+    ("scipy.sparse.csr", "csr_matrix"): _CsrMatrix,
+    ("scipy.sparse._csr", "csr_matrix"): _CsrMatrix,
+}
 
 
 class _RefusedGlobal(pickle.UnpicklingError):
@@ -121,62 +188,12 @@ class _MANOUnpickler(pickle.Unpickler):
 
     def __init__(self, data: bytes) -> None:
         super().__init__(io.BytesIO(data), encoding="latin1")
-        # Functions are bound methods so a tampered file cannot set attributes on them.
-        self._allowed: dict[tuple[str, str], object] = {
-            ("numpy.core.multiarray", "_reconstruct"): self._empty_array,
-            ("numpy._core.multiarray", "_reconstruct"): self._empty_array,
-            ("numpy.core.multiarray", "scalar"): self._scalar,
-            ("numpy._core.multiarray", "scalar"): self._scalar,
-            ("numpy", "ndarray"): np.ndarray,
-            ("numpy", "dtype"): self._dtype,
-            ("_codecs", "encode"): self._latin1_bytes,
-            ("__builtin__", "set"): set,
-            ("builtins", "set"): set,
-            ("chumpy.ch", "Ch"): _ChumpyArray,
-            ("scipy.sparse.csc", "csc_matrix"): _CscMatrix,
-            ("scipy.sparse._csc", "csc_matrix"): _CscMatrix,
-            ("scipy.sparse.csr", "csr_matrix"): _CsrMatrix,
-            ("scipy.sparse._csr", "csr_matrix"): _CsrMatrix,
-        }
 
     def find_class(self, module: str, name: str) -> object:
         try:
-            return self._allowed[(module, name)]
+            return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise _RefusedGlobal(f"{module}.{name}") from None
-
-    @staticmethod
-    def _empty_array(subtype: object, shape: object, typecode: object) -> np.ndarray:
-        # numpy pickles an empty array and fills it from the state in BUILD.
-        if subtype is not np.ndarray or not isinstance(shape, tuple):
-            raise pickle.UnpicklingError("array reconstruction with unexpected arguments")
-        return np.ndarray((0,), dtype=np.uint8)
-
-    @staticmethod
-    def _dtype(spec: object, align: object = False, copy: object = False) -> np.dtype:
-        if not isinstance(spec, str):
-            raise pickle.UnpicklingError(f"dtype from a {type(spec).__name__}")
-        dtype = np.dtype(spec, align=bool(align), copy=bool(copy))
-        if dtype.kind not in _SAFE_DTYPE_KINDS:
-            raise pickle.UnpicklingError(f"dtype {spec!r} is not a plain numeric or string type")
-        return dtype
-
-    @staticmethod
-    def _scalar(dtype: object, data: object = None) -> object:
-        if not isinstance(dtype, np.dtype) or dtype.kind not in _SAFE_DTYPE_KINDS:
-            raise pickle.UnpicklingError("numpy scalar of an unsupported type")
-        if isinstance(data, str):
-            data = data.encode("latin1")
-        if not isinstance(data, bytes) or len(data) != dtype.itemsize:
-            raise pickle.UnpicklingError("numpy scalar with malformed data")
-        return np.frombuffer(data, dtype=dtype)[0].copy()
-
-    @staticmethod
-    def _latin1_bytes(text: object, encoding: object = "utf-8") -> bytes:
-        # Protocol 2 stores bytes as latin-1 text plus a call to _codecs.encode.
-        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-            raise pickle.UnpicklingError("_codecs.encode used for something other than bytes")
-        return text.encode("latin1")
 
 
 def _file_error(path: Path, cause: str) -> ModelFileError:
