@@ -145,7 +145,9 @@ class ManoLayer(nn.Module):
         Returns:
             ``verts`` ``(B, 778, 3)`` and ``joints`` ``(B, 21, 3)``, metres.
             Joint order: wrist, then thumb, index, middle, ring, little (base
-            to tip); tips are vertices 745, 317, 444, 556, 673.
+            to tip); tips are vertices 745, 317, 444, 556, 673. The dtype is
+            that of the buffers (float32 unless the layer was converted),
+            also under autocast.
         """
         if pose_aa.ndim != 2 or pose_aa.shape[1] != NUM_POSE:
             raise ValueError(f"pose_aa must have shape (B, {NUM_POSE}), got {tuple(pose_aa.shape)}")
@@ -160,7 +162,17 @@ class ManoLayer(nn.Module):
             OUTPUT_JOINT_ORDER
         ):
             raise ValueError(f"center_idx must index the 21 output joints, got {center_idx}")
+        # Half precision would cost ~1e-4 m here for no speed that matters, so the
+        # layer always runs in its buffers' precision, even inside autocast.
+        dtype = self.th_v_template.dtype
+        with torch.autocast(device_type=pose_aa.device.type, enabled=False):
+            return self._pose(pose_aa.to(dtype), shape.to(dtype), center_idx)
 
+    def _pose(
+        self, pose_aa: Tensor, shape: Tensor, center_idx: int | None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` after argument checks, in one precision."""
+        batch = pose_aa.shape[0]
         full_pose = torch.cat([pose_aa[:, :3], pose_aa[:, 3:] + self.th_hands_mean], dim=1)
         rotations = axis_angle_to_matrix(full_pose.reshape(-1, 3)).view(batch, NUM_JOINTS, 3, 3)
 

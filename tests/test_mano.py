@@ -157,3 +157,25 @@ def test_bad_arguments_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=r"pose_aa|shape|center_idx"):
         layer(torch.zeros(pose_shape), torch.zeros(shape_shape), center_idx=center_idx)
+
+
+def test_autocast_does_not_lower_the_precision(layer: ManoLayer) -> None:
+    pose, shape = _random_pose(2, seed=6)
+    pose, shape = pose.bfloat16(), shape.bfloat16()
+    with torch.no_grad():
+        reference = layer(pose.float(), shape.float())
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            autocast = layer(pose, shape)
+    assert all(t.dtype == torch.float32 for t in autocast)
+    torch.testing.assert_close(autocast, reference, rtol=0, atol=1e-6)
+
+
+def test_float64_layer_agrees_with_float32(layer: ManoLayer, mano_model: ManoModel) -> None:
+    pose, shape = _random_pose(2, seed=7)
+    double = ManoLayer(mano_model).double()
+    with torch.no_grad():
+        verts64, joints64 = double(pose, shape)
+        verts32, joints32 = layer(pose, shape)
+    assert verts64.dtype == joints64.dtype == torch.float64
+    torch.testing.assert_close(verts32.double(), verts64, rtol=0, atol=1e-6)
+    torch.testing.assert_close(joints32.double(), joints64, rtol=0, atol=1e-6)
