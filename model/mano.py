@@ -210,9 +210,8 @@ class ManoLayer(nn.Module):
             joint's posed position.
         """
         batch = rotations.shape[0]
-        parents = torch.tensor(MANO_PARENTS, device=rotations.device)
         offsets = rest_joints.clone()
-        offsets[:, 1:] = rest_joints[:, 1:] - rest_joints[:, parents[1:]]
+        offsets[:, 1:] = rest_joints[:, 1:] - rest_joints[:, list(MANO_PARENTS[1:])]
         local = rotations.new_zeros(batch, NUM_JOINTS, 4, 4)
         local[..., :3, :3] = rotations
         local[..., :3, 3] = offsets

@@ -179,3 +179,19 @@ def test_float64_layer_agrees_with_float32(layer: ManoLayer, mano_model: ManoMod
     assert verts64.dtype == joints64.dtype == torch.float64
     torch.testing.assert_close(verts32.double(), verts64, rtol=0, atol=1e-6)
     torch.testing.assert_close(joints32.double(), joints64, rtol=0, atol=1e-6)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu(layer: ManoLayer, mano_model: ManoModel) -> None:
+    pose, shape = _random_pose(4, seed=8)
+    gpu_layer = ManoLayer(mano_model).cuda()
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            gpu = gpu_layer(pose.cuda(), shape.cuda())
+            cpu = layer(pose, shape)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.testing.assert_close([t.cpu() for t in gpu], list(cpu), rtol=0, atol=1e-5)
