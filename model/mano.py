@@ -39,7 +39,8 @@ TIP_VERTICES = (745, 317, 444, 556, 673)
 OUTPUT_JOINT_ORDER = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
 
 # manopth's Rodrigues adds this to every axis-angle component before taking
-# the norm, which keeps a zero rotation finite; kept for bit-level parity.
+# the norm, which keeps a zero rotation finite; the same offset keeps small
+# rotations numerically identical to the reference.
 _AXIS_ANGLE_EPS = 1e-8
 
 
@@ -116,7 +117,8 @@ class ManoLayer(nn.Module):
 
     def _fill_from(self, model: ManoModel) -> None:
         def f32(array: np.ndarray) -> Tensor:
-            # Round float64 -> float32 in numpy, as manopth does, on a writable copy.
+            # Checkpoint buffers are the float32 rounding of the file's float64
+            # arrays; the copy is needed because the model's arrays are read-only.
             return torch.from_numpy(np.array(array, dtype=np.float32))
 
         with torch.no_grad():
