@@ -8,11 +8,14 @@ first pts (read with PyAV) so both backends report the same times.
 
 decord is unmaintained and can abort the process on some corrupt input; the
 container is therefore checked with PyAV first, and the orchestrator runs
-decoding in a worker process it can lose.
+decoding in a worker process it can lose. When decord fails part-way through
+a video, PyAV finishes the read, so the frames returned end exactly where the
+damage starts.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 import decord
@@ -25,9 +28,15 @@ from hflpipe.pipeline.decode import (
     check_chunk_size,
     check_video_path,
     decode_error,
-    log_truncated,
 )
-from hflpipe.pipeline.decode_pyav import ContainerHeader, read_container_header, video_info
+from hflpipe.pipeline.decode_pyav import (
+    ContainerHeader,
+    PyAVDecoder,
+    read_container_header,
+    video_info,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class DecordDecoder:
@@ -91,39 +100,20 @@ class DecordDecoder:
             indices = selected[begin : begin + chunk_size]
             try:
                 frames = reader.get_batch(indices.tolist()).asnumpy()
-            except decord.DECORDError:
-                # Find the first frame of the chunk that fails, keep those before it.
-                frames, failure = _read_until_failure(reader, indices)
-                if failure is None:
-                    yield _chunk(indices, timestamps, frames)
-                    continue
-                if indices[0] == 0 and len(frames) == 0:
-                    raise decode_error(path, f"no frame could be decoded ({failure})") from None
-                log_truncated(path, int(indices[len(frames)]), failure)
-                if len(frames):
-                    yield _chunk(indices[: len(frames)], timestamps, frames)
+            except decord.DECORDError as exc:
+                # decord's decoding thread reads ahead, so a damaged packet can
+                # surface a few frames early, and how early varies run to run.
+                # PyAV stops exactly at the damage: it finishes the read.
+                logger.warning(
+                    "%s",
+                    decode_error(path, f"decord failed at frames {indices[0]}+, using PyAV: {exc}"),
+                )
+                del reader
+                yield from PyAVDecoder(self.threads).read_chunks(
+                    path, chunk_size=chunk_size, frame_indices=selected[begin:].tolist()
+                )
                 return
             yield _chunk(indices, timestamps, frames)
-
-
-def _read_until_failure(
-    reader: decord.VideoReader, indices: np.ndarray
-) -> tuple[np.ndarray, decord.DECORDError | None]:
-    """Read ``indices`` one by one until one fails.
-
-    Returns the ``(k, H, W, 3)`` frames before the failure and its error, or
-    all frames and None when each read alone succeeds.
-    """
-    good: list[np.ndarray] = []
-    failure = None
-    for index in indices.tolist():
-        try:
-            good.append(reader[index].asnumpy())
-        except decord.DECORDError as exc:
-            failure = exc
-            break
-    frames = np.stack(good) if good else np.empty((0,), dtype=np.uint8)
-    return frames, failure
 
 
 def _chunk(indices: np.ndarray, timestamps: np.ndarray, frames: np.ndarray) -> FrameChunk:
