@@ -22,7 +22,6 @@ neighbour sampling is sensitive to the last bit of the transform.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -234,27 +233,41 @@ def mirror_camera_points(points: np.ndarray) -> np.ndarray:
     return pts
 
 
-def _sample_range(offset: float, step: float, size: int, limit: int) -> tuple[int, int]:
-    """Frame index range ``[lo, hi)`` read by nearest samples at ``offset + step (i + .5)``.
+def _source_indices(coeffs: tuple[float, ...], length: int, size: int, axis: int) -> np.ndarray:
+    """Frame index that Pillow's nearest sampler reads for each output pixel along one axis.
 
-    ``i`` runs over ``0..size-1``.
+    With no rotation the sampler is separable, so a one-pixel-thin probe image holding
+    ``index + 1`` (0 is the black fill) gives the exact indices that a whole-frame transform
+    would read, at the cost of ``length`` pixels instead of the frame.
 
-    One pixel of margin each side absorbs the sampler's rounding.
+    Args:
+        coeffs: Pillow affine data ``(a, b, c, d, e, f)``, output -> input.
+        length: frame size along the axis (width for ``axis=1``, height for ``axis=0``).
+        size: output size along the axis.
+        axis: 1 for columns (x), 0 for rows (y).
+
+    Returns:
+        ``(size,)`` int64 indices, -1 where the sample falls outside the frame.
     """
-    first = offset + step * 0.5
-    last = offset + step * (size - 0.5)
-    lo = min(max(math.floor(min(first, last)) - 1, 0), limit)
-    hi = min(max(math.floor(max(first, last)) + 2, 0), limit)
-    return lo, hi
+    a, _, c, _, e, f = coeffs
+    index = np.arange(1, length + 1, dtype=np.int32)
+    if axis == 1:
+        probe, out_size, data = index[None, :], (size, 1), (a, 0.0, c, 0.0, 0.0, 0.5)
+    else:
+        probe, out_size, data = index[:, None], (1, size), (0.0, 0.0, 0.5, 0.0, e, f)
+    sampled = Image.fromarray(probe).transform(
+        out_size, Image.Transform.AFFINE, data, resample=Image.Resampling.NEAREST
+    )
+    return np.asarray(sampled).reshape(size).astype(np.int64) - 1
 
 
 def resample_crop(frame: np.ndarray, affine: np.ndarray, size: int = CROP_SIZE,
                   mirror: bool = False) -> np.ndarray:
     """Nearest-neighbour crop of ``frame`` through a frame -> crop ``affine`` (no rotation).
 
-    Only the frame region the crop reads is converted, so the cost does not grow with the
-    frame size. Pillow's sampler is used because it is the reference's: OpenCV's
-    ``warpAffine`` puts pixel centres elsewhere and picks different pixels.
+    Picks exactly the pixels that Pillow's affine transform with the inverse matrix picks
+    (the reference's sampler; OpenCV's ``warpAffine`` puts pixel centres elsewhere), but
+    gathers them directly, so the cost does not grow with the frame or the crop region.
 
     Args:
         frame: ``(H, W, 3)`` uint8 RGB.
@@ -267,24 +280,20 @@ def resample_crop(frame: np.ndarray, affine: np.ndarray, size: int = CROP_SIZE,
     """
     height, width = frame.shape[:2]
     inverse = np.linalg.inv(np.asarray(affine, dtype=np.float32))
-    a, b, c = (float(v) for v in inverse[0])
-    d, e, f = (float(v) for v in inverse[1])
-    if b != 0.0 or d != 0.0:
+    coeffs = tuple(float(v) for v in inverse[:2].reshape(6))
+    if coeffs[1] != 0.0 or coeffs[3] != 0.0:
         raise ValueError("affine must be an axis-aligned scale and shift (no rotation)")
-    x_lo, x_hi = _sample_range(c, a, size, width)
-    y_lo, y_hi = _sample_range(f, e, size, height)
-    if x_lo >= x_hi or y_lo >= y_hi:
-        return np.zeros((size, size, 3), dtype=np.uint8)
+    cols = _source_indices(coeffs, width, size, axis=1)
+    rows = _source_indices(coeffs, height, size, axis=0)
+    outside_rows, outside_cols = rows < 0, cols < 0
     if mirror:
-        region = frame[y_lo:y_hi, width - x_hi:width - x_lo][:, ::-1]
-    else:
-        region = frame[y_lo:y_hi, x_lo:x_hi]
-    image = Image.fromarray(np.ascontiguousarray(region))
-    out = image.transform(
-        (size, size), Image.Transform.AFFINE, (a, b, c - x_lo, d, e, f - y_lo),
-        resample=Image.Resampling.NEAREST,
-    )
-    return np.asarray(out)
+        cols = width - 1 - cols
+    # Two 1-D takes are several times faster than one 2-D fancy index.
+    image = frame.take(np.clip(rows, 0, height - 1), axis=0)
+    image = image.take(np.clip(cols, 0, width - 1), axis=1)
+    image[outside_rows] = 0
+    image[:, outside_cols] = 0
+    return image
 
 
 def crop_hand_object(

@@ -78,17 +78,37 @@ EDGE_CASES = {
 }
 
 
+@pytest.mark.parametrize("mirror", [False, True])
 @pytest.mark.parametrize("name", list(EDGE_CASES))
-def test_edge_cases_match_whole_frame_resampling(name):
+def test_edge_cases_match_whole_frame_resampling(name, mirror):
     rng = np.random.default_rng(7)
     frame = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
     hand, obj = (np.asarray(b, np.float32) for b in EDGE_CASES[name])
-    crop = crop_hand_object(frame, hand, obj)
+    crop = crop_hand_object(frame, hand, obj, mirror=mirror)
+    if mirror:
+        frame = np.ascontiguousarray(frame[:, ::-1])
+        hand, obj = mirror_box(hand, 640), mirror_box(obj, 640)
     affine, image = _reference_crop(frame, hand, obj)
     np.testing.assert_allclose(crop.affine, affine, atol=1e-3)
     assert (crop.image == image).all(axis=-1).mean() >= 0.99
-    # The region-only sampling should reproduce whole-frame sampling exactly.
+    # Gathering the probed indices should reproduce whole-frame sampling exactly.
     np.testing.assert_array_equal(crop.image, image)
+
+
+def test_random_boxes_match_whole_frame_resampling():
+    rng = np.random.default_rng(11)
+    for _ in range(25):
+        height, width = rng.integers(20, 900, size=2)
+        frame = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        boxes = []
+        for _ in range(2):
+            x0, y0 = rng.uniform(-0.3, 1.1) * width, rng.uniform(-0.3, 1.1) * height
+            w, h = rng.uniform(0.5, 0.6 * width), rng.uniform(0.5, 0.6 * height)
+            boxes.append(np.array([x0, y0, x0 + w, y0 + h], np.float32))
+        affine, image = _reference_crop(frame, *boxes)
+        crop = crop_hand_object(frame, *boxes)
+        np.testing.assert_array_equal(crop.affine, affine)
+        np.testing.assert_array_equal(crop.image, image)
 
 
 def test_whole_frame_boxes_map_frame_into_crop():
