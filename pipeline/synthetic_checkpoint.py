@@ -30,6 +30,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -92,20 +93,25 @@ _OBJECT_OUTPUT = re.compile(r"obj_head\.out_conv$")
 _DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype(np.float32), "int64": np.dtype(np.int64)}
 
 
-def _data_file(name: str) -> Path:
-    """Path of a file shipped in ``hflpipe/pipeline/data``."""
-    resource = resources.files("hflpipe.pipeline").joinpath("data", name)
-    if not isinstance(resource, Path) or not resource.is_file():
-        raise FileNotFoundError(f"hflpipe package data {name!r} is missing: reinstall hflpipe")
-    return resource
+def _data(name: str) -> Traversable:
+    """A file shipped in ``hflpipe/pipeline/data`` (readable even from a zipped install)."""
+    return resources.files("hflpipe.pipeline").joinpath("data", name)
 
 
 def synthetic_mano_path() -> Path:
     """The shipped synthetic right-hand model (npz of plain MANO arrays), usable as ``--mano``.
 
     NOT the real MANO model: 778 vertices and 16 joints in the MANO layout, made up values.
+
+    Raises:
+        FileNotFoundError: hflpipe is installed without its data files, or zipped.
     """
-    return _data_file(MANO_FILE)
+    resource = _data(MANO_FILE)
+    if not isinstance(resource, Path) or not resource.is_file():
+        raise FileNotFoundError(
+            f"hflpipe package data {MANO_FILE!r} is not a file on disk: reinstall hflpipe"
+        )
+    return resource
 
 
 def _gain(module_path: str) -> float:
@@ -215,8 +221,8 @@ def build_synthetic_state_dict(
 
 def synthetic_state_dict() -> OrderedDict[str, torch.Tensor]:
     """The synthetic state dict built from the shipped manifest and synthetic MANO arrays."""
-    manifest = json.loads(_data_file(MANIFEST_FILE).read_text(encoding="utf-8"))
-    with np.load(synthetic_mano_path()) as archive:
+    manifest = json.loads(_data(MANIFEST_FILE).read_text(encoding="utf-8"))
+    with _data(MANO_FILE).open("rb") as handle, np.load(handle) as archive:
         mano = {key: archive[key] for key in archive.files}
     return build_synthetic_state_dict(manifest, mano)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from hflpipe.model.mano_file import load_mano_model
 from hflpipe.pipeline.errors import OutputError
 from hflpipe.pipeline.synthetic_checkpoint import (
     MANIFEST_FILE,
@@ -71,6 +72,13 @@ def test_synthetic_mano_path_is_the_shipped_hand_model() -> None:
     with np.load(path) as mano:
         assert mano["v_template"].shape == (778, 3)
         assert mano["J_regressor"].shape == (16, 778)
+
+
+def test_synthetic_mano_file_loads_as_a_mano_model(fixtures_dir: Path) -> None:
+    model = load_mano_model(synthetic_mano_path())
+    with np.load(fixtures_dir / MANO_FILE) as reference:
+        np.testing.assert_array_equal(model.v_template, reference["v_template"])
+        np.testing.assert_array_equal(model.faces, reference["f"].astype(np.int64))
 
 
 def test_write_replaces_an_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
