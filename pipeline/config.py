@@ -33,7 +33,7 @@ RESULT_FIELDS = (
     "start_s",
     "end_s",
     "max_gap",
-    "smoothing",
+    "smoothing_cutoff_hz",
     "with_vertices",
     "precision",
 )
@@ -52,7 +52,7 @@ class RunConfig(BaseModel):
     hfov_deg: float = Field(60.0, gt=1.0, lt=179.0, description="FOV assumed without intrinsics")
     object: str | None = Field(None, description="YCB object name or a mesh/point file")
     detector: Literal["boxes", "mediapipe", "torchvision"] = "mediapipe"
-    boxes: Path | None = Field(None, description="boxes file, or a folder of <video stem>.csv/json")
+    boxes: Path | None = Field(None, description="boxes file (CSV, JSON or Parquet)")
     torchvision_model: str | None = None
     torchvision_weights: Path | None = None
     torchvision_classes: dict[int, str] | None = None
@@ -63,7 +63,9 @@ class RunConfig(BaseModel):
     start_s: float | None = Field(None, ge=0.0)
     end_s: float | None = Field(None, gt=0.0)
     max_gap: int = Field(5, ge=0, description="longest gap (frames) filled by interpolation")
-    smoothing: Literal["default", "none"] = "default"
+    smoothing_cutoff_hz: float = Field(
+        4.0, gt=0.0, description="smoothing bandwidth; raw values are kept beside"
+    )
     with_vertices: bool = False
     batch_size: int = Field(32, ge=1, le=4096, description="crops per inference batch")
     num_actors: int | None = Field(None, ge=1, description="inference actors (default: GPUs or 1)")

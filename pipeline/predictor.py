@@ -1,0 +1,149 @@
+"""The one seam between the pipeline and the model: a batch of crops in, small arrays out.
+
+``HflnetPredictor`` loads HFL-Net once and maps a batch of 256x256 crops
+(numpy, uint8) to per-crop results (numpy). It returns only what the rest of
+the pipeline needs, so that a GPU actor ships kilobytes per crop, not the
+object vote grids: the vote candidates are selected on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hflpipe.model.checkpoint import load_hflnet
+from hflpipe.model.object_pose import select_vote_candidates
+
+log = logging.getLogger(__name__)
+
+#: Joint confidence is the heatmap mass of the densest (2r+1)^2 window, r this radius.
+CONFIDENCE_RADIUS = 1
+
+
+@dataclass(frozen=True)
+class PredictorSettings:
+    """How to run the model; ``device``/``precision`` ``"auto"`` pick CUDA + bf16 when present."""
+
+    checkpoint: Path
+    mano: Path | None = None
+    device: str = "auto"
+    precision: str = "auto"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32. ``auto``: bf16 on CUDA, fp32 on CPU."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class HflnetPredictor:
+    """Callable model wrapper in Ray's map-batches style: loaded once, numpy in, numpy out."""
+
+    def __init__(self, settings: PredictorSettings) -> None:
+        self.device = resolve_device(settings.device)
+        self.autocast_dtype = resolve_precision(settings.precision, self.device)
+        self.net = load_hflnet(settings.checkpoint, mano=settings.mano, device=self.device)
+        if self.device.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        log.info("HFL-Net on %s (autocast %s)", self.device, self.autocast_dtype)
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch.
+
+        Args:
+            batch: ``images`` (B,256,256,3) uint8 RGB crops, ``hand_boxes`` and
+                ``object_boxes`` (B,4) float32 xyxy crop pixels.
+
+        Returns:
+            ``joints2d`` (B,21,2) crop px; ``joint_confidence`` (B,21) in [0,1];
+            ``joints3d`` (B,21,3) m relative to the wrist; ``mano_pose`` (B,48)
+            axis-angle; ``mano_shape`` (B,10); ``obj_keypoints`` (B,21,2) crop px
+            and ``obj_keypoint_confidence`` (B,21) of the best cell per control
+            point; ``obj_candidates`` (B,R,21,2) crop px with
+            ``obj_candidate_valid`` (B,R,21) bool, R rounds of the test-time
+            vote selection (see :func:`hflpipe.model.object_pose.select_vote_candidates`).
+        """
+        images = torch.from_numpy(np.ascontiguousarray(batch["images"])).to(self.device)
+        images = images.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        hand_boxes = torch.as_tensor(batch["hand_boxes"], dtype=torch.float32, device=self.device)
+        obj_boxes = torch.as_tensor(batch["object_boxes"], dtype=torch.float32, device=self.device)
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
+            out = self.net(images, hand_boxes, obj_boxes)
+        return self._summarise(out, hand_boxes, obj_boxes)
+
+    @torch.inference_mode()
+    def hand_mesh(
+        self, pose: np.ndarray, shape: np.ndarray, with_vertices: bool = False
+    ) -> dict[str, np.ndarray]:
+        """MANO ``joints`` (N,21,3) and optionally ``vertices`` (N,778,3), metres from the wrist.
+
+        Used to turn smoothed MANO parameters back into geometry with the model's
+        own hand layer (fp32, whatever the inference precision).
+        """
+        layer = self.net.mano_branch.mano_layer
+        pose_t = torch.as_tensor(pose, dtype=torch.float32, device=self.device)
+        shape_t = torch.as_tensor(shape, dtype=torch.float32, device=self.device)
+        verts, joints = layer(pose_t, shape_t, center_idx=0)
+        result = {"joints": joints.cpu().numpy()}
+        if with_vertices:
+            result["vertices"] = verts.cpu().numpy()
+        return result
+
+    def _summarise(
+        self, out: dict[str, torch.Tensor], hand_boxes: torch.Tensor, obj_boxes: torch.Tensor
+    ) -> dict[str, np.ndarray]:
+        out = {k: v.float() for k, v in out.items()}
+        joints2d = _box_fractions_to_pixels(out["joints2d"], hand_boxes)
+        conf = out["obj_conf"]
+        best_conf, best_cell = conf.flatten(1, 2).max(dim=1)
+        px = out["obj_pred_x"].flatten(1, 2).gather(1, best_cell[:, None, :])[:, 0]
+        py = out["obj_pred_y"].flatten(1, 2).gather(1, best_cell[:, None, :])[:, 0]
+        obj_keypoints = _box_fractions_to_pixels(torch.stack([px, py], dim=-1), obj_boxes)
+        cand = select_vote_candidates(out["obj_conf"], out["obj_pred_x"], out["obj_pred_y"])
+        candidates = _box_fractions_to_pixels(cand.positions, obj_boxes)
+        result = {
+            "joints2d": joints2d,
+            "joint_confidence": _peak_mass(out["heatmaps"]),
+            "joints3d": out["joints3d"],
+            "mano_pose": out["mano_pose_aa"],
+            "mano_shape": out["mano_shape"],
+            "obj_keypoints": obj_keypoints,
+            "obj_keypoint_confidence": best_conf,
+            "obj_candidates": candidates,
+            "obj_candidate_valid": cand.valid,
+        }
+        return {k: v.cpu().numpy() for k, v in result.items()}
+
+
+def _box_fractions_to_pixels(uv: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(B, ..., 2) fractions of (B, 4) xyxy boxes -> pixels."""
+    shape = (boxes.shape[0],) + (1,) * (uv.dim() - 2)
+    x0, y0 = boxes[:, 0].view(shape), boxes[:, 1].view(shape)
+    w, h = (boxes[:, 2] - boxes[:, 0]).view(shape), (boxes[:, 3] - boxes[:, 1]).view(shape)
+    return torch.stack([x0 + uv[..., 0] * w, y0 + uv[..., 1] * h], dim=-1)
+
+
+def _peak_mass(heatmaps: torch.Tensor) -> torch.Tensor:
+    """(B, J, H, W) softmax heatmaps -> (B, J) mass of the densest window around any cell."""
+    k = 2 * CONFIDENCE_RADIUS + 1
+    window_sums = torch.nn.functional.avg_pool2d(heatmaps, k, stride=1, padding=CONFIDENCE_RADIUS,
+                                                 count_include_pad=True) * (k * k)
+    return window_sums.flatten(2).max(dim=2).values.clamp(0.0, 1.0)

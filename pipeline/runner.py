@@ -1,0 +1,193 @@
+"""``hflpipe run``: plan the videos, start Ray and the predictor pool, process, write.
+
+One Ray task per video decodes, detects, tracks and crops it, sends crop
+batches to the predictor actors (a few in flight per video, so memory stays
+bounded), smooths the tracks and returns the video's tables. The driver
+writes each video's files atomically as its task finishes, so a crash loses at
+most the videos in flight, and a re-run does only what is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError, RayTaskError
+from tqdm import tqdm
+
+from hflpipe.pipeline.config import RunConfig
+from hflpipe.pipeline.inference import ActorInference, start_actors
+from hflpipe.pipeline.inputs import VideoInput, expand_videos
+from hflpipe.pipeline.progress import ProgressBoard
+from hflpipe.pipeline.run_context import RunContext, prepare_context
+from hflpipe.pipeline.video_job import VideoOutcome, failed_outcome, process_video
+from hflpipe.pipeline.writer import finished_videos, write_video_output, write_video_status
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.5
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the CLI's summary table and for tests."""
+
+    out: Path
+    config_hash: str
+    statuses: Counter = field(default_factory=Counter)
+    already_done: int = 0
+    frames: int = 0
+    hand_rows: int = 0
+    object_rows: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
+    """Process every video of ``config``; returns a summary. Raises HflpipeError on setup errors."""
+    started = time.monotonic()
+    inputs = expand_videos(config.videos)
+    context = prepare_context(config)
+    summary = RunSummary(out=config.out, config_hash=context.config_hash)
+    done = finished_videos(config.out)
+    todo: list[VideoInput] = []
+    for video in inputs:
+        previous = done.get(video.video_id)
+        if previous is not None and previous["config_hash"] == context.config_hash and (
+            previous["status"] == "ok" or not config.retry_failed
+        ):
+            summary.already_done += 1
+            continue
+        if video.problem is not None:
+            _record(summary, config, context, failed_outcome(video, context, video.problem))
+            continue
+        todo.append(video)
+    log.info("%d videos, %d already done, %d to process", len(inputs), summary.already_done,
+             len(todo))
+    if todo:
+        _process_on_ray(todo, config, context, summary, progress)
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def _process_on_ray(
+    todo: list[VideoInput], config: RunConfig, context: RunContext, summary: RunSummary,
+    progress: bool,
+) -> None:
+    if not ray.is_initialized():
+        ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    use_gpu = config.device != "cpu" and gpus > 0 and config.gpus_per_actor > 0
+    num_actors = config.num_actors or (max(1, int(gpus // config.gpus_per_actor)) if use_gpu else 1)
+    actors = start_actors(context.predictor_settings, num_actors,
+                          config.gpus_per_actor if use_gpu else 0.0, config.cpus_per_task)
+    board = ProgressBoard.remote()
+    task = ray.remote(num_cpus=config.cpus_per_task, max_retries=config.max_retries,
+                      retry_exceptions=False)(_video_task)
+    concurrency = config.max_concurrent_videos or max(
+        2, int(ray.cluster_resources().get("CPU", 2) // config.cpus_per_task)
+    )
+    pending = list(reversed(todo))
+    running: dict[ray.ObjectRef, tuple[VideoInput, float]] = {}
+    bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
+    try:
+        while pending or running:
+            while pending and len(running) < concurrency:
+                video = pending.pop()
+                ref = task.remote(video, config, context, actors, board, len(running))
+                running[ref] = (video, time.time())
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_INTERVAL_S)
+            for ref in ready:
+                video, _ = running.pop(ref)
+                _record(summary, config, context, _collect(ref, video, context, config))
+                ray.get(board.forget.remote(video.video_id))
+                bar.update(1)
+            _fail_stalled(running, board, config, context, summary, bar)
+            _show_frames(bar, board, summary)
+    finally:
+        bar.close()
+        for ref in running:
+            ray.cancel(ref, force=True)
+
+
+def _video_task(
+    video: VideoInput, config: RunConfig, context: RunContext, actors: list, board, slot: int
+) -> VideoOutcome:
+    def report(done: int, total: int) -> None:
+        board.report.remote(video.video_id, done, total)
+
+    return process_video(video, config, context, ActorInference(actors, offset=slot), report)
+
+
+def _collect(
+    ref: ray.ObjectRef, video: VideoInput, context: RunContext, config: RunConfig
+) -> VideoOutcome:
+    try:
+        return ray.get(ref)
+    except RayTaskError as exc:
+        cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+        text = str(cause).strip()
+        message = text.splitlines()[-1] if text else type(cause).__name__
+        return failed_outcome(video, context, f"internal error: {type(cause).__name__}: {message}")
+    except RayError as exc:
+        attempts = config.max_retries + 1
+        return failed_outcome(
+            video, context, f"worker died while processing ({attempts} attempts): "
+            f"{type(exc).__name__}"
+        )
+
+
+def _fail_stalled(running, board, config, context, summary, bar) -> None:
+    try:
+        states = ray.get(board.snapshot.remote(), timeout=10)
+    except GetTimeoutError:
+        return
+    now = time.time()
+    for ref, (video, submitted) in list(running.items()):
+        last = states.get(video.video_id, (0, 0, submitted))[2]
+        if now - max(last, submitted) > config.stall_timeout_s:
+            ray.cancel(ref, force=True)
+            running.pop(ref)
+            _record(summary, config, context, failed_outcome(
+                video, context, f"no progress for {config.stall_timeout_s:.0f} s (hung decoder?)"
+            ))
+            bar.update(1)
+
+
+def _show_frames(bar: tqdm, board, summary: RunSummary) -> None:
+    if bar.disable:
+        return
+    try:
+        states = ray.get(board.snapshot.remote(), timeout=10)
+    except GetTimeoutError:
+        return
+    in_flight = sum(done for done, _, _ in states.values())
+    frames = summary.frames + in_flight
+    rate = frames / max(bar.format_dict["elapsed"], 1e-6)
+    bar.set_postfix(frames=frames, fps=f"{rate:.1f}", refresh=False)
+
+
+def _record(summary: RunSummary, config: RunConfig, context: RunContext,
+            outcome: VideoOutcome) -> None:
+    row = outcome.video_row
+    row.setdefault("finished_at", dt.datetime.now(dt.UTC))
+    if outcome.hands is not None and outcome.objects is not None:
+        write_video_output(config.out, outcome.video_id, outcome.hands, outcome.objects, row,
+                           context.metadata)
+    else:
+        write_video_status(config.out, outcome.video_id, row, context.metadata)
+    summary.statuses[row["status"]] += 1
+    summary.frames += int(row.get("frames_processed") or 0)
+    if outcome.hands is not None:
+        summary.hand_rows += outcome.hands.num_rows
+    if outcome.objects is not None:
+        summary.object_rows += outcome.objects.num_rows
+    if row["status"] == "failed":
+        summary.failures.append((str(row["path"]), str(row["error"])))
+        log.warning("%s: %s", row["path"], row["error"])
