@@ -54,6 +54,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _weights_only_reason(message: str) -> str:
+    """The specific cause inside torch's multi-paragraph weights-only error message.
+
+    The rest of that message suggests ``weights_only=False``, advice we must not pass on.
+    """
+    _, found, tail = message.partition("WeightsUnpickler error:")
+    if not found:
+        return message.strip().splitlines()[0] if message.strip() else "unreadable pickle"
+    reason = next((line.strip() for line in tail.splitlines() if line.strip()), "unknown")
+    return reason.split(" was not an allowed global")[0].split(". Please use")[0]
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         data = path.read_bytes()
@@ -83,12 +95,13 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
+        reason = _weights_only_reason(str(exc))
+        if "Unsupported global" in reason:
             raise ModelFileError(
-                f"{path}: refused, the file holds pickled Python objects other than tensors "
-                f"(a weights-only load does not run them): {_first_line(exc)}"
+                f"{path}: refused, the file names Python objects a weights-only load will not "
+                f"call ({reason}); nothing in it was run"
             ) from None
-        raise ModelFileError(f"{path}: not a PyTorch checkpoint ({_first_line(exc)})") from None
+        raise ModelFileError(f"{path}: not a PyTorch checkpoint ({reason})") from None
     except Exception as exc:
         # torch.load signals truncated or damaged archives with several exception types
         # (RuntimeError, EOFError, ValueError, ...); each means the same to the user.
@@ -199,9 +212,16 @@ def load_hflnet(path: str | os.PathLike[str], mano: str | os.PathLike[str] | Non
     path = Path(path)
     state = to_network_keys(read_state_dict(path))
     _drop_unused_constants(path, state)
-    net = HFLNet()
-    _check_keys(path, state, net.state_dict())
+    # Built without storage: every tensor is replaced by the checkpoint's, so a random
+    # initialisation of 46 M parameters would be wasted work.
+    with torch.device("meta"):
+        net = HFLNet()
+    expected = net.state_dict()
+    _check_keys(path, state, expected)
     if mano is not None:
         _check_mano(path, state, mano)
-    net.load_state_dict(state, strict=True)
+    # assign=True adopts the file's tensors as they are, so fix their dtypes first
+    # (a checkpoint saved in half precision still gives a float32 network).
+    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    net.load_state_dict(state, strict=True, assign=True)
     return net.to(device).eval()
