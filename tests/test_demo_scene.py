@@ -21,7 +21,7 @@ from hflpipe.pipeline.demo_scene import (
     project,
 )
 from hflpipe.pipeline.detect_boxes import BoxesFile
-from hflpipe.pipeline.errors import ConfigError
+from hflpipe.pipeline.errors import ConfigError, OutputError
 
 # Codec chroma bleed and anti-aliasing reach a pixel or two past a shape's outline.
 PIXEL_MARGIN = 3.0
@@ -91,6 +91,21 @@ def test_other_size_length_and_rate(tmp_path: Path) -> None:
     assert reader.get_avg_fps() == pytest.approx(15.0)
     assert scene.num_frames == 12
     assert json.loads(scene.intrinsics_path.read_text())["width"] == 320
+    # Written through temporary files that are all renamed into place.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "demo.mp4",
+        "demo_boxes.csv",
+        "demo_groundtruth.npz",
+        "demo_intrinsics.json",
+    ]
+
+
+def test_unwritable_folder_is_an_output_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="demo scene folder") as info:
+        make_demo_scene(blocker / "scene", num_frames=2)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["right", "left", "mirrored"])
