@@ -127,10 +127,12 @@ class TorchvisionDetector:
         try:
             self._model.load_state_dict(state_dict, strict=True)
         except RuntimeError as err:
-            # The first line says which keys or shapes disagree; the rest repeats them.
+            # torch lists every disagreeing key on its own line; the first one is enough.
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            first = lines[1] if len(lines) > 1 else lines[0] if lines else "key mismatch"
             raise InputError(
                 f"detector weights {weights_path}: do not fit {model_name} with "
-                f"{classes} classes: {str(err).splitlines()[0]} ..."
+                f"{classes} classes: {first}"
             ) from err
         self._model.eval().to(self._device)
 

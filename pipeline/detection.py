@@ -7,10 +7,15 @@ hand and object boxes it found. Boxes are ``xyxy`` in full-frame pixels
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
+
+from hflpipe.pipeline.errors import ConfigError
 
 Kind = Literal["hand", "object"]
 Handedness = Literal["left", "right"]
@@ -69,3 +74,51 @@ class Detector(Protocol):
     def close(self) -> None:
         """Release resources; the detector cannot be used afterwards."""
         ...
+
+
+DETECTOR_KINDS = ("boxes", "torchvision", "mediapipe")
+
+
+def make_detector(
+    kind: str, options: Mapping[str, Any] | None = None, *, video: str | Path | None = None
+) -> Detector:
+    """Build a detector by kind.
+
+    Args:
+        kind: ``"boxes"``, ``"torchvision"`` or ``"mediapipe"``.
+        options: for ``"boxes"``, ``{"path": file}`` or ``{"file": BoxesFile}`` (a file
+            loaded once and shared across videos); otherwise the keyword arguments of
+            ``TorchvisionDetector`` or ``MediaPipeHandDetector``.
+        video: the video the detector is for (selects a boxes file's rows).
+
+    Raises:
+        ConfigError: unknown kind or option, or a missing required option.
+    """
+    options = dict(options or {})
+    if kind == "boxes":
+        from hflpipe.pipeline.detect_boxes import BoxesFile
+
+        unknown = set(options) - {"path", "file"}
+        if unknown or len(options) != 1:
+            raise ConfigError(
+                f"boxes detector: give exactly one of 'path' or 'file', got {sorted(options)}"
+            )
+        boxes = options.get("file") or BoxesFile.load(options["path"])
+        return boxes.for_video(video)
+    if kind == "torchvision":
+        from hflpipe.pipeline.detect_torchvision import TorchvisionDetector as factory
+    elif kind == "mediapipe":
+        from hflpipe.pipeline.detect_mediapipe import MediaPipeHandDetector as factory
+    else:
+        raise ConfigError(f"unknown detector {kind!r} (one of: {', '.join(DETECTOR_KINDS)})")
+    parameters = inspect.signature(factory).parameters
+    unknown = sorted(set(options) - set(parameters))
+    if unknown:
+        raise ConfigError(f"{kind} detector: unknown option(s) {', '.join(unknown)}")
+    missing = [
+        name for name, p in parameters.items()
+        if p.default is inspect.Parameter.empty and name not in options
+    ]
+    if missing:
+        raise ConfigError(f"{kind} detector: missing option(s) {', '.join(missing)}")
+    return factory(**options)

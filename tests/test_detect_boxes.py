@@ -12,8 +12,10 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+
 from hflpipe.pipeline.detect_boxes import BoxesFile
-from hflpipe.pipeline.errors import InputError
+from hflpipe.pipeline.detection import Detector, make_detector
+from hflpipe.pipeline.errors import ConfigError, InputError
 
 ROWS = [
     {"frame_index": 3, "kind": "hand", "x0": 10, "y0": 20, "x1": 50, "y1": 80,
@@ -149,3 +151,16 @@ def test_hundred_thousand_rows_load_fast(tmp_path: Path) -> None:
     per_frame = boxes.for_video("a.mp4").detect(np.arange(5000), np.zeros(5000), None)
     expected = (table.column("video").to_numpy(zero_copy_only=False) == "a").sum()
     assert sum(len(f) for f in per_frame) == expected
+
+
+def test_make_detector_builds_a_boxes_detector(tmp_path: Path) -> None:
+    path = _write(tmp_path / "b.json", ROWS)
+    detector = make_detector("boxes", {"path": path}, video="clip_b.mp4")
+    assert isinstance(detector, Detector) and detector.name == "boxes"
+    shared = make_detector("boxes", {"file": BoxesFile.load(path)}, video="/v/clip_b.mp4")
+    for d in (detector, shared):
+        assert [x.handedness for x in d.detect(np.array([3]), np.zeros(1), None)[0]] == ["right"]
+    with pytest.raises(ConfigError, match="exactly one of 'path' or 'file'"):
+        make_detector("boxes", {"path": path, "score": 1}, video="clip_b")
+    with pytest.raises(ConfigError, match="unknown detector 'yolo'"):
+        make_detector("yolo")

@@ -24,6 +24,7 @@ from hflpipe.pipeline.detect_mediapipe import (
     env_python,
     setup_mediapipe,
 )
+from hflpipe.pipeline.detection import Detector, make_detector
 from hflpipe.pipeline.errors import ConfigError
 from hflpipe.pipeline.tracking import box_iou
 
@@ -227,3 +228,9 @@ def test_real_mediapipe_finds_a_rendered_hand(mediapipe_env: Path) -> None:
     assert box_iou(found_selfie[0][0].box, hand.box)[0, 0] > 0.7
     # Flipping the frame before MediaPipe (ordinary footage) swaps its label.
     assert {hand.handedness, found_selfie[0][0].handedness} == {"left", "right"}
+
+
+def test_make_detector_builds_the_hand_detector(fake_env: Path) -> None:
+    detector = make_detector("mediapipe", {"env_dir": fake_env, "max_hands": 1})
+    assert isinstance(detector, Detector) and detector.name == "mediapipe"
+    detector.close()

@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 from hflpipe.pipeline.detect_torchvision import TorchvisionDetector
+from hflpipe.pipeline.detection import Detector, make_detector
 from hflpipe.pipeline.errors import ConfigError, InputError
 
 MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
@@ -77,7 +78,7 @@ def test_labels_outside_the_map_and_low_scores_are_dropped(weights: Path) -> Non
 
 
 def test_bad_weights_and_settings(weights: Path, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"do not fit .* with 6 classes"):
+    with pytest.raises(InputError, match=r"do not fit .* with 6 classes: size mismatch for"):
         TorchvisionDetector(MODEL, weights, {5: "hand"})
     with pytest.raises(InputError, match="not found"):
         TorchvisionDetector(MODEL, tmp_path / "absent.pt", {2: "hand"})
@@ -93,3 +94,16 @@ def test_bad_weights_and_settings(weights: Path, tmp_path: Path) -> None:
         TorchvisionDetector("resnet50", weights, {2: "hand"})
     with pytest.raises(ConfigError, match="class_map is empty"):
         TorchvisionDetector(MODEL, weights, {})
+
+
+def test_make_detector_checks_options(weights: Path) -> None:
+    detector = make_detector(
+        "torchvision",
+        {"model_name": MODEL, "weights_path": weights, "class_map": {2: "hand"}, "num_classes": 4},
+    )
+    assert isinstance(detector, Detector) and detector.needs_frames
+    with pytest.raises(ConfigError, match=r"missing option\(s\) class_map"):
+        make_detector("torchvision", {"model_name": MODEL, "weights_path": weights})
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) score"):
+        make_detector("torchvision", {"model_name": MODEL, "weights_path": weights,
+                                      "class_map": {2: "hand"}, "score": 0.3})
