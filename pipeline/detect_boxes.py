@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
+
 from hflpipe.pipeline.detection import Detection
 from hflpipe.pipeline.errors import InputError
 
