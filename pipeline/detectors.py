@@ -1,28 +1,27 @@
-"""Pick and build the detector a run asks for, for one video."""
+"""The detector a run's configuration asks for, for one video."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from hflpipe.pipeline.config import RunConfig
-from hflpipe.pipeline.detection import Detector
-from hflpipe.pipeline.errors import ConfigError
+from hflpipe.pipeline.detection import Detector, make_detector
 from hflpipe.pipeline.run_context import RunContext
 
 
-def make_detector(config: RunConfig, context: RunContext, video: Path) -> Detector:
-    """The configured detector for ``video`` (the caller closes it)."""
+def detector_for(config: RunConfig, context: RunContext, video: Path) -> Detector:
+    """Map run options onto :func:`make_detector`; the boxes file is the one loaded up front."""
+    options: dict[str, Any]
     if config.detector == "boxes":
-        if context.boxes is None:
-            raise ConfigError("detector 'boxes' needs a boxes file (--boxes)")
-        return context.boxes.for_video(video)
-    if config.detector == "torchvision":
-        from hflpipe.pipeline.detect_torchvision import TorchvisionDetector
-
-        return TorchvisionDetector(
-            config.torchvision_model, config.torchvision_weights,
-            config.torchvision_classes or {1: "hand"}, score_threshold=config.score_threshold,
-        )
-    from hflpipe.pipeline.detect_mediapipe import MediaPipeHandDetector
-
-    return MediaPipeHandDetector(min_confidence=config.score_threshold)
+        options = {"file": context.boxes}
+    elif config.detector == "torchvision":
+        options = {
+            "model_name": config.torchvision_model,
+            "weights_path": config.torchvision_weights,
+            "class_map": config.torchvision_classes or {1: "hand"},
+            "score_threshold": config.score_threshold,
+        }
+    else:
+        options = {"min_confidence": config.score_threshold}
+    return make_detector(config.detector, options, video=video)

@@ -26,7 +26,7 @@ from hflpipe.pipeline.camera import default_intrinsics
 from hflpipe.pipeline.config import RunConfig
 from hflpipe.pipeline.decode import Decoder, VideoInfo, get_decoder
 from hflpipe.pipeline.detection import Detection, Detector
-from hflpipe.pipeline.detectors import make_detector
+from hflpipe.pipeline.detectors import detector_for
 from hflpipe.pipeline.errors import HflpipeError
 from hflpipe.pipeline.frame_mapping import crops_to_frame
 from hflpipe.pipeline.hand_pose import fit_root_translation, mirror_mano_pose, mirror_points3d
@@ -118,7 +118,7 @@ def _process(
         height=info.height, duration_s=info.duration_s, decoder=decoder.name,
         intrinsics=camera.K, intrinsics_source=camera.source,
     )
-    detector = make_detector(config, context, video.path)
+    detector = detector_for(config, context, video.path)
     try:
         indices, detections, decoded = _detect(decoder, detector, path, config, info, report)
     finally:

@@ -1,0 +1,111 @@
+"""End to end: generated videos -> real Ray -> Parquet read back by three readers."""
+
+from __future__ import annotations
+
+import shutil
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from hflpipe.pipeline.config import make_config
+from hflpipe.pipeline.demo_scene import make_demo_scene, mirror
+from hflpipe.pipeline.inputs import video_id_for
+from hflpipe.pipeline.runner import run
+from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path, write_synthetic_checkpoint
+from hflpipe.pipeline.writer import read_table
+
+pytestmark = pytest.mark.slow
+FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "synthetic.pth.tar")
+    yield path
+    path.unlink()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    right = make_demo_scene(root / "right", num_frames=FRAMES)
+    return right, mirror(right, root / "left")
+
+
+def _config(videos, out, checkpoint, boxes, intrinsics, **extra):
+    return make_config(videos=[str(v) for v in videos], out=out, checkpoint=checkpoint,
+                       mano=synthetic_mano_path(), detector="boxes", boxes=boxes,
+                       intrinsics=str(intrinsics), object="003_cracker_box", **extra)
+
+
+def test_every_frame_is_accounted_for_and_a_rerun_does_nothing(
+    tmp_path, checkpoint, local_ray, scenes
+):
+    right, _ = scenes
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    out = tmp_path / "out"
+    config = _config([right.video_path, bad], out, checkpoint, right.boxes_path,
+                     right.intrinsics_path)
+    summary = run(config, progress=False)
+    assert summary.statuses == {"ok": 1, "failed": 1}
+    videos = read_table(out, "videos").to_pandas().set_index("path")
+    assert videos.loc[str(bad), "status"] == "failed"
+    assert str(bad) in videos.loc[str(bad), "error"] or "video" in videos.loc[str(bad), "error"]
+    assert videos.loc[str(right.video_path), "num_frames"] == FRAMES
+
+    hands = read_table(out, "hands").to_pandas()
+    assert sorted(hands["frame_index"]) == list(range(FRAMES))
+    assert hands["track_id"].nunique() == 1 and set(hands["handedness"]) == {"right"}
+    objects = read_table(out, "objects").to_pandas()
+    assert sorted(objects["frame_index"]) == list(range(FRAMES))
+    assert objects["object_name"].eq("003_cracker_box").all()
+
+    # The same files, unchanged, in pandas (via pyarrow), DuckDB and raw pyarrow.
+    n_duck = duckdb.connect().execute(
+        f"select count(*) from read_parquet('{out}/hands/*.parquet')").fetchall()[0][0]
+    assert n_duck == FRAMES
+    assert pq.read_table(out / "hands").num_rows == FRAMES
+    assert len(pd.read_parquet(out / "objects")) == FRAMES
+
+    again = run(config, progress=False)
+    assert again.already_done == 2 and not again.statuses
+    assert len(read_table(out, "hands")) == FRAMES
+
+
+def test_a_mirrored_video_gives_mirrored_results(tmp_path, checkpoint, local_ray, scenes):
+    right, left = scenes
+    results = {}
+    for name, scene in (("right", right), ("left", left)):
+        out = tmp_path / name
+        run(_config([scene.video_path], out, checkpoint, scene.boxes_path,
+                    scene.intrinsics_path), progress=False)
+        hands = read_table(out, "hands").to_pandas().sort_values("frame_index")
+        assert set(hands["handedness"]) == {name}
+        results[name] = hands
+    width = right.size[0]
+    joints_r = np.stack([np.stack(j) for j in results["right"]["joints2d_raw"]])
+    joints_l = np.stack([np.stack(j) for j in results["left"]["joints2d_raw"]])
+    mirrored_x = width - 1 - joints_l[..., 0]
+    assert np.median(np.abs(mirrored_x - joints_r[..., 0])) < 2.0
+    assert np.median(np.abs(joints_l[..., 1] - joints_r[..., 1])) < 2.0
+    t_r = np.stack(results["right"]["translation_raw"])
+    t_l = np.stack(results["left"]["translation_raw"])
+    assert np.median(np.abs(t_l[:, 0] + t_r[:, 0])) < 0.01
+    shutil.rmtree(tmp_path)
+
+
+def test_video_ids_come_from_paths(scenes):
+    right, _ = scenes
+    assert video_id_for(right.video_path).startswith("demo-")
