@@ -211,11 +211,14 @@ class ManoRegressor(nn.Module):
 
     def forward(self, encoding: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.mano_base_layer(encoding)
-        pose_6d = self.pose_reg(features)
-        rotmat = rot6d_to_matrix(pose_6d.reshape(-1, NUM_MANO_JOINTS, 6))
-        pose_aa = matrix_to_axis_angle(rotmat).flatten(1)
-        shape = self.shape_reg(features)
-        verts, joints = self.mano_layer(pose_aa, shape)
+        pose_6d = self.pose_reg(features).float()
+        shape = self.shape_reg(features).float()
+        # The geometry runs in float32 even under autocast: half-precision rotations and
+        # skinning would cost millimetres on the mesh.
+        with torch.autocast(pose_6d.device.type, enabled=False):
+            rotmat = rot6d_to_matrix(pose_6d.reshape(-1, NUM_MANO_JOINTS, 6))
+            pose_aa = matrix_to_axis_angle(rotmat).flatten(1)
+            verts, joints = self.mano_layer(pose_aa, shape)
         return {
             "mano_pose_6d": pose_6d,
             "mano_pose_rotmat": rotmat,
