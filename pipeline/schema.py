@@ -192,6 +192,8 @@ def videos_schema() -> pa.Schema:
         _field("config_hash", pa.string(), unit="", description="hash of the job config used"),
         _field("hand_tracks", pa.int32(), unit="", nullable=True, description="hand tracks"),
         _field("object_tracks", pa.int32(), unit="", nullable=True, description="object tracks"),
+        _field("failed_crops", pa.int32(), unit="", nullable=True,
+               description="hand-object crops the model could not process (no row for them)"),
         _field("intrinsics", pa.list_(pa.float64(), 9), unit="px", shape="3x3", nullable=True,
                description="camera matrix K, row-major"),
         _field("intrinsics_source", pa.string(), unit="", nullable=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,13 @@ def fixtures_dir() -> Path:
     if path is None:
         pytest.fail("HFL-Net fixtures not found: set HFLPIPE_FIXTURES or check out ../shared")
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The synthetic HFL-Net checkpoint (official layout, 187 MB), written once per session."""
+    from hflpipe.pipeline.synthetic_checkpoint import write_synthetic_checkpoint
+
+    path = write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "synthetic.pth.tar")
+    yield path
+    path.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from hflpipe.pipeline.config import make_config
 from hflpipe.pipeline.demo_scene import make_demo_scene, mirror
 from hflpipe.pipeline.inputs import video_id_for
 from hflpipe.pipeline.runner import run
-from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path, write_synthetic_checkpoint
+from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.writer import read_table
 
 pytestmark = pytest.mark.slow
@@ -23,10 +23,8 @@ FRAMES = 12
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "synthetic.pth.tar")
-    yield path
-    path.unlink()
+def checkpoint(synthetic_checkpoint):
+    return synthetic_checkpoint
 
 
 @pytest.fixture(scope="module")
