@@ -5,6 +5,11 @@ Three tables, one file per video in each (``OUT/hands``, ``OUT/objects``, ``OUT/
 - ``hands``: one row per (frame, hand track). Plain pose columns hold the temporally
   smoothed values; ``*_raw`` columns hold the model's per-frame values.
 - ``objects``: one row per (frame, object track); 6D pose as a quaternion (w, x, y, z).
+- Both end with quality columns (``jitter_mps2``, ``suspect``, ``suspect_reasons``; hands
+  also ``handedness_flip``, ``hand_object_distance_m``); :mod:`hflpipe.pipeline.quality`
+  defines them and the thresholds behind ``suspect``. The builders accept tables without
+  them (they are then null: not assessed), so tools that make their own rows need not
+  compute them.
 - ``videos``: one row per input video, its status and how it was processed.
 
 Conventions (also written into every file's key-value metadata): 2D values are full-frame
@@ -19,9 +24,10 @@ The ``*_table`` builders take plain numpy columns. A nullable column may be give
 ``numpy.ma.MaskedArray`` (a masked row is null); on top of that, the contract nulls below are
 applied whatever values the caller passes in those rows:
 
-- hands: ``detector_score`` and every ``*_raw`` column are null where ``interpolated``.
-- objects: ``detector_score``, ``pnp_inliers``, ``reprojection_error_px`` are null where
-  ``interpolated``; ``rotation``/``translation`` are null where not ``pose_valid``;
+- hands: ``detector_score``, ``jitter_mps2``, ``handedness_flip`` and every ``*_raw``
+  column are null where ``interpolated``.
+- objects: ``detector_score``, ``pnp_inliers``, ``reprojection_error_px``, ``jitter_mps2``
+  are null where ``interpolated``; ``rotation``/``translation`` are null where not ``pose_valid``;
   ``rotation_raw``/``translation_raw`` are null where ``interpolated`` or not ``pose_valid``.
 """
 
@@ -38,7 +44,9 @@ import pyarrow.parquet as pq
 
 from hflpipe import __version__
 
-SCHEMA_VERSION = "1"
+# 2: quality columns (jitter_mps2, handedness_flip, hand_object_distance_m, suspect,
+# suspect_reasons) appended to hands and objects.
+SCHEMA_VERSION = "2"
 TABLES = ("hands", "objects", "videos")
 NUM_JOINTS = 21
 NUM_KEYPOINTS = 21
@@ -52,6 +60,10 @@ METADATA_PREFIX = "hflpipe."
 VIDEO_STATUSES = ("ok", "failed", "skipped")
 INTRINSICS_SOURCES = ("given", "default_fov")
 HANDEDNESS = ("left", "right")
+#: Derived columns a builder may be given or not; left out, they are null (not assessed).
+QUALITY_COLUMNS = frozenset({
+    "jitter_mps2", "handedness_flip", "hand_object_distance_m", "suspect", "suspect_reasons",
+})
 
 
 def _f32(*shape: int) -> pa.DataType:
@@ -83,6 +95,24 @@ def _key_fields() -> list[pa.Field]:
         _field("frame_index", pa.int64(), unit="frame", description="0-based decoded frame"),
         _field("timestamp_s", pa.float64(), unit="s", description="presentation time"),
         _field("track_id", pa.int32(), unit="", description="track id, unique per video+table"),
+    ]
+
+
+def _jitter_field(what: str) -> pa.Field:
+    return _field(
+        "jitter_mps2", _f32(), unit="m/s^2", nullable=True,
+        description=f"{what}, from the neighbouring observed frames; null if interpolated "
+        "or without a raw neighbour on both sides",
+    )
+
+
+def _suspect_fields() -> list[pa.Field]:
+    return [
+        _field("suspect", pa.bool_(), unit="", nullable=True,
+               description="a quality rule fired (thresholds in hflpipe.pipeline.quality); "
+               "null if not assessed"),
+        _field("suspect_reasons", pa.string(), unit="", nullable=True,
+               description="comma-separated names of the rules that fired; null if none"),
     ]
 
 
@@ -131,6 +161,14 @@ def hands_schema(*, with_vertices: bool = False) -> pa.Schema:
                description="per-frame model MANO axis-angle; null if interpolated"),
         _field("translation_raw", _f32(3), unit="m", shape="3", nullable=True,
                description="per-frame model wrist position; null if interpolated"),
+        _jitter_field("mean acceleration magnitude of the raw 3D joints"),
+        _field("handedness_flip", pa.bool_(), unit="", nullable=True,
+               description="detector's handedness on this frame differs from the track's; "
+               "null if interpolated or not given by the detector"),
+        _field("hand_object_distance_m", _f32(), unit="m", nullable=True,
+               description="nearest joint to the nearest posed object's 3D box on this frame; "
+               "null if no posed object"),
+        *_suspect_fields(),
     ]
     return _with_table_metadata(pa.schema(fields), "hands")
 
@@ -165,6 +203,8 @@ def objects_schema() -> pa.Schema:
                description="mean inlier reprojection error; null if interpolated or PnP not run"),
         _field("pose_valid", pa.bool_(), unit="",
                description="false: no 6D pose (no control points, PnP failed, too few inliers)"),
+        _jitter_field("acceleration magnitude of the raw translation"),
+        *_suspect_fields(),
     ]
     return _with_table_metadata(pa.schema(fields), "objects")
 
@@ -269,6 +309,8 @@ _CONTRACT_NULLS = {
         "joints3d_raw": ("interpolated",),
         "mano_pose_raw": ("interpolated",),
         "translation_raw": ("interpolated",),
+        "jitter_mps2": ("interpolated",),
+        "handedness_flip": ("interpolated",),
     },
     "objects": {
         "detector_score": ("interpolated",),
@@ -278,6 +320,7 @@ _CONTRACT_NULLS = {
         "translation": ("!pose_valid",),
         "rotation_raw": ("interpolated", "!pose_valid"),
         "translation_raw": ("interpolated", "!pose_valid"),
+        "jitter_mps2": ("interpolated",),
     },
 }
 
@@ -359,6 +402,29 @@ def empty_objects(metadata: OutputMetadata) -> pa.Table:
     return objects_schema().empty_table().replace_schema_metadata(metadata.key_values("objects"))
 
 
+def column_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A numeric or boolean column, as written by the builders, back to numpy.
+
+    Returns float64 ``(n, *shape)`` for fixed-size-list columns (e.g. ``joints2d`` gives
+    (n, 21, 2)) and ``(n,)`` for scalars; null rows hold NaN (booleans become 0.0/1.0).
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array(
+            [], column.type)
+    nulls = column.is_null().to_numpy(zero_copy_only=False)
+    _, shape = _leaf_dtype(column.type)
+    flat = column
+    # flatten() drops null rows (only the outer level has nulls), so fill the valid rows.
+    while pa.types.is_fixed_size_list(flat.type):
+        flat = flat.flatten()
+    if not shape:
+        flat = flat.drop_null()
+    out = np.full((len(column), *shape), np.nan)
+    values = flat.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    out[~nulls] = values.reshape(-1, *shape)
+    return out
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -376,13 +442,22 @@ def _build(
     table: str, schema: pa.Schema, columns: Mapping[str, object], metadata: OutputMetadata
 ) -> pa.Table:
     names = set(schema.names)
-    missing = [n for n in schema.names if n not in columns]
+    missing = [n for n in schema.names if n not in columns and n not in QUALITY_COLUMNS]
     unknown = sorted(set(columns) - names)
     if missing:
         raise ValueError(f"{table} table: missing columns {missing}")
     if unknown:
         raise ValueError(f"{table} table: unknown columns {unknown}")
     num_rows = len(np.asarray(columns["frame_index"]))
+    # Quality columns left out are unknown, not "fine": all null.
+    unassessed = np.ma.masked_all(num_rows, dtype=np.float32)
+    columns = {
+        **{n: np.ma.masked_all(num_rows, dtype=bool) if schema.field(n).type == pa.bool_()
+           else np.full(num_rows, None, dtype=object) if schema.field(n).type == pa.string()
+           else unassessed
+           for n in schema.names if n in QUALITY_COLUMNS and n not in columns},
+        **columns,
+    }
     flags = {
         name: np.asarray(columns[name], dtype=bool)
         for name in ("interpolated", "pose_valid")
@@ -464,10 +539,12 @@ def _check_values(table_name: str, column: str, table: pa.Table, allowed: tuple[
 
 __all__ = [
     "COORDINATES",
+    "QUALITY_COLUMNS",
     "ROTATION_FORMAT",
     "SCHEMA_VERSION",
     "TABLES",
     "OutputMetadata",
+    "column_numpy",
     "empty_hands",
     "empty_objects",
     "hands_schema",

@@ -4,7 +4,9 @@ Each track is cut into spans (gaps up to ``max_gap`` frames are filled and
 flagged ``interpolated``), smoothed offline, and written with its raw values
 beside. Hand 3D joints (and vertices) are recomputed from the smoothed MANO
 parameters with the model's own hand layer and placed at the smoothed wrist
-translation, so joints and mesh always agree.
+translation, so joints and mesh always agree. Quality columns (jitter, handedness
+flips, ``suspect``) are computed here too, see :mod:`hflpipe.pipeline.quality`;
+the hand-object distance needs both tables, so :func:`video_tables` adds it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ import pyarrow as pa
 from hflpipe.pipeline.config import RunConfig
 from hflpipe.pipeline.hand_pose import mirror_mano_pose, mirror_points3d
 from hflpipe.pipeline.inference import InferenceClient
+from hflpipe.pipeline.quality import (
+    acceleration_magnitude,
+    hand_suspect,
+    link_hands_to_objects,
+    object_suspect,
+)
 from hflpipe.pipeline.schema import (
     OutputMetadata,
     empty_hands,
@@ -49,11 +57,43 @@ def _span_times(span: TrackSpan, frames: np.ndarray, times: np.ndarray) -> np.nd
     return np.interp(span.frame_indices, frames, times)
 
 
+def video_tables(
+    video_id: str, hand_obs: dict[str, np.ndarray], object_obs: dict[str, np.ndarray],
+    config: RunConfig, metadata: OutputMetadata, inference: InferenceClient,
+    control_points: np.ndarray | None,
+) -> tuple[pa.Table, pa.Table]:
+    """The ``hands`` and ``objects`` tables of one video, hand-object distances filled in.
+
+    ``control_points``: (21, 3) object-frame metres of the run's object, or None.
+    """
+    hands = hand_table(video_id, hand_obs, config, metadata, inference)
+    objects = object_table(video_id, object_obs, config, metadata)
+    return link_hands_to_objects(hands, objects, control_points), objects
+
+
+def _handedness_disagreement(obs: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """(k,) per observation: 1.0 where the detector's own handedness differs from the
+    track's, 0.0 where it agrees, NaN where the detector gave none (or no key was given).
+
+    ``obs["detected_handedness"]`` (optional) holds the detector's per-frame value before
+    the tracker's vote replaced it with the track's majority.
+    """
+    detected = obs.get("detected_handedness")
+    if detected is None:
+        return np.full(len(rows), np.nan)
+    track_side = obs["handedness"][rows]
+    return np.array([np.nan if d is None else float(d != side)
+                     for d, side in zip(detected[rows], track_side, strict=True)])
+
+
 def hand_table(
     video_id: str, obs: dict[str, np.ndarray], config: RunConfig, metadata: OutputMetadata,
     inference: InferenceClient,
 ) -> pa.Table:
-    """The ``hands`` table of one video from per-crop observations (see ``video_job``)."""
+    """The ``hands`` table of one video from per-crop observations (see ``video_job``).
+
+    ``hand_object_distance_m`` is left null (see :func:`video_tables`).
+    """
     if len(obs["track_id"]) == 0:
         return empty_hands(metadata, with_vertices=config.with_vertices)
     smoothing = SmoothingConfig(cutoff_hz=config.smoothing_cutoff_hz)
@@ -68,6 +108,7 @@ def hand_table(
             return span.scatter(frames, obs[name][rows])
 
         translation_raw = raw("translation")
+        joints3d_raw = raw("joints_rel") + translation_raw[:, None, :]
         left = obs["handedness"][rows[0]] == "left"
         parts.append({
             "frame_index": span.frame_indices,
@@ -83,9 +124,11 @@ def hand_table(
             "mano_shape": smooth_vectors(t, raw("mano_shape"), observed, smoothing),
             "translation": smooth_vectors(t, translation_raw, observed, smoothing),
             "joints2d_raw": np.nan_to_num(raw("joints2d")),
-            "joints3d_raw": np.nan_to_num(raw("joints_rel") + translation_raw[:, None, :]),
+            "joints3d_raw": np.nan_to_num(joints3d_raw),
             "mano_pose_raw": np.nan_to_num(raw("mano_pose")),
             "translation_raw": np.nan_to_num(translation_raw),
+            "jitter_mps2": acceleration_magnitude(t, joints3d_raw, observed),
+            "handedness_flip": span.scatter(frames, _handedness_disagreement(obs, rows)),
             "left": np.full(len(t), left),
         })
     columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
@@ -101,6 +144,12 @@ def hand_table(
                          mesh["vertices"])
         columns["vertices"] = verts + columns["translation"][:, None, :]
     columns["video_id"] = np.full(len(left), video_id, dtype=object)
+    columns["hand_object_distance_m"] = np.full(len(left), np.nan)
+    columns["suspect"], columns["suspect_reasons"] = hand_suspect(columns)
+    flips = columns["handedness_flip"]
+    columns["handedness_flip"] = np.ma.masked_array(flips == 1.0, mask=np.isnan(flips))
+    for name in ("jitter_mps2", "hand_object_distance_m"):
+        columns[name] = np.ma.masked_invalid(columns[name])
     return hands_table(columns, metadata)
 
 
@@ -147,12 +196,20 @@ def object_table(
                 span.scatter(frames, obs["reprojection_error_px"][rows])
             ),
             "pose_valid": pose_valid,
+            "jitter_mps2": acceleration_magnitude(
+                t, span.scatter(frames, obs["translation"][rows]), valid
+            ),
         })
     columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     columns["reprojection_error_px"] = np.ma.masked_invalid(
         np.concatenate([np.ma.filled(p["reprojection_error_px"], np.nan) for p in parts])
     )
     columns["video_id"] = np.full(len(columns["frame_index"]), video_id, dtype=object)
+    columns["suspect"], columns["suspect_reasons"] = object_suspect(
+        columns | {"reprojection_error_px": np.ma.filled(columns["reprojection_error_px"],
+                                                         np.nan)}
+    )
+    columns["jitter_mps2"] = np.ma.masked_invalid(columns["jitter_mps2"])
     return objects_table(columns, metadata)
 
 
