@@ -40,6 +40,7 @@ rule                        fires when
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -227,3 +228,85 @@ def link_hands_to_objects(
         index = hands.schema.get_field_index(name)
         hands = hands.set_column(index, hands.schema.field(index), values)
     return hands
+
+
+@dataclass(frozen=True)
+class TrackQuality:
+    """Quality of one track over its rows.
+
+    ``kind`` is ``"hand"`` or ``"object"``; ``label`` the handedness or object name.
+    Jitter figures are m/s² over the rows that have one (NaN if none);
+    ``median_reprojection_error_px`` and ``pose_frames`` are for objects (NaN / 0 for hands),
+    ``handedness_flips`` and ``median_hand_object_distance_m`` for hands.
+    """
+
+    video_id: str
+    kind: str
+    track_id: int
+    label: str
+    frames: int
+    interpolated: int
+    suspect: int
+    reasons: dict[str, int]
+    median_jitter_mps2: float
+    p95_jitter_mps2: float
+    handedness_flips: int = 0
+    median_hand_object_distance_m: float = float("nan")
+    pose_frames: int = 0
+    median_reprojection_error_px: float = float("nan")
+
+    @property
+    def suspect_fraction(self) -> float:
+        """Suspect rows over all rows of the track."""
+        return self.suspect / self.frames if self.frames else 0.0
+
+
+def _nan_stat(values: np.ndarray, q: float) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, q)) if finite.size else float("nan")
+
+
+def track_quality(hands: pa.Table, objects: pa.Table) -> list[TrackQuality]:
+    """One :class:`TrackQuality` per (video, track) of the ``hands`` and ``objects`` tables,
+    sorted by video, kind, track. Tables may span many videos (``writer.read_table``)."""
+    out = []
+    for kind, table in (("hand", hands), ("object", objects)):
+        if table.num_rows == 0:
+            continue
+        video = np.asarray(table.column("video_id").to_pylist(), dtype=object)
+        track = table.column("track_id").to_numpy()
+        label_name = "handedness" if kind == "hand" else "object_name"
+        labels = table.column(label_name).to_pylist()
+        interpolated = table.column("interpolated").to_numpy(zero_copy_only=False)
+        suspect = column_numpy(table.column("suspect")) == 1.0
+        reasons = table.column("suspect_reasons").to_pylist()
+        jitter = column_numpy(table.column("jitter_mps2"))
+        if kind == "hand":
+            flips = column_numpy(table.column("handedness_flip")) == 1.0
+            distance = column_numpy(table.column("hand_object_distance_m"))
+        else:
+            pose = table.column("pose_valid").to_numpy(zero_copy_only=False)
+            error = column_numpy(table.column("reprojection_error_px"))
+        keys = sorted({(str(v), int(t)) for v, t in zip(video, track, strict=True)})
+        for video_id, track_id in keys:
+            rows = np.flatnonzero((video == video_id) & (track == track_id))
+            counts: dict[str, int] = {}
+            for i in rows:
+                for name in (reasons[i] or "").split(","):
+                    if name:
+                        counts[name] = counts.get(name, 0) + 1
+            extra = (
+                {"handedness_flips": int(flips[rows].sum()),
+                 "median_hand_object_distance_m": _nan_stat(distance[rows], 50)}
+                if kind == "hand" else
+                {"pose_frames": int(pose[rows].sum()),
+                 "median_reprojection_error_px": _nan_stat(error[rows], 50)}
+            )
+            out.append(TrackQuality(
+                video_id=video_id, kind=kind, track_id=track_id,
+                label=str(labels[rows[0]] or kind), frames=len(rows),
+                interpolated=int(interpolated[rows].sum()), suspect=int(suspect[rows].sum()),
+                reasons=counts, median_jitter_mps2=_nan_stat(jitter[rows], 50),
+                p95_jitter_mps2=_nan_stat(jitter[rows], 95), **extra,
+            ))
+    return out
