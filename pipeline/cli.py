@@ -6,13 +6,21 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
+from pydantic_core import PydanticUndefined
 
 from hflpipe import __version__
 from hflpipe.model.errors import ModelFileError
+from hflpipe.pipeline.config import RunConfig
 from hflpipe.pipeline.errors import HflpipeError
+
+if TYPE_CHECKING:
+    from hflpipe.pipeline.submit import JobReport
 
 SYNTHETIC_NOTE = (
     "NOTE: the demo runs HFL-Net with SYNTHETIC weights and a synthetic hand model, so the "
@@ -31,75 +39,215 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _option(*decls: str, field: str, help: str, **kwargs: Any) -> Callable:
+    """A ``hflpipe run`` flag for RunConfig ``field``: unset unless given, so spec values hold.
+
+    The help shows the RunConfig default, the value used when neither flag nor spec sets it.
+    """
+    default = RunConfig.model_fields[field].default
+    shown = f" [default: {default}]" if default not in (None, False, PydanticUndefined) else ""
+    return click.option(*decls, field, default=None, help=help + shown, **kwargs)
+
+
+_PATH = click.Path(path_type=Path)
+
+RUN_OPTIONS = [
+    _option("--videos", field="videos", multiple=True,
+            help="Video file or glob (quote it); repeatable."),
+    _option("--video-list", field="video_list", type=_PATH,
+            help="Text file, one video path or glob a line."),
+    _option("--manifest", field="manifest", type=_PATH,
+            help="CSV/JSON of videos with per-video object, intrinsics, boxes (docs/jobs.md)."),
+    _option("--out", field="out", type=_PATH, help="Output directory."),
+    _option("--checkpoint", field="checkpoint", type=_PATH,
+            help="Official HFL-Net checkpoint (.pth.tar)."),
+    _option("--mano", field="mano", type=_PATH,
+            help="MANO_RIGHT.pkl or converted .npz (checked against the checkpoint)."),
+    _option("--intrinsics", field="intrinsics", help="'fx,fy,cx,cy' or a JSON file."),
+    _option("--hfov", field="hfov_deg", type=float,
+            help="Horizontal field of view assumed without --intrinsics."),
+    _option("--object", field="object",
+            help="YCB object name (e.g. 003_cracker_box) or a mesh/point file."),
+    _option("--hand-detector", field="detector",
+            type=click.Choice(["mediapipe", "boxes", "torchvision"]),
+            help="Detector (mediapipe unless a boxes file is given)."),
+    _option("--boxes", field="boxes", type=_PATH,
+            help="Boxes file (CSV/JSON/Parquet); see docs/boxes-format.md."),
+    _option("--score-threshold", field="score_threshold", type=float,
+            help="Detector score threshold."),
+    _option("--torchvision-model", field="torchvision_model",
+            help="torchvision detection builder name."),
+    _option("--torchvision-weights", field="torchvision_weights", type=_PATH,
+            help="Weights for --torchvision-model."),
+    _option("--torchvision-classes", field="torchvision_classes",
+            help='Class map as JSON, e.g. \'{"1": "hand", "2": "003_cracker_box"}\'.'),
+    _option("--decoder", field="decoder", type=click.Choice(["decord", "pyav"]),
+            help="Video decoder."),
+    _option("--chunk-size", field="chunk_size", type=int, help="Frames decoded at once."),
+    _option("--stride", field="stride", type=int, help="Every n-th frame."),
+    _option("--start", field="start_s", type=float, help="Start time (s)."),
+    _option("--end", field="end_s", type=float, help="End time (s)."),
+    _option("--max-gap", field="max_gap", type=int,
+            help="Longest gap (frames) filled by interpolation."),
+    _option("--smoothing-cutoff", field="smoothing_cutoff_hz", type=float,
+            help="Smoothing bandwidth (Hz)."),
+    _option("--vertices/--no-vertices", field="with_vertices",
+            help="Also write the 778 MANO vertices per hand."),
+    _option("--batch-size", field="batch_size", type=int, help="Crops per inference batch."),
+    _option("--actors", field="num_actors", type=int,
+            help="Inference actors (default: one per GPU, or 1)."),
+    _option("--gpus-per-actor", field="gpus_per_actor", type=float, help="GPUs per actor."),
+    _option("--cpus-per-task", field="cpus_per_task", type=float,
+            help="CPUs per video (decode) task."),
+    _option("--max-concurrent-videos", field="max_concurrent_videos", type=int,
+            help="Videos in flight (default: cluster CPUs / --cpus-per-task)."),
+    _option("--device", field="device", type=click.Choice(["auto", "cpu", "cuda"]),
+            help="Inference device."),
+    _option("--precision", field="precision",
+            type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Inference precision."),
+    _option("--max-retries", field="max_retries", type=int,
+            help="Retries of a video whose worker died."),
+    _option("--stall-timeout", field="stall_timeout_s", type=float,
+            help="Seconds without progress after which a video fails."),
+    _option("--retry-failed", field="retry_failed", is_flag=True,
+            help="Re-run videos that failed before."),
+    _option("--new-version", field="new_version", is_flag=True,
+            help="If OUT holds another config's results, write to OUT/versions/<hash>."),
+    _option("--address", field="address",
+            help="Ray cluster to join ('auto': the running one); default: start a local Ray."),
+]
+
+
+def _run_options(command: Callable) -> Callable:
+    for option in reversed(RUN_OPTIONS):
+        command = option(command)
+    return command
+
+
 @cli.command("run")
-@click.option("--videos", "videos", multiple=True, required=True,
-              help="Video file or glob (quote it); repeatable.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
-              help="Official HFL-Net checkpoint (.pth.tar).")
-@click.option("--mano", type=click.Path(path_type=Path), default=None,
-              help="MANO_RIGHT.pkl or converted .npz (checked against the checkpoint).")
-@click.option("--intrinsics", default=None, help="'fx,fy,cx,cy' or a JSON file.")
-@click.option("--hfov", "hfov_deg", type=float, default=60.0, show_default=True,
-              help="Horizontal field of view assumed without --intrinsics.")
-@click.option("--object", "object_", default=None,
-              help="YCB object name (e.g. 003_cracker_box) or a mesh/point file.")
-@click.option("--hand-detector", "detector", type=click.Choice(["mediapipe", "boxes",
-              "torchvision"]), default=None, help="Detector (default: mediapipe, or boxes "
-              "when --boxes is given).")
-@click.option("--boxes", type=click.Path(path_type=Path), default=None,
-              help="Boxes file (CSV/JSON/Parquet); see docs/boxes-format.md.")
-@click.option("--torchvision-model", default=None, help="torchvision detection builder name.")
-@click.option("--torchvision-weights", type=click.Path(path_type=Path), default=None)
-@click.option("--torchvision-classes", default=None,
-              help='Class map as JSON, e.g. \'{"1": "hand", "2": "003_cracker_box"}\'.')
-@click.option("--decoder", type=click.Choice(["decord", "pyav"]), default="decord",
-              show_default=True)
-@click.option("--stride", type=int, default=1, show_default=True, help="Every n-th frame.")
-@click.option("--start", "start_s", type=float, default=None, help="Start time (s).")
-@click.option("--end", "end_s", type=float, default=None, help="End time (s).")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--actors", "num_actors", type=int, default=None,
-              help="Inference actors (default: one per GPU, or 1).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              default="auto", show_default=True)
-@click.option("--vertices/--no-vertices", "with_vertices", default=False,
-              help="Also write the 778 MANO vertices per hand.")
-@click.option("--max-gap", type=int, default=5, show_default=True,
-              help="Longest gap (frames) filled by interpolation.")
-@click.option("--retry-failed", is_flag=True, help="Re-run videos that failed before.")
-@click.option("--address", default=None, help="Ray cluster address ('auto' to join).")
+@click.argument("spec", required=False, type=_PATH)
+@_run_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def run_command(videos: tuple[str, ...], out: Path, fmt: str, quiet: bool, object_: str | None,
-                detector: str | None, torchvision_classes: str | None, **options: object) -> None:
+@click.pass_context
+def run_command(ctx: click.Context, spec: Path | None, fmt: str, quiet: bool,
+                **options: Any) -> None:
     """Run HFL-Net over videos and write hand/object pose tracks to Parquet.
 
+    SPEC is a job spec (YAML, see docs/jobs.md); flags override its values.
+
     \b
-    Example:
+    Examples:
+      hflpipe run jobs/demo.yaml
+      hflpipe run jobs/egocentric.yaml --out /data/results-v2 --stride 2
       hflpipe run --videos 'clips/*.mp4' --out results \\
           --checkpoint checkpoint.pth.tar --mano MANO_RIGHT.pkl --object 003_cracker_box
     """
-    from hflpipe.pipeline.config import make_config
+    from hflpipe.pipeline.jobspec import build_config, load_spec
     from hflpipe.pipeline.runner import run
 
-    classes = None
-    if torchvision_classes:
-        try:
-            classes = {int(k): str(v) for k, v in json.loads(torchvision_classes).items()}
-        except (ValueError, AttributeError) as exc:
-            raise click.BadParameter(f"not a JSON object of id -> name ({exc})",
-                                     param_hint="--torchvision-classes") from None
-    if detector is None:
-        detector = "boxes" if options.get("boxes") else "mediapipe"
-    config = make_config(videos=list(videos), out=out, object=object_, detector=detector,
-                         torchvision_classes=classes, **options)
+    given = {name: value for name, value in options.items() if _given(ctx, name)}
+    if "torchvision_classes" in given:
+        given["torchvision_classes"] = _class_map(given["torchvision_classes"])
+    if "videos" in given:
+        given["videos"] = list(given["videos"])
+    config = build_config(load_spec(spec) if spec else None, given)
     summary = run(config, progress=not quiet)
     _print_summary(summary, fmt)
     if summary.statuses.get("failed"):
         sys.exit(2)
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def _class_map(text: str) -> dict[int, str]:
+    try:
+        return {int(k): str(v) for k, v in json.loads(text).items()}
+    except (ValueError, AttributeError) as exc:
+        raise click.BadParameter(f"not a JSON object of id -> name ({exc})",
+                                 param_hint="--torchvision-classes") from None
+
+
+_ADDRESS = click.option(
+    "--address", default=None,
+    help="Job server of the cluster, e.g. http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS "
+         "or RAY_ADDRESS, else a local cluster).",
+)
+_FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+
+
+@cli.command("submit", context_settings={"ignore_unknown_options": True})
+@click.argument("spec", type=_PATH)
+@_ADDRESS
+@click.option("--working-dir", type=_PATH, default=None,
+              help="Folder uploaded as the job's working directory (default: the spec's).")
+@click.option("--submission-id", default=None, help="Choose the id (default: Ray's).")
+@click.option("--follow", is_flag=True, help="Stream the job's output until it ends.")
+@_FORMAT
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+def submit_command(spec: Path, address: str | None, working_dir: Path | None,
+                   submission_id: str | None, follow: bool, fmt: str,
+                   run_args: tuple[str, ...]) -> None:
+    """Submit job spec SPEC to a Ray cluster; prints the submission id.
+
+    Flags after SPEC that submit does not know (e.g. --retry-failed, --stride 2) are
+    passed to `hflpipe run` on the cluster.
+
+    \b
+    Example:
+      hflpipe submit jobs/egocentric.yaml --address http://HEAD:8265 --retry-failed
+      hflpipe status raysubmit_... --address http://HEAD:8265
+    """
+    from hflpipe.pipeline import submit as jobs
+
+    job_id = jobs.submit(spec, address, working_dir=working_dir, run_args=run_args,
+                         submission_id=submission_id)
+    click.echo(json.dumps({"submission_id": job_id}) if fmt == "json" else job_id)
+    if follow:
+        _exit_with(jobs.follow(address, job_id, lambda text: click.echo(text, nl=False)))
+
+
+@cli.command("status")
+@click.argument("submission_id")
+@_ADDRESS
+@_FORMAT
+def status_command(submission_id: str, address: str | None, fmt: str) -> None:
+    """Status of a submitted job (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    from hflpipe.pipeline import submit as jobs
+
+    report = jobs.status(address, submission_id)
+    if fmt == "json":
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    click.echo(f"{report.submission_id}  {report.status}")
+    if report.message:
+        click.echo(report.message)
+    if report.metadata.get("out"):
+        click.echo(f"out: {report.metadata['out']}")
+
+
+@cli.command("logs")
+@click.argument("submission_id")
+@_ADDRESS
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends.")
+def logs_command(submission_id: str, address: str | None, follow: bool) -> None:
+    """Output of a submitted job (its progress and final summary)."""
+    from hflpipe.pipeline import submit as jobs
+
+    if follow:
+        _exit_with(jobs.follow(address, submission_id, lambda text: click.echo(text, nl=False)))
+    else:
+        click.echo(jobs.logs(address, submission_id), nl=False)
+
+
+def _exit_with(report: JobReport) -> None:
+    """After following a job: its final status on stderr; exit 0 only if it succeeded."""
+    click.echo(f"job {report.submission_id}: {report.status}", err=True)
+    if report.status != "SUCCEEDED":
+        sys.exit(1)
 
 
 @cli.command("demo")

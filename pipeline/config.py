@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -44,7 +45,11 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    videos: list[str] = Field(min_length=1, description="video files or glob patterns")
+    videos: list[str] = Field(default_factory=list, description="video files or glob patterns")
+    video_list: Path | None = Field(None, description="text file, one video path or glob a line")
+    manifest: Path | None = Field(
+        None, description="CSV/JSON table of videos with per-video object, intrinsics, boxes"
+    )
     out: Path = Field(description="output directory")
     checkpoint: Path | None = Field(None, description="official HFL-Net checkpoint (.pth.tar)")
     mano: Path | None = Field(None, description="MANO_RIGHT.pkl or a converted .npz")
@@ -79,14 +84,19 @@ class RunConfig(BaseModel):
         600.0, gt=0.0, description="a video making no progress for this long fails"
     )
     retry_failed: bool = False
+    new_version: bool = Field(
+        False, description="write a changed config's results to OUT/versions/<hash>"
+    )
     address: str | None = None
 
     @model_validator(mode="after")
     def _check_consistency(self) -> RunConfig:
+        if not (self.videos or self.video_list or self.manifest):
+            raise ValueError("no inputs: give videos, a video_list or a manifest")
         if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
             raise ValueError(f"end_s ({self.end_s}) must be after start_s ({self.start_s})")
-        if self.detector == "boxes" and self.boxes is None:
-            raise ValueError("detector 'boxes' needs a boxes file (--boxes)")
+        if self.detector == "boxes" and self.boxes is None and self.manifest is None:
+            raise ValueError("detector 'boxes' needs a boxes file (--boxes, or a manifest's boxes)")
         if self.detector == "torchvision" and (
             self.torchvision_model is None or self.torchvision_weights is None
         ):
@@ -101,6 +111,37 @@ class RunConfig(BaseModel):
         fields |= {"checkpoint": checkpoint_sha256, "mano": mano_sha256, "version": __version__}
         blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+#: Fields naming files that must exist before a run starts.
+FILE_FIELDS = ("checkpoint", "mano", "boxes", "torchvision_weights", "video_list", "manifest")
+
+
+def validate_paths(config: RunConfig, describe: Callable[[str], str] | None = None) -> None:
+    """Raise ConfigError naming the first input file that does not exist (cheap, no reads).
+
+    ``describe`` turns a field name into how the user wrote it (a spec key or a flag);
+    by default ``option 'field'``.
+    """
+    describe = describe or (lambda name: f"option '{name}'")
+    for name in FILE_FIELDS:
+        path = getattr(config, name)
+        if path is not None and not Path(path).is_file():
+            cause = "is a directory, not a file" if Path(path).is_dir() else "file not found"
+            raise ConfigError(f"{describe(name)}: {cause}: {path}")
+    intrinsics = config.intrinsics
+    if intrinsics and not looks_like_values(intrinsics) and not Path(intrinsics).is_file():
+        raise ConfigError(
+            f"{describe('intrinsics')}: file not found (or give 'fx,fy,cx,cy'): {intrinsics}"
+        )
+    # A name with a suffix is a mesh/point file; YCB catalogue names have none.
+    if config.object and Path(config.object).suffix and not Path(config.object).is_file():
+        raise ConfigError(f"{describe('object')}: mesh/point file not found: {config.object}")
+
+
+def looks_like_values(text: str) -> bool:
+    """True for an inline ``'fx,fy,cx,cy'`` intrinsics string (four comma-separated parts)."""
+    return len(str(text).split(",")) == 4 and not Path(text).exists()
 
 
 def _jsonable(value: object) -> object:

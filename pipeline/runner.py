@@ -20,17 +20,35 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from tqdm import tqdm
 
-from hflpipe.pipeline.config import RunConfig
+from hflpipe.pipeline.config import RunConfig, validate_paths
+from hflpipe.pipeline.errors import HflpipeError
 from hflpipe.pipeline.inference import ActorInference, start_actors
-from hflpipe.pipeline.inputs import VideoInput, expand_videos
+from hflpipe.pipeline.inputs import VideoInput, collect_inputs
 from hflpipe.pipeline.progress import ProgressBoard
-from hflpipe.pipeline.run_context import RunContext, prepare_context
+from hflpipe.pipeline.run_context import (
+    ObjectCache,
+    RunContext,
+    claim_output,
+    context_for_video,
+    output_folder,
+    prepare_context,
+    video_config_hash,
+    with_config_hash,
+)
 from hflpipe.pipeline.video_job import VideoOutcome, failed_outcome, process_video
-from hflpipe.pipeline.writer import finished_videos, write_video_output, write_video_status
+from hflpipe.pipeline.writer import (
+    finished_videos,
+    remove_stale_temp_files,
+    remove_uncommitted_outputs,
+    write_video_output,
+    write_video_status,
+)
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.5
+#: tqdm counts videos; frames, rate and the frame-based ETA are in the postfix.
+BAR_FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} videos [{elapsed}{postfix}]"
 
 
 @dataclass
@@ -49,35 +67,68 @@ class RunSummary:
 
 
 def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
-    """Process every video of ``config``; returns a summary. Raises HflpipeError on setup errors."""
+    """Process every video of ``config``; returns a summary. Raises HflpipeError on setup errors.
+
+    Resumable: videos already committed with the same config hash are skipped (failed ones
+    too, unless ``retry_failed``). Results of a different config are never mixed in: see
+    :func:`~hflpipe.pipeline.run_context.output_folder`.
+    """
     started = time.monotonic()
-    inputs = expand_videos(config.videos)
+    validate_paths(config)
+    inputs = collect_inputs(config)
     context = prepare_context(config)
-    summary = RunSummary(out=config.out, config_hash=context.config_hash)
-    done = finished_videos(config.out)
-    todo: list[VideoInput] = []
-    for video in inputs:
-        previous = done.get(video.video_id)
-        if previous is not None and previous["config_hash"] == context.config_hash and (
-            previous["status"] == "ok" or not config.retry_failed
-        ):
-            summary.already_done += 1
-            continue
-        if video.problem is not None:
-            _record(summary, config, context, failed_outcome(video, context, video.problem))
-            continue
-        todo.append(video)
-    log.info("%d videos, %d already done, %d to process", len(inputs), summary.already_done,
-             len(todo))
-    if todo:
-        _process_on_ray(todo, config, context, summary, progress)
+    expected = {v.video_id: video_config_hash(context.config_hash, v) for v in inputs}
+    out = output_folder(config, context.config_hash, finished_videos(config.out), expected)
+    summary = RunSummary(out=out, config_hash=context.config_hash)
+    with claim_output(out, config, context.config_hash):
+        # Leftovers of a killed run: hidden temporaries, and data files without a marker.
+        remove_stale_temp_files(out)
+        remove_uncommitted_outputs(out)
+        done = finished_videos(out)
+        todo: list[VideoInput] = []
+        for video in inputs:
+            previous = done.get(video.video_id)
+            if previous is not None and previous["config_hash"] == expected[video.video_id] and (
+                previous["status"] == "ok" or not config.retry_failed
+            ):
+                summary.already_done += 1
+                continue
+            todo.append(video)
+        log.info("%d videos, %d already done, %d to process", len(inputs),
+                 summary.already_done, len(todo))
+        runnable = _record_unusable(todo, config, context, summary)
+        if runnable:
+            _process_on_ray(runnable, config, context, summary, progress)
     summary.elapsed_s = time.monotonic() - started
     return summary
 
 
+def _record_unusable(
+    todo: list[VideoInput], config: RunConfig, context: RunContext, summary: RunSummary
+) -> list[tuple[VideoInput, RunContext]]:
+    """Record failed rows for inputs that cannot start; the rest with their own contexts."""
+    objects = ObjectCache()
+    runnable = []
+    for video in todo:
+        try:
+            video_context = context_for_video(context, video, objects)
+        except HflpipeError as exc:
+            video_context = with_config_hash(context, video_config_hash(context.config_hash,
+                                                                        video))
+            _record(summary, config, video_context, failed_outcome(video, video_context,
+                                                                   str(exc)))
+            continue
+        if video.problem is not None:
+            _record(summary, config, video_context,
+                    failed_outcome(video, video_context, video.problem))
+            continue
+        runnable.append((video, video_context))
+    return runnable
+
+
 def _process_on_ray(
-    todo: list[VideoInput], config: RunConfig, context: RunContext, summary: RunSummary,
-    progress: bool,
+    todo: list[tuple[VideoInput, RunContext]], config: RunConfig, context: RunContext,
+    summary: RunSummary, progress: bool,
 ) -> None:
     if not ray.is_initialized():
         ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
@@ -94,22 +145,26 @@ def _process_on_ray(
         2, int(ray.cluster_resources().get("CPU", 2) // config.cpus_per_task)
     )
     pending = list(reversed(todo))
+    contexts = {video.video_id: video_context for video, video_context in todo}
     running: dict[ray.ObjectRef, tuple[VideoInput, float]] = {}
-    bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True,
+               bar_format=BAR_FORMAT)
     try:
         while pending or running:
             while pending and len(running) < concurrency:
-                video = pending.pop()
-                ref = task.remote(video, config, context, actors, board, len(running))
+                video, video_context = pending.pop()
+                ref = task.remote(video, config, video_context, actors, board, len(running))
                 running[ref] = (video, time.time())
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_INTERVAL_S)
             for ref in ready:
                 video, _ = running.pop(ref)
-                _record(summary, config, context, _collect(ref, video, context, config))
+                video_context = contexts[video.video_id]
+                _record(summary, config, video_context,
+                        _collect(ref, video, video_context, config))
                 ray.get(board.forget.remote(video.video_id))
                 bar.update(1)
             _fail_stalled(running, board, config, context, summary, bar)
-            _show_frames(bar, board, summary)
+            _show_frames(bar, board, summary, len(pending))
     finally:
         bar.close()
         for ref in running:
@@ -160,17 +215,53 @@ def _fail_stalled(running, board, config, context, summary, bar) -> None:
             bar.update(1)
 
 
-def _show_frames(bar: tqdm, board, summary: RunSummary) -> None:
+def _show_frames(bar: tqdm, board, summary: RunSummary, not_started: int) -> None:
     if bar.disable:
         return
     try:
         states = ray.get(board.snapshot.remote(), timeout=10)
     except GetTimeoutError:
         return
-    in_flight = sum(done for done, _, _ in states.values())
-    frames = summary.frames + in_flight
-    rate = frames / max(bar.format_dict["elapsed"], 1e-6)
-    bar.set_postfix(frames=frames, fps=f"{rate:.1f}", refresh=False)
+    estimate = estimate_progress(summary.frames, bar.n, list(states.values()), not_started,
+                                 bar.format_dict["elapsed"])
+    bar.set_postfix_str(estimate.describe(), refresh=False)
+
+
+@dataclass(frozen=True)
+class ProgressEstimate:
+    """Frames done and expected over a run; ``None`` where there is nothing to go on yet."""
+
+    frames_done: int
+    frames_total: int | None
+    frames_per_s: float
+    eta_s: float | None
+
+    def describe(self) -> str:
+        """``frames 120/~480, 12.3 frames/s, ETA 0:00:29`` for the progress bar."""
+        total = f"/~{self.frames_total}" if self.frames_total is not None else ""
+        eta = "?" if self.eta_s is None else str(dt.timedelta(seconds=round(self.eta_s)))
+        return f"frames {self.frames_done}{total}, {self.frames_per_s:.1f} frames/s, ETA {eta}"
+
+
+def estimate_progress(
+    finished_frames: int, finished_videos: int, in_flight: list[tuple[int, int, float]],
+    not_started: int, elapsed_s: float,
+) -> ProgressEstimate:
+    """Frames done, the run's expected total and the time left.
+
+    ``in_flight``: (frames done, frames total, heartbeat time) per running video, as the
+    ProgressBoard holds them. Videos not started yet are assumed as long as the average of
+    those seen so far (finished and running), the best guess without probing them all.
+    """
+    done = finished_frames + sum(d for d, _, _ in in_flight)
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    seen_videos = finished_videos + len(in_flight)
+    if seen_videos == 0:
+        return ProgressEstimate(done, None, rate, None)
+    seen_frames = finished_frames + sum(t for _, t, _ in in_flight)
+    total = seen_frames + round(not_started * seen_frames / seen_videos)
+    eta = (total - done) / rate if rate > 0 else None
+    return ProgressEstimate(done, max(total, done), rate, eta)
 
 
 def _record(summary: RunSummary, config: RunConfig, context: RunContext,
@@ -178,10 +269,10 @@ def _record(summary: RunSummary, config: RunConfig, context: RunContext,
     row = outcome.video_row
     row.setdefault("finished_at", dt.datetime.now(dt.UTC))
     if outcome.hands is not None and outcome.objects is not None:
-        write_video_output(config.out, outcome.video_id, outcome.hands, outcome.objects, row,
+        write_video_output(summary.out, outcome.video_id, outcome.hands, outcome.objects, row,
                            context.metadata)
     else:
-        write_video_status(config.out, outcome.video_id, row, context.metadata)
+        write_video_status(summary.out, outcome.video_id, row, context.metadata)
     summary.statuses[row["status"]] += 1
     summary.frames += int(row.get("frames_processed") or 0)
     if outcome.hands is not None:
