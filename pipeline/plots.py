@@ -1,0 +1,170 @@
+"""``hflpipe inspect OUT --plots DIR``: PNG plots of the tracks and their quality.
+
+Per video: ``<video_id>_trajectories.png`` (wrist and object translation x/y/z over time,
+smoothed lines over raw dots, interpolated frames shaded) and ``<video_id>_quality.png``
+(per track along the timeline: jitter, confidence or reprojection error, and the frames
+marked suspect). Once: ``quality_histogram.png`` (share of suspect rows per video).
+
+Figures are drawn with matplotlib's object API onto an Agg canvas: no display, no global
+pyplot state, safe in worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from hflpipe.pipeline.errors import OutputError
+from hflpipe.pipeline.quality import MAX_JITTER_MPS2, MAX_REPROJECTION_ERROR_PX
+from hflpipe.pipeline.schema import column_numpy
+from hflpipe.pipeline.writer import read_table
+
+AXES = ("x", "y", "z")
+AXIS_COLOURS = ("tab:red", "tab:green", "tab:blue")
+DPI = 100
+
+
+def _tracks(table: pa.Table, video_id: str) -> list[tuple[int, pa.Table]]:
+    ids = np.asarray(table.column("video_id").to_pylist(), dtype=object)
+    mine = table.take(np.flatnonzero(ids == video_id))
+    tracks = mine.column("track_id").to_numpy()
+    out = []
+    for track_id in np.unique(tracks):
+        part = mine.take(np.flatnonzero(tracks == track_id))
+        order = np.argsort(part.column("timestamp_s").to_numpy(), kind="stable")
+        out.append((int(track_id), part.take(order)))
+    return out
+
+
+def _shade(ax, t: np.ndarray, flags: np.ndarray, colour: str, label: str) -> None:
+    """Shade the time span of every flagged row (half a frame each side)."""
+    if not flags.any():
+        return
+    step = np.median(np.diff(t)) if len(t) > 1 else 1.0
+    for k, i in enumerate(np.flatnonzero(flags)):
+        ax.axvspan(t[i] - step / 2, t[i] + step / 2, color=colour, alpha=0.25, lw=0,
+                   label=label if k == 0 else None)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    temp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        FigureCanvasAgg(fig).print_png(str(temp))
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write plot {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def plot_trajectories(hands: pa.Table, objects: pa.Table, video_id: str, path: Path) -> Path:
+    """Wrist and object translation (m) over time, smoothed vs raw, one panel per track."""
+    panels = [("hand", tid, part) for tid, part in _tracks(hands, video_id)]
+    panels += [("object", tid, part) for tid, part in _tracks(objects, video_id)]
+    fig = Figure(figsize=(9, 2.4 * max(len(panels), 1)), dpi=DPI, layout="constrained")
+    for k, (kind, track_id, part) in enumerate(panels):
+        ax = fig.add_subplot(len(panels), 1, k + 1)
+        t = part.column("timestamp_s").to_numpy()
+        smooth = column_numpy(part.column("translation"))
+        raw = column_numpy(part.column("translation_raw"))
+        for axis, colour in enumerate(AXIS_COLOURS):
+            ax.plot(t, smooth[:, axis], color=colour, lw=1.5, label=f"{AXES[axis]} smoothed")
+            ax.plot(t, raw[:, axis], ".", color=colour, ms=3, alpha=0.6,
+                    label=f"{AXES[axis]} raw")
+        interpolated = part.column("interpolated").to_numpy(zero_copy_only=False)
+        _shade(ax, t, interpolated, "grey", "interpolated")
+        label = (part.column("handedness")[0].as_py() if kind == "hand"
+                 else part.column("object_name")[0].as_py() or "object")
+        what = "wrist" if kind == "hand" else "object origin"
+        ax.set_title(f"{kind} {track_id} ({label}): {what}, camera frame", fontsize=9)
+        ax.set_ylabel("m")
+        ax.legend(fontsize=7, ncol=4, loc="upper right")
+    if not panels:
+        fig.add_subplot(1, 1, 1).text(0.5, 0.5, "no tracks", ha="center")
+    fig.axes[-1].set_xlabel("time (s)")
+    fig.suptitle(video_id, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_quality_timeline(hands: pa.Table, objects: pa.Table, video_id: str,
+                          path: Path) -> Path:
+    """Per track: jitter (log scale, threshold dashed) and confidence (hands) or
+    reprojection error (objects) over time; suspect rows shaded red."""
+    panels = [("hand", tid, part) for tid, part in _tracks(hands, video_id)]
+    panels += [("object", tid, part) for tid, part in _tracks(objects, video_id)]
+    fig = Figure(figsize=(9, 2.4 * max(len(panels), 1)), dpi=DPI, layout="constrained")
+    for k, (kind, track_id, part) in enumerate(panels):
+        ax = fig.add_subplot(len(panels), 1, k + 1)
+        t = part.column("timestamp_s").to_numpy()
+        jitter = column_numpy(part.column("jitter_mps2"))
+        ax.semilogy(t, np.where(jitter > 0, jitter, np.nan), color="black", lw=1,
+                    label="jitter (m/s²)")
+        ax.axhline(MAX_JITTER_MPS2, color="black", ls="--", lw=0.8)
+        ax.set_ylabel("jitter m/s²")
+        other = ax.twinx()
+        if kind == "hand":
+            other.plot(t, column_numpy(part.column("confidence")), color="tab:green", lw=1)
+            other.set_ylim(0, 1)
+            other.set_ylabel("confidence", color="tab:green")
+        else:
+            error = column_numpy(part.column("reprojection_error_px"))
+            other.plot(t, error, color="tab:orange", lw=1)
+            other.axhline(MAX_REPROJECTION_ERROR_PX, color="tab:orange", ls="--", lw=0.8)
+            other.set_ylabel("reprojection px", color="tab:orange")
+        suspect = column_numpy(part.column("suspect")) == 1.0
+        _shade(ax, t, suspect, "red", "suspect")
+        _shade(ax, t, part.column("interpolated").to_numpy(zero_copy_only=False), "grey",
+               "interpolated")
+        ax.set_title(f"{kind} {track_id}: {int(suspect.sum())}/{len(t)} suspect", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    if not panels:
+        fig.add_subplot(1, 1, 1).text(0.5, 0.5, "no tracks", ha="center")
+    fig.axes[-1].set_xlabel("time (s)")
+    fig.suptitle(f"{video_id}: quality", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_quality_histogram(hands: pa.Table, objects: pa.Table, path: Path) -> Path:
+    """Histogram over videos of the share of their rows (hands and objects) marked suspect."""
+    shares = []
+    ids = sorted(set(hands.column("video_id").to_pylist())
+                 | set(objects.column("video_id").to_pylist()))
+    for video_id in ids:
+        flags = []
+        for table in (hands, objects):
+            mine = np.asarray(table.column("video_id").to_pylist(), dtype=object) == video_id
+            flags.append(column_numpy(table.column("suspect"))[mine] == 1.0)
+        rows = np.concatenate(flags)
+        shares.append(100.0 * rows.mean() if rows.size else 0.0)
+    fig = Figure(figsize=(6, 3.5), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    ax.hist(shares, bins=np.linspace(0, 100, 21), color="tab:blue", edgecolor="white")
+    ax.set_xlabel("suspect rows per video (%)")
+    ax.set_ylabel("videos")
+    ax.set_title(f"quality over {len(ids)} videos", fontsize=10)
+    return _save(fig, path)
+
+
+def write_plots(out_dir: str | Path, plots_dir: str | Path) -> list[Path]:
+    """All plots of an output root into ``plots_dir`` (created); returns the files."""
+    plots_dir = Path(plots_dir)
+    try:
+        plots_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create plot folder {plots_dir}: {exc.strerror}") from exc
+    hands = read_table(out_dir, "hands")
+    objects = read_table(out_dir, "objects")
+    written = []
+    for video_id in sorted(set(hands.column("video_id").to_pylist())
+                           | set(objects.column("video_id").to_pylist())):
+        written.append(plot_trajectories(hands, objects, video_id,
+                                         plots_dir / f"{video_id}_trajectories.png"))
+        written.append(plot_quality_timeline(hands, objects, video_id,
+                                             plots_dir / f"{video_id}_quality.png"))
+    written.append(plot_quality_histogram(hands, objects, plots_dir / "quality_histogram.png"))
+    return written
