@@ -215,9 +215,12 @@ def _npz_arrays(document: dict) -> dict[str, np.ndarray]:
 
 
 def _jsonable(value: object) -> object:
-    """numpy and Arrow values -> JSON types; NaN becomes null."""
+    """numpy and Arrow values -> JSON types; NaN becomes null, an all-NaN row one null."""
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray) and value.ndim >= 2:
+        # A row with no value at all (an object frame without a pose) is one null.
+        return [None if np.isnan(row).all() else _jsonable(row) for row in value]
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist())
     if isinstance(value, (list, tuple)):
