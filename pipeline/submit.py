@@ -5,6 +5,10 @@ job supervisor on the head node, with the spec's folder (or ``working_dir``) upl
 as the job's working directory. hflpipe itself must be installed on the cluster (the
 ``cluster.yaml`` setup commands do it). The driver writes the output on the head node,
 so a submitted spec's ``out`` must be an absolute path there (a shared mount, usually).
+
+Clusters with Ray's token authentication need the client side to send the token:
+``RAY_AUTH_MODE=token`` and the token in ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``
+(Ray's own settings; hflpipe passes nothing of its own).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from ray.exceptions import RayError
 
 from hflpipe import __version__
 from hflpipe.pipeline.errors import ConfigError, HflpipeError
@@ -148,7 +154,7 @@ def _call(address: str | None, request: Callable):
         return request()
     except HflpipeError:
         raise
-    except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
+    except (ConnectionError, RuntimeError, ValueError, OSError, RayError) as exc:
         where = address or "the cluster (RAY_API_SERVER_ADDRESS / RAY_ADDRESS / local)"
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise ClusterError(f"ray job server {where}: {text}") from None
