@@ -195,14 +195,17 @@ class FrameDrawer:
 
     def _draw_object(self, image: np.ndarray, row: dict) -> None:
         points = self._control_points(row["object_name"])
+        corners = None
         if row["rotation"] is not None and points is not None:
             R = quaternion_to_matrix(np.asarray(row["rotation"], np.float64)[None])[0]
             camera = points[:8] @ R.T + np.asarray(row["translation"], np.float64)
-            corners = project(camera, self.K) if (camera[:, 2] > 0).all() else None
-        else:
+            if (camera[:, 2] > 0).all():
+                corners = project(camera, self.K)
+        if corners is None:
+            # No pose, unknown control points, or a pose behind the camera: the network's
+            # own 2D corners still show where it saw the box.
             corners = np.asarray(row["keypoints2d"], np.float64)[:8]
-        if corners is not None:
-            draw_box(image, corners, OBJECT_COLOUR, thin=row["interpolated"])
+        draw_box(image, corners, OBJECT_COLOUR, thin=row["interpolated"])
         mark = "*" if row["interpolated"] else ""
         name = row["object_name"] or "object"
         _label(image, f"{name} #{row['track_id']}{mark}", row["box"], OBJECT_COLOUR,
@@ -269,7 +272,7 @@ def _label(image: np.ndarray, text: str, box: Sequence[float], colour: tuple[int
     if suspect_reasons:
         width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)[0][0]
         cv2.putText(image, f" ! {suspect_reasons}", (origin[0] + width, origin[1]),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, SUSPECT_COLOUR, 1, cv2.LINE_AA)
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, SUSPECT_COLOUR, 1, cv2.LINE_AA)
 
 
 def _video_row(out_dir: str | Path, video: Path, video_id: str | None) -> dict:
