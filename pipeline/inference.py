@@ -62,7 +62,14 @@ class PredictorActor:
         self.predictor = HflnetPredictor(settings)
 
     def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.predictor(batch)
+        try:
+            return self.predictor(batch)
+        except torch.OutOfMemoryError:
+            # Hand the failed batch's blocks back, so that the smaller batches the caller
+            # retries with (video_job splits failed batches) find the memory free.
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise
 
     def hand_mesh(
         self, pose: np.ndarray, shape: np.ndarray, with_vertices: bool

@@ -14,7 +14,7 @@ import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: Batches a video keeps in flight while it decodes and crops the next ones.
 MAX_IN_FLIGHT = 2
+#: Most bytes of decoded frames one read holds: ``chunk_size`` is lowered for large frames,
+#: so a 4K video (25 MB a frame) reads 2 frames at a time instead of 64 (1.6 GB).
+MAX_CHUNK_BYTES = 64 * 1024 * 1024
 
 Report = Callable[[int, int], None]
 
@@ -53,6 +56,7 @@ class VideoOutcome:
     video_row: dict[str, Any]
     hands: pa.Table | None = None
     objects: pa.Table | None = None
+    failed_crop_frames: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,12 @@ def base_row(video: VideoInput, context: RunContext) -> dict[str, Any]:
 def failed_outcome(
     video: VideoInput, context: RunContext, error: str, row: dict[str, Any] | None = None
 ) -> VideoOutcome:
-    """A ``failed`` outcome with a one-line error."""
+    """A ``failed`` outcome with a one-line error that starts with the input's path."""
     row = dict(row or base_row(video, context))
-    row.update(status="failed", error=" ".join(str(error).split()) or "unknown error")
+    message = " ".join(str(error).split()) or "unknown error"
+    if not message.startswith(str(video.path)):
+        message = f"{video.path}: {message}"
+    row.update(status="failed", error=message)
     return VideoOutcome(video.video_id, row)
 
 
@@ -95,8 +102,11 @@ def process_video(
 ) -> VideoOutcome:
     """Process one video; problems with the video come back as a ``failed`` outcome."""
     row = base_row(video, context)
+    report = report or _no_report
+    # The first heartbeat starts the driver's stall clock only once the task really runs.
+    report(0, 0)
     try:
-        return _process(video, config, context, inference, report or _no_report, row)
+        return _process(video, config, context, inference, report, row)
     except HflpipeError as exc:
         return failed_outcome(video, context, str(exc), row)
 
@@ -118,9 +128,12 @@ def _process(
         height=info.height, duration_s=info.duration_s, decoder=decoder.name,
         intrinsics=camera.K, intrinsics_source=camera.source,
     )
+    chunk_frames = frames_per_chunk(config.chunk_size, info.width, info.height)
     detector = detector_for(config, context, video.path)
     try:
-        indices, detections, decoded = _detect(decoder, detector, path, config, info, report)
+        indices, detections, decoded = _detect(
+            decoder, detector, path, config, info, chunk_frames, report
+        )
     finally:
         detector.close()
     tracked = track(indices, detections, TrackingConfig(max_gap=config.max_gap))
@@ -129,7 +142,20 @@ def _process(
         for frame_index, frame in zip(indices.tolist(), tracked, strict=True)
         for h, o in pair_hands_with_objects(frame)
     ]
-    crops = _infer(decoder, path, config, jobs, inference, report, len(indices))
+    crops, failed = _infer(
+        decoder, path, config, chunk_frames, jobs, inference, report, len(indices),
+        info.num_frames,
+    )
+    failed_frames = sorted({jobs[position].frame_index for position in failed})
+    if failed:
+        if len(failed) == len(jobs):
+            raise HflpipeError(
+                f"{path}: the model failed on all {len(jobs)} crops "
+                f"({next(iter(failed.values()))})"
+            )
+        log.warning("%s: the model failed on %d crops (frames %s): %s", path, len(failed),
+                    failed_frames, next(iter(failed.values())))
+        jobs = [job for position, job in enumerate(jobs) if position not in failed]
     hands = _hand_observations(jobs, crops, camera.K)
     objects = solve_object_poses(jobs, crops, camera.K, context)
     row.update(
@@ -138,11 +164,25 @@ def _process(
         frames_processed=len(indices),
         hand_tracks=len(np.unique(hands["track_id"])),
         object_tracks=len(np.unique(objects["track_id"])),
+        failed_crops=len(failed),
     )
     return VideoOutcome(
         video.video_id, row,
         hand_table(video.video_id, hands, config, context.metadata, inference),
         object_table(video.video_id, objects, config, context.metadata),
+        failed_crop_frames=failed_frames,
+    )
+
+
+def frames_per_chunk(chunk_size: int, width: int, height: int) -> int:
+    """``chunk_size`` lowered so that one chunk of RGB frames fits in :data:`MAX_CHUNK_BYTES`."""
+    return max(1, min(chunk_size, MAX_CHUNK_BYTES // max(1, width * height * 3)))
+
+
+def _stopped_early(path: str, next_frame: int, listed: int) -> HflpipeError:
+    return HflpipeError(
+        f"{path}: decoding stopped before frame {next_frame} although the container lists "
+        f"{listed} frames (the file is damaged or cut short)"
     )
 
 
@@ -157,14 +197,14 @@ def sha256_of(path: Path, block: int = 1 << 20) -> str:
 
 def _detect(
     decoder: Decoder, detector: Detector, path: str, config: RunConfig, info: VideoInfo,
-    report: Report,
+    chunk_frames: int, report: Report,
 ) -> tuple[np.ndarray, list[list[Detection]], int | None]:
     """Detections on every selected frame: (frame indices, detections, frames decoded or None)."""
     if not detector.needs_frames:
         indices = _select_without_decoding(info, config)
         return indices, detector.detect(indices, indices / max(info.fps, 1e-9), None), None
     all_indices, all_detections = [], []
-    for chunk in decoder.read_chunks(path, chunk_size=config.chunk_size, stride=config.stride,
+    for chunk in decoder.read_chunks(path, chunk_size=chunk_frames, stride=config.stride,
                                      start_s=config.start_s, end_s=config.end_s):
         all_indices.append(chunk.indices)
         all_detections.extend(detector.detect(chunk.indices, chunk.timestamps_s, chunk.frames))
@@ -172,6 +212,10 @@ def _detect(
     indices = np.concatenate(all_indices) if all_indices else np.zeros(0, np.int64)
     if len(indices) == 0:
         raise HflpipeError(f"{path}: no frames decoded in the selected range")
+    # The decoders end a read quietly at the first undecodable frame; a video that stops
+    # short of what its container lists is damaged, and half a video must not pass as whole.
+    if config.end_s is None and indices[-1] + config.stride < info.num_frames:
+        raise _stopped_early(path, int(indices[-1]) + config.stride, info.num_frames)
     return indices, all_detections, len(indices) * config.stride
 
 
@@ -188,35 +232,48 @@ def _select_without_decoding(info: VideoInfo, config: RunConfig) -> np.ndarray:
 
 
 def _infer(
-    decoder: Decoder, path: str, config: RunConfig, jobs: list[CropJob],
-    inference: InferenceClient, report: Report, total_frames: int,
-) -> dict[str, np.ndarray]:
-    """Crop every job's frame region, run the network in batches; per-job arrays in job order."""
+    decoder: Decoder, path: str, config: RunConfig, chunk_frames: int, jobs: list[CropJob],
+    inference: InferenceClient, report: Report, total_frames: int, listed_frames: int,
+) -> tuple[dict[str, np.ndarray], dict[int, str]]:
+    """Crop every job's frame region and run the network in batches.
+
+    Returns per-job arrays, in job order, for the jobs the model ran on, and job position ->
+    one-line cause for the crops it failed on (see :func:`_split_failed`).
+    """
     if not jobs:
-        return {}
+        return {}, {}
     by_frame: dict[int, list[int]] = {}
     for position, job in enumerate(jobs):
         by_frame.setdefault(job.frame_index, []).append(position)
     frames_needed = sorted(by_frame)
     batch: dict[str, list[Any]] = _empty_batch()
-    pending: deque[tuple[Any, dict[str, np.ndarray]]] = deque()
+    pending: deque[tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]] = deque()
     outputs: list[dict[str, np.ndarray]] = []
-    done = 0
+    failed: dict[int, str] = {}
+    progress = 0
 
     def collect() -> None:
-        handle, meta = pending.popleft()
-        outputs.append(inference.result(handle) | meta)
+        handle, inputs, meta = pending.popleft()
+        try:
+            if isinstance(handle, _SubmitError):
+                raise handle.error
+            outputs.append(inference.result(handle) | meta)
+        except Exception as exc:  # any model failure: bisected
+            _split_failed(inference, inputs, meta, exc, outputs, failed)
+        # A heartbeat per batch: inference can take longer than decoding a chunk.
+        report(progress, total_frames)
 
     def flush() -> None:
         if batch["images"]:
             stacked = _stack(batch)
             inputs = {key: stacked.pop(key) for key in _MODEL_INPUTS}
-            pending.append((inference.submit(inputs), stacked))
+            pending.append((_submit(inference, inputs), inputs, stacked))
             batch.update(_empty_batch())
         while len(pending) > MAX_IN_FLIGHT:
             collect()
 
-    for chunk in decoder.read_chunks(path, chunk_size=config.chunk_size,
+    done = 0
+    for chunk in decoder.read_chunks(path, chunk_size=chunk_frames,
                                      frame_indices=frames_needed):
         for frame_index, timestamp, frame in zip(
             chunk.indices.tolist(), chunk.timestamps_s.tolist(), chunk.frames, strict=True
@@ -237,17 +294,66 @@ def _infer(
                 if len(batch["images"]) >= config.batch_size:
                     flush()
         done += len(chunk)
-        report(total_frames // 2 + done * total_frames // max(2 * len(frames_needed), 1),
-               total_frames)
+        progress = total_frames // 2 + done * total_frames // max(2 * len(frames_needed), 1)
+        report(progress, total_frames)
     if by_frame:
-        missing = sorted(by_frame)[:5]
-        raise HflpipeError(f"{path}: frames {missing} could not be decoded for cropping")
+        raise _stopped_early(path, min(by_frame), listed_frames)
     flush()
     while pending:
         collect()
+    if not outputs:
+        return {}, failed
     merged = {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
     order = np.argsort(merged.pop("position"), kind="stable")
-    return {key: value[order] for key, value in merged.items()}
+    return {key: value[order] for key, value in merged.items()}, failed
+
+
+@dataclass(frozen=True)
+class _SubmitError:
+    """An error raised by ``submit`` itself (in-process inference runs the batch there)."""
+
+    error: Exception
+
+
+def _submit(inference: InferenceClient, inputs: dict[str, np.ndarray]) -> Any:
+    try:
+        return inference.submit(inputs)
+    except Exception as exc:  # raised again in collect()
+        return _SubmitError(exc)
+
+
+def _split_failed(
+    inference: InferenceClient, inputs: dict[str, np.ndarray], meta: dict[str, np.ndarray],
+    error: Exception, outputs: list[dict[str, np.ndarray]], failed: dict[int, str],
+) -> None:
+    """Re-run a failed batch in halves until every failing crop is alone, and record it.
+
+    A batch fails as a whole: CUDA out of memory, one crop a kernel rejects, an actor that
+    died more often than its task retries. Halves that run keep their results, so a crop
+    that fails deterministically costs that crop (``failed[position] = cause``), not the
+    video; a bad crop costs about ``2 log2(batch)`` extra calls.
+    """
+    positions = meta["position"]
+    if len(positions) == 1:
+        failed[int(positions[0])] = _cause(error)
+        return
+    middle = len(positions) // 2
+    for part in (slice(0, middle), slice(middle, None)):
+        part_inputs = {key: value[part] for key, value in inputs.items()}
+        part_meta = {key: value[part] for key, value in meta.items()}
+        try:
+            outputs.append(inference.result(inference.submit(part_inputs)) | part_meta)
+        except Exception as exc:
+            _split_failed(inference, part_inputs, part_meta, exc, outputs, failed)
+
+
+def _cause(error: BaseException) -> str:
+    """``"Type: first line"`` of an error, unwrapping the one Ray wraps a remote error in."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        error = cause
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 _MODEL_INPUTS = ("images", "hand_boxes", "object_boxes")
