@@ -15,6 +15,8 @@ split into segments at its keyframes and step ``j`` of every segment (the
 ``j``-th frame after its keyframe) goes to the network in one batch: a chunk
 of C frames takes about N sequential steps of ``C / N`` segments' crops each.
 A segment that runs past the end of a chunk is carried into the next chunk.
+With ``detect_every = 1`` every frame is a keyframe and this is plain per-frame
+inference: one step per chunk, its batches all in flight at once.
 
 Jobs are the pipeline's per-crop records (``video_job.CropJob``: ``frame_index``,
 ``hand``, ``obj``); new ones are made with :func:`dataclasses.replace`, so the
@@ -37,6 +39,7 @@ from hflpipe.pipeline.errors import InputError
 from hflpipe.pipeline.frame_mapping import crops_to_frame
 
 if TYPE_CHECKING:
+    from hflpipe.pipeline.inference import InferenceClient
     from hflpipe.pipeline.video_job import CropJob
 
 #: Margin around the predicted hand joints, per side, as a fraction of their extent. The
@@ -49,10 +52,6 @@ OBJECT_MARGIN = 0.0
 #: A propagated box narrower or shorter than this, in pixels, after clipping to the frame,
 #: means the target has left the frame.
 MIN_BOX_SIDE_PX = 2.0
-
-#: One batch of crops to model outputs, as ``HflnetPredictor.__call__``.
-Infer = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-
 
 def points_box(points: np.ndarray, margin: float, frame_size: tuple[int, int]) -> np.ndarray:
     """Boxes around point sets, grown by a margin and clipped to the frame.
@@ -178,7 +177,7 @@ class Propagation:
 def propagate_chunk(
     chunk: FrameChunk,
     keyframes: Mapping[int, Sequence[CropJob]],
-    infer: Infer,
+    inference: InferenceClient,
     *,
     carried: Sequence[CropJob] = (),
     batch_size: int = 32,
@@ -191,10 +190,12 @@ def propagate_chunk(
         chunk: decoded frames (``(F, H, W, 3)`` uint8 RGB) with their indices and times.
         keyframes: frame index -> the jobs the detector gave there (see
             :func:`plan_segments`).
-        infer: runs one batch (``images``, ``hand_boxes``, ``object_boxes``), returns the
-            model outputs; called once per ``batch_size`` crops of each step.
+        inference: the model (``submit`` a batch of ``images``, ``hand_boxes``,
+            ``object_boxes``; ``result`` gives the outputs of ``HflnetPredictor``). All
+            batches of one step are submitted before the first result is awaited, so
+            they run in parallel on an actor pool.
         carried: the previous chunk's ``Propagation.carried``.
-        batch_size: most crops per ``infer`` call.
+        batch_size: most crops per batch.
         hand_margin, object_margin: margins of the propagated boxes (:func:`points_box`).
 
     Returns:
@@ -214,7 +215,7 @@ def propagate_chunk(
         requests = [(k, job) for k, followed in enumerate(current) for job in followed]
         positions = [segments[k].start + step for k, _ in requests]
         step_jobs = [job for _, job in requests]
-        result = _run_step(chunk, positions, step_jobs, infer, batch_size)
+        result = _run_step(chunk, positions, step_jobs, inference, batch_size)
         hand_boxes, object_boxes = _next_boxes(result, frame_size, hand_margin, object_margin)
         jobs.extend(step_jobs)
         flags.append(np.array([step == 0 and segments[k].from_detector for k, _ in requests]))
@@ -246,7 +247,7 @@ def propagate_chunk(
 def propagate_video(
     chunks: Iterable[FrameChunk],
     keyframes: Mapping[int, Sequence[CropJob]],
-    infer: Infer,
+    inference: InferenceClient,
     *,
     video: str,
     batch_size: int = 32,
@@ -260,7 +261,7 @@ def propagate_video(
         chunks: the selected frames in order (e.g. ``decoder.read_chunks(path,
             frame_indices=selected)``); every keyframe must be among them.
         keyframes: frame index -> the tracked, paired detector jobs of that keyframe.
-        infer, batch_size, hand_margin, object_margin: as :func:`propagate_chunk`.
+        inference, batch_size, hand_margin, object_margin: as :func:`propagate_chunk`.
         video: the video's path, for error messages.
         progress: called after each chunk with the number of frames it held.
 
@@ -274,8 +275,9 @@ def propagate_video(
     carried: list[CropJob] = []
     seen: set[int] = set()
     for chunk in chunks:
-        part = propagate_chunk(chunk, keyframes, infer, carried=carried, batch_size=batch_size,
-                               hand_margin=hand_margin, object_margin=object_margin)
+        part = propagate_chunk(chunk, keyframes, inference, carried=carried,
+                               batch_size=batch_size, hand_margin=hand_margin,
+                               object_margin=object_margin)
         carried = part.carried
         seen.update(chunk.indices.tolist())
         parts.append(part)
@@ -295,7 +297,8 @@ def propagate_video(
 
 
 def _run_step(
-    chunk: FrameChunk, positions: list[int], jobs: list[CropJob], infer: Infer, batch_size: int
+    chunk: FrameChunk, positions: list[int], jobs: list[CropJob], inference: InferenceClient,
+    batch_size: int,
 ) -> dict[str, np.ndarray]:
     """Crop each job from its chunk position and run the network; per-job outputs and meta."""
     fields: dict[str, list[Any]] = {key: [] for key in _CROP_FIELDS}
@@ -312,10 +315,12 @@ def _run_step(
         fields["timestamp_s"].append(float(chunk.timestamps_s[position]))
     stacked = {key: np.stack(values) for key, values in fields.items()}
     model_inputs = {key: stacked.pop(key) for key in _MODEL_INPUTS}
-    results = [
-        infer({key: value[start:start + batch_size] for key, value in model_inputs.items()})
+    handles = [
+        inference.submit({key: value[start:start + batch_size]
+                          for key, value in model_inputs.items()})
         for start in range(0, len(jobs), batch_size)
     ]
+    results = [inference.result(handle) for handle in handles]
     merged = {key: np.concatenate([r[key] for r in results]) for key in results[0]}
     return merged | stacked
 

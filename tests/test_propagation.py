@@ -79,15 +79,27 @@ def spanning_points(mask: np.ndarray) -> np.ndarray:
 
 
 class PixelModel:
-    """Stand-in for HflnetPredictor: joints span the white pixels, keypoints the green ones."""
+    """Stand-in for the inference client: joints span the white pixels, keypoints the green.
+
+    ``events`` records the calls (``submit``/``result`` with the batch size).
+    """
 
     def __init__(self) -> None:
-        self.batch_sizes: list[int] = []
+        self.events: list[tuple[str, int]] = []
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [size for call, size in self.events if call == "submit"]
+
+    def result(self, handle: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.events.append(("result", len(handle["joints2d"])))
+        return handle
+
+    def submit(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = batch["images"]
         assert images.shape[1:] == (256, 256, 3) and images.dtype == np.uint8
-        self.batch_sizes.append(len(images))
+        assert set(batch) == {"images", "hand_boxes", "object_boxes"}
+        self.events.append(("submit", len(images)))
         white = (images > 200).all(axis=3)
         green = (images[..., 1] > 200) & (images[..., 0] < 60) & (images[..., 2] < 60)
         return {
@@ -210,7 +222,18 @@ def test_every_segments_step_goes_into_one_batch() -> None:
     assert model.batch_sizes == [3, 3, 3, 3]
     model = PixelModel()
     propagate_chunk(render(), detector_jobs([0, 4, 8]), model, batch_size=2)
-    assert model.batch_sizes == [2, 1] * 4
+    # A step's batches are all in flight before the first result is awaited.
+    assert model.events == [("submit", 2), ("submit", 1), ("result", 2), ("result", 1)] * 4
+
+
+def test_detecting_every_frame_is_one_step_per_chunk() -> None:
+    model = PixelModel()
+    result = propagate_chunk(render(), detector_jobs(list(range(FRAMES))), model, batch_size=5)
+    assert model.batch_sizes == [5, 5, 2]
+    assert result.from_detector.all() and [j.frame_index for j in result.jobs] == list(
+        range(FRAMES))
+    hand, _ = boxes_by_frame(result.jobs)
+    np.testing.assert_array_equal(hand, [detector_jobs([f])[f][0].hand.box for f in range(FRAMES)])
 
 
 def test_segments_carry_across_chunk_borders() -> None:
