@@ -4,18 +4,32 @@
 (numpy, uint8) to per-crop results (numpy). It returns only what the rest of
 the pipeline needs, so that a GPU actor ships kilobytes per crop, not the
 object vote grids: the vote candidates are selected on the device.
+
+Speed (``bench/model.py`` measures each step and its error against plain fp32):
+BatchNorm layers are folded into the convolutions before them and the network
+runs channels-last (oneDNN's and cuDNN's fast layout), both on every device and
+both exact to float32 rounding; on CUDA, fp16 autocast is the default. With
+``compile``, ``torch.compile`` (Inductor, frozen weights) fuses the network into
+generated kernels: minutes of compiling once per process (kernels are cached on
+disk for the next one), then each batch shape runs the compiled code.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from hflpipe.model.backbone import ResNetBottleneck
 from hflpipe.model.checkpoint import load_hflnet
+from hflpipe.model.object_head import ObjectVoteHead
 from hflpipe.model.object_pose import select_vote_candidates
 
 log = logging.getLogger(__name__)
@@ -26,12 +40,20 @@ CONFIDENCE_RADIUS = 1
 
 @dataclass(frozen=True)
 class PredictorSettings:
-    """How to run the model; ``device``/``precision`` ``"auto"`` pick CUDA + fp16 when present."""
+    """How to run the model; ``device``/``precision`` ``"auto"`` pick CUDA + fp16 when present.
+
+    ``optimize`` folds BatchNorm into convolutions and switches to channels-last;
+    off, the network runs exactly as loaded. ``compile`` adds ``torch.compile``
+    (needs a C++ compiler on CPU); batches are then padded to the largest batch
+    seen so far, so a video's short last batch reuses the compiled shape.
+    """
 
     checkpoint: Path
     mano: Path | None = None
     device: str = "auto"
     precision: str = "auto"
+    optimize: bool = True
+    compile: bool = False
 
 
 def resolve_device(device: str) -> torch.device:
@@ -59,9 +81,23 @@ class HflnetPredictor:
         self.device = resolve_device(settings.device)
         self.autocast_dtype = resolve_precision(settings.precision, self.device)
         self.net = load_hflnet(settings.checkpoint, mano=settings.mano, device=self.device)
-        if self.device.type == "cuda":
+        self.channels_last = settings.optimize
+        if settings.optimize:
+            folded = fold_batch_norms(self.net)
             self.net = self.net.to(memory_format=torch.channels_last)
-        log.info("HFL-Net on %s (autocast %s)", self.device, self.autocast_dtype)
+            log.debug("folded %d BatchNorm layers into convolutions", folded)
+        if self.device.type == "cuda":
+            # Every batch but a video's last has the same shape: tuned kernels pay off.
+            torch.backends.cudnn.benchmark = True
+        self._forward: Callable[..., dict[str, torch.Tensor]] = self.net
+        # Batch size the compiled graph was specialised for (0: not compiled).
+        self._compiled_batch = 0
+        if settings.compile:
+            # Freezing turns weights into constants, so Inductor can pre-pack them for oneDNN.
+            self._forward = torch.compile(self.net, dynamic=False, options={"freezing": True})
+            self._compiled_batch = 1
+        log.info("HFL-Net on %s (autocast %s, optimized %s, compiled %s)", self.device,
+                 self.autocast_dtype, settings.optimize, settings.compile)
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -80,18 +116,38 @@ class HflnetPredictor:
             ``obj_candidate_valid`` (B,R,21) bool, R rounds of the test-time
             vote selection (see :func:`hflpipe.model.object_pose.select_vote_candidates`).
         """
-        images = torch.from_numpy(np.ascontiguousarray(batch["images"])).to(self.device)
-        images = images.permute(0, 3, 1, 2).float().div_(255.0)
-        if self.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+        out = self.network_outputs(batch)
         hand_boxes = torch.as_tensor(batch["hand_boxes"], dtype=torch.float32, device=self.device)
         obj_boxes = torch.as_tensor(batch["object_boxes"], dtype=torch.float32, device=self.device)
+        return self._summarise(out, hand_boxes, obj_boxes)
+
+    @torch.inference_mode()
+    def network_outputs(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """The network's raw output dict (see :class:`hflpipe.model.hflnet.HFLNet`) for a batch.
+
+        Same inputs as :meth:`__call__`; runs with this predictor's layout and
+        precision, so the benchmarks can compare it with the plain fp32 network.
+        """
+        # uint8 crosses to the device (a quarter of the bytes of float32), then converts.
+        images = torch.from_numpy(np.ascontiguousarray(batch["images"])).to(self.device)
+        hand_boxes = torch.as_tensor(batch["hand_boxes"], dtype=torch.float32, device=self.device)
+        obj_boxes = torch.as_tensor(batch["object_boxes"], dtype=torch.float32, device=self.device)
+        size = images.shape[0]
+        if self._compiled_batch:
+            # A new shape would mean compiling again; padding a short batch is far cheaper.
+            self._compiled_batch = max(self._compiled_batch, size)
+            images, hand_boxes, obj_boxes = (
+                _pad_batch(t, self._compiled_batch) for t in (images, hand_boxes, obj_boxes)
+            )
+        images = images.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(
             self.device.type, dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
         ):
-            out = self.net(images, hand_boxes, obj_boxes)
-        return self._summarise(out, hand_boxes, obj_boxes)
+            out = self._forward(images, hand_boxes, obj_boxes)
+        return {name: value[:size] for name, value in out.items()}
 
     @torch.inference_mode()
     def hand_mesh(
@@ -135,6 +191,49 @@ class HflnetPredictor:
             "obj_candidate_valid": cand.valid,
         }
         return {k: v.cpu().numpy() for k, v in result.items()}
+
+
+def fold_batch_norms(net: nn.Module) -> int:
+    """Fold every eval-mode BatchNorm that directly follows a convolution into it, in place.
+
+    The pairs are those the forward passes apply back to back: the convolutions
+    and norms of :class:`ResNetBottleneck` and :class:`ObjectVoteHead`, and a
+    ``Conv2d`` followed by a ``BatchNorm2d`` inside any ``nn.Sequential``. Each
+    folded norm becomes an ``nn.Identity``. Pre-activation blocks (norm before
+    convolution) are left alone. Returns how many norms were folded.
+    """
+    if net.training:
+        raise ValueError("fold_batch_norms needs a network in eval mode (running statistics)")
+    folded = 0
+    for module in net.modules():
+        if isinstance(module, ResNetBottleneck):
+            pairs = [(f"conv{i}", f"bn{i}") for i in (1, 2, 3)]
+        elif isinstance(module, ObjectVoteHead):
+            pairs = [(f"conv{s}_{p}", f"bn{s}_{p}") for s in (1, 2, 3) for p in (1, 2)]
+        elif isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            pairs = [
+                (conv_name, bn_name)
+                for (conv_name, conv), (bn_name, bn) in itertools.pairwise(children)
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+            ]
+        else:
+            continue
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+            if isinstance(bn, nn.BatchNorm2d):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(module, bn_name, nn.Identity())
+                folded += 1
+    return folded
+
+
+def _pad_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """Repeat the last item of a batch-first tensor until the batch has ``size`` items."""
+    missing = size - tensor.shape[0]
+    if missing <= 0:
+        return tensor
+    return torch.cat([tensor, tensor[-1:].expand(missing, *tensor.shape[1:])])
 
 
 def _box_fractions_to_pixels(uv: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,157 @@
+"""What every benchmark shares: machine facts, timing under contention, tables, JSON results.
+
+Figures are ratios against a baseline measured in the same run, so a slower or
+busier machine moves both sides. Timings take the best of several repeats, the
+variants interleaved, because the machines this runs on are shared: a
+neighbour's burst then slows one repeat, not one variant.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "bench" / "results"
+#: CPU flags that decide which fast paths a CPU has (bf16 and int8 matrix units).
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def machine_info() -> dict[str, object]:
+    """The facts a reader needs to compare two result files: CPU, GPU, load, library versions."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    cpu = fields.get("model name") or platform.processor() or "unknown"
+    flags = set(fields.get("flags", "").split())
+    info: dict[str, object] = {
+        "cpu": cpu,
+        "cpu_flags": sorted(flags.intersection(_CPU_FLAGS)),
+        "cpus_available": len(os.sched_getaffinity(0)),
+        # Other work on the machine while the benchmark ran; ratios absorb it, absolutes do not.
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    return info
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def best_times(variants: Mapping[str, Callable[[], object]], repeats: int,
+               sync: Callable[[], None] | None = None) -> dict[str, float]:
+    """Best wall time (s) of each variant over ``repeats`` rounds, variants interleaved.
+
+    Each variant runs once untimed first (warm-up: allocations, cuDNN tuning, lazy
+    initialisation). ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock read.
+    """
+    sync = sync or (lambda: None)
+    for fn in variants.values():
+        fn()
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def ratio(value: float, baseline: float) -> float:
+    """``value / baseline`` rounded to 3 decimals (NaN when the baseline is 0)."""
+    return round(value / baseline, 3) if baseline else float("nan")
+
+
+def print_table(title: str, rows: Sequence[Mapping[str, object]],
+                columns: Sequence[str]) -> None:
+    """Print rows as an aligned text table (floats with 3 significant decimals)."""
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+        return "-" if value is None else str(value)
+
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print(f"\n{title}")
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
+
+
+def write_result(name: str, payload: Mapping[str, object], out_dir: Path = RESULTS_DIR) -> Path:
+    """Write ``out_dir/<name>.json`` atomically, with the machine facts added; returns the path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    document = {"benchmark": name, **payload, "machine": machine_info()}
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".json.tmp", dir=out_dir)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(document, indent=2, default=_jsonable) + "\n")
+    os.replace(temp, path)
+    print(f"wrote {path}")
+    return path
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def bench_cache() -> Path:
+    """A folder kept between benchmark runs for generated inputs (weights, videos)."""
+    default = Path(tempfile.gettempdir()) / "hflpipe-bench"
+    path = Path(os.environ.get("HFLPIPE_BENCH_CACHE", default))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def synthetic_checkpoint() -> Path:
+    """The synthetic HFL-Net checkpoint (official layout), written once into the cache.
+
+    The recipe is deterministic, so a file already there is the same one.
+    """
+    from hflpipe.pipeline.synthetic_checkpoint import write_synthetic_checkpoint
+
+    path = bench_cache() / "synthetic_hflnet.pth.tar"
+    if not path.is_file():
+        write_synthetic_checkpoint(path)
+    return path
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far, MiB (Linux ``ru_maxrss`` is KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
