@@ -15,8 +15,10 @@ import pytest
 from hflpipe.pipeline.decode import FrameChunk
 from hflpipe.pipeline.detection import Detection
 from hflpipe.pipeline.errors import InputError
+from hflpipe.pipeline.frame_mapping import crops_to_frame
 from hflpipe.pipeline.propagation import (
     HAND_MARGIN,
+    OBJECT_MARGIN,
     keyframe_mask,
     plan_segments,
     points_box,
@@ -287,3 +289,46 @@ def test_no_pairs_gives_an_empty_result() -> None:
 def test_a_keyframe_that_was_not_decoded_names_the_video() -> None:
     with pytest.raises(InputError, match=r"clip\.mp4: keyframes \[20\]"):
         propagate_video([render(6)], detector_jobs([0, 20]), PixelModel(), video="clip.mp4")
+
+
+@pytest.mark.slow
+def test_real_predictor_outputs_drive_the_propagation(tmp_path, synthetic_checkpoint) -> None:
+    """The seam with HflnetPredictor: its keys and crop-pixel units, on the demo scene."""
+    import torch
+
+    from hflpipe.pipeline.decode import get_decoder
+    from hflpipe.pipeline.demo_scene import make_demo_scene
+    from hflpipe.pipeline.inference import LocalInference
+    from hflpipe.pipeline.predictor import HflnetPredictor, PredictorSettings
+    from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
+
+    torch.set_num_threads(1)
+    scene = make_demo_scene(tmp_path, num_frames=4, size=(320, 240))
+    (chunk,) = get_decoder("pyav").read_chunks(str(scene.video_path))
+    keyframes = {
+        f: [CropJob(f, Detection("hand", scene.hand_box[f].astype(np.float32), 1.0, "right",
+                                 track_id=0),
+                    Detection("object", scene.object_box[f].astype(np.float32), 1.0,
+                              object_name=scene.object_name, track_id=0))]
+        for f in (0, 2)
+    }
+    predictor = HflnetPredictor(PredictorSettings(synthetic_checkpoint, synthetic_mano_path(),
+                                                  device="cpu"))
+    result = propagate_video([chunk], keyframes, LocalInference(predictor), video="demo.mp4")
+
+    assert [j.frame_index for j in result.jobs] == [0, 1, 2, 3]
+    assert result.from_detector.tolist() == [True, False, True, False]
+    for key in ("joints2d", "joint_confidence", "joints3d", "mano_pose", "obj_keypoints",
+                "obj_candidates", "affine", "mirrored", "frame_width", "timestamp_s"):
+        assert len(result.outputs[key]) == 4, key
+    out = result.outputs
+    for f in (1, 3):
+        # Frame f's boxes are frame f-1's predictions, mapped back to the frame.
+        args = (out["affine"][f - 1:f], out["mirrored"][f - 1:f], out["frame_width"][f - 1:f])
+        joints = crops_to_frame(out["joints2d"][f - 1:f], *args)
+        keypoints = crops_to_frame(out["obj_keypoints"][f - 1:f], *args)
+        np.testing.assert_allclose(result.jobs[f].hand.box,
+                                   points_box(joints, HAND_MARGIN, scene.size)[0], atol=1e-3)
+        np.testing.assert_allclose(result.jobs[f].obj.box,
+                                   points_box(keypoints, OBJECT_MARGIN, scene.size)[0], atol=1e-3)
+        np.testing.assert_array_equal(result.jobs[f - 1].hand.box, keyframes[f - 1][0].hand.box)
