@@ -59,7 +59,13 @@ import pyarrow as pa
 from hflpipe.model.mano_file import load_mano_model
 from hflpipe.pipeline.errors import InputError, OutputError
 from hflpipe.pipeline.quality import quaternion_to_matrix
-from hflpipe.pipeline.schema import COORDINATES, ROTATION_FORMAT, SCHEMA_VERSION, column_numpy
+from hflpipe.pipeline.schema import (
+    COORDINATES,
+    ROTATION_FORMAT,
+    SCHEMA_VERSION,
+    column_numpy,
+    rows_by_value,
+)
 from hflpipe.pipeline.writer import read_table
 
 FORMATS = ("json", "npz", "csv")
@@ -121,11 +127,13 @@ def export_output(
             for name, table in (("hands", hands), ("objects", objects), ("videos", videos))
         ]
     written = []
+    hand_rows, object_rows = rows_by_value(hands["video_id"]), rows_by_value(objects["video_id"])
+    none = np.zeros(0, np.int64)
     for video in videos.to_pylist():
         vid = video["video_id"]
         document = {
-            "hands": list(_hand_tracks(_rows_of(hands, vid), mano)),
-            "objects": list(_object_tracks(_rows_of(objects, vid))),
+            "hands": list(_hand_tracks(hands.take(hand_rows.get(vid, none)), mano)),
+            "objects": list(_object_tracks(objects.take(object_rows.get(vid, none)))),
         }
         if fmt == "json":
             body = {
@@ -142,11 +150,6 @@ def export_output(
             written.append(_atomic(dest / f"{vid}.npz",
                                    lambda f, arrays=arrays: np.savez_compressed(f, **arrays)))
     return written
-
-
-def _rows_of(table: pa.Table, video_id: str) -> pa.Table:
-    ids = np.asarray(table.column("video_id").to_pylist(), dtype=object)
-    return table.take(np.flatnonzero(ids == video_id))
 
 
 def _track_parts(table: pa.Table) -> Iterator[tuple[int, pa.Table]]:

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from hflpipe.pipeline.errors import OutputError
 from hflpipe.pipeline.quality import MAX_JITTER_MPS2, MAX_REPROJECTION_ERROR_PX
-from hflpipe.pipeline.schema import column_numpy
+from hflpipe.pipeline.schema import column_numpy, rows_by_value
 from hflpipe.pipeline.writer import read_table
 
 AXES = ("x", "y", "z")
@@ -29,13 +29,12 @@ AXIS_COLOURS = ("tab:red", "tab:green", "tab:blue")
 DPI = 100
 
 
-def _tracks(table: pa.Table, video_id: str) -> list[tuple[int, pa.Table]]:
-    ids = np.asarray(table.column("video_id").to_pylist(), dtype=object)
-    mine = table.take(np.flatnonzero(ids == video_id))
-    tracks = mine.column("track_id").to_numpy()
+def _tracks(table: pa.Table) -> list[tuple[int, pa.Table]]:
+    """(track id, its rows by time) of a table holding one video's rows."""
+    tracks = table.column("track_id").to_numpy()
     out = []
     for track_id in np.unique(tracks):
-        part = mine.take(np.flatnonzero(tracks == track_id))
+        part = table.take(np.flatnonzero(tracks == track_id))
         order = np.argsort(part.column("timestamp_s").to_numpy(), kind="stable")
         out.append((int(track_id), part.take(order)))
     return out
@@ -63,9 +62,12 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def plot_trajectories(hands: pa.Table, objects: pa.Table, video_id: str, path: Path) -> Path:
-    """Wrist and object translation (m) over time, smoothed vs raw, one panel per track."""
-    panels = [("hand", tid, part) for tid, part in _tracks(hands, video_id)]
-    panels += [("object", tid, part) for tid, part in _tracks(objects, video_id)]
+    """Wrist and object translation (m) over time, smoothed vs raw, one panel per track.
+
+    ``hands``/``objects`` hold the rows of ``video_id`` only.
+    """
+    panels = [("hand", tid, part) for tid, part in _tracks(hands)]
+    panels += [("object", tid, part) for tid, part in _tracks(objects)]
     fig = Figure(figsize=(9, 2.4 * max(len(panels), 1)), dpi=DPI, layout="constrained")
     for k, (kind, track_id, part) in enumerate(panels):
         ax = fig.add_subplot(len(panels), 1, k + 1)
@@ -94,9 +96,10 @@ def plot_trajectories(hands: pa.Table, objects: pa.Table, video_id: str, path: P
 def plot_quality_timeline(hands: pa.Table, objects: pa.Table, video_id: str,
                           path: Path) -> Path:
     """Per track: jitter (log scale, threshold dashed) and confidence (hands) or
-    reprojection error (objects) over time; suspect rows shaded red."""
-    panels = [("hand", tid, part) for tid, part in _tracks(hands, video_id)]
-    panels += [("object", tid, part) for tid, part in _tracks(objects, video_id)]
+    reprojection error (objects) over time; suspect rows shaded red. Tables as in
+    :func:`plot_trajectories`."""
+    panels = [("hand", tid, part) for tid, part in _tracks(hands)]
+    panels += [("object", tid, part) for tid, part in _tracks(objects)]
     fig = Figure(figsize=(9, 2.4 * max(len(panels), 1)), dpi=DPI, layout="constrained")
     for k, (kind, track_id, part) in enumerate(panels):
         ax = fig.add_subplot(len(panels), 1, k + 1)
@@ -131,16 +134,15 @@ def plot_quality_timeline(hands: pa.Table, objects: pa.Table, video_id: str,
 
 def plot_quality_histogram(hands: pa.Table, objects: pa.Table, path: Path) -> Path:
     """Histogram over videos of the share of their rows (hands and objects) marked suspect."""
-    shares = []
-    ids = sorted(set(hands.column("video_id").to_pylist())
-                 | set(objects.column("video_id").to_pylist()))
-    for video_id in ids:
-        flags = []
-        for table in (hands, objects):
-            mine = np.asarray(table.column("video_id").to_pylist(), dtype=object) == video_id
-            flags.append(column_numpy(table.column("suspect"))[mine] == 1.0)
-        rows = np.concatenate(flags)
-        shares.append(100.0 * rows.mean() if rows.size else 0.0)
+    suspect_rows: dict[object, int] = {}
+    all_rows: dict[object, int] = {}
+    for table in (hands, objects):
+        suspect = column_numpy(table.column("suspect")) == 1.0
+        for video_id, rows in rows_by_value(table.column("video_id")).items():
+            suspect_rows[video_id] = suspect_rows.get(video_id, 0) + int(suspect[rows].sum())
+            all_rows[video_id] = all_rows.get(video_id, 0) + len(rows)
+    ids = sorted(all_rows)
+    shares = [100.0 * suspect_rows[v] / all_rows[v] for v in ids]
     fig = Figure(figsize=(6, 3.5), dpi=DPI, layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     ax.hist(shares, bins=np.linspace(0, 100, 21), color="tab:blue", edgecolor="white")
@@ -160,11 +162,14 @@ def write_plots(out_dir: str | Path, plots_dir: str | Path) -> list[Path]:
     hands = read_table(out_dir, "hands")
     objects = read_table(out_dir, "objects")
     written = []
-    for video_id in sorted(set(hands.column("video_id").to_pylist())
-                           | set(objects.column("video_id").to_pylist())):
-        written.append(plot_trajectories(hands, objects, video_id,
+    hand_rows, object_rows = rows_by_value(hands["video_id"]), rows_by_value(objects["video_id"])
+    none = np.zeros(0, np.int64)
+    for video_id in sorted(set(hand_rows) | set(object_rows)):
+        mine = (hands.take(hand_rows.get(video_id, none)),
+                objects.take(object_rows.get(video_id, none)))
+        written.append(plot_trajectories(*mine, video_id,
                                          plots_dir / f"{video_id}_trajectories.png"))
-        written.append(plot_quality_timeline(hands, objects, video_id,
+        written.append(plot_quality_timeline(*mine, video_id,
                                              plots_dir / f"{video_id}_quality.png"))
     written.append(plot_quality_histogram(hands, objects, plots_dir / "quality_histogram.png"))
     return written

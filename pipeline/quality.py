@@ -266,6 +266,12 @@ def _nan_stat(values: np.ndarray, q: float) -> float:
     return float(np.percentile(finite, q)) if finite.size else float("nan")
 
 
+def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, sorted unique values): integer codes that sort like the values."""
+    names, codes = np.unique(values.astype(str), return_inverse=True)
+    return codes, names
+
+
 def track_quality(hands: pa.Table, objects: pa.Table) -> list[TrackQuality]:
     """One :class:`TrackQuality` per (video, track) of the ``hands`` and ``objects`` tables,
     sorted by video, kind, track. Tables may span many videos (``writer.read_table``)."""
@@ -287,9 +293,13 @@ def track_quality(hands: pa.Table, objects: pa.Table) -> list[TrackQuality]:
         else:
             pose = table.column("pose_valid").to_numpy(zero_copy_only=False)
             error = column_numpy(table.column("reprojection_error_px"))
-        keys = sorted({(str(v), int(t)) for v, t in zip(video, track, strict=True)})
-        for video_id, track_id in keys:
-            rows = np.flatnonzero((video == video_id) & (track == track_id))
+        # One sort, then contiguous groups: linear in rows however many tracks there are.
+        video_codes, video_names = _codes(video)
+        order = np.lexsort((track, video_codes))
+        starts = np.flatnonzero(np.r_[True, (np.diff(video_codes[order]) != 0)
+                                      | (np.diff(track[order]) != 0)])
+        for rows in np.split(order, starts[1:]):
+            video_id, track_id = str(video_names[video_codes[rows[0]]]), int(track[rows[0]])
             counts: dict[str, int] = {}
             for i in rows:
                 for name in (reasons[i] or "").split(","):

@@ -175,3 +175,32 @@ def test_builder_without_quality_columns_leaves_them_unassessed() -> None:
     for name in ("jitter_mps2", "handedness_flip", "hand_object_distance_m", "suspect",
                  "suspect_reasons"):
         assert table.column(name).null_count == 3, name
+
+
+def test_track_quality_groups_interleaved_rows_of_many_videos() -> None:
+    from test_schema import sample_object_columns
+
+    from hflpipe.pipeline.quality import track_quality
+    from hflpipe.pipeline.schema import empty_hands, objects_table, rows_by_value
+
+    parts = []
+    for video, track, suspect in (("b", 2, [True, False, False]), ("a", 5, [True, True, False]),
+                                  ("a", 1, [False, False, False])):
+        cols = sample_object_columns(video, 3)
+        cols["track_id"] = np.full(3, track, np.int32)
+        cols["suspect"] = np.array(suspect)
+        cols["suspect_reasons"] = np.array(["jitter" if s else None for s in suspect],
+                                           dtype=object)
+        parts.append(objects_table(cols, META))
+    import pyarrow as pa
+
+    table = pa.concat_tables(parts)
+    # Shuffle rows so that no track's rows are contiguous.
+    table = table.take(np.array([0, 3, 6, 1, 4, 7, 2, 5, 8]))
+    grouped = rows_by_value(table.column("video_id"))
+    assert {k: v.tolist() for k, v in grouped.items()} == {"a": [1, 2, 4, 5, 7, 8],
+                                                            "b": [0, 3, 6]}
+    got = [(t.video_id, t.track_id, t.frames, t.suspect, t.reasons)
+           for t in track_quality(empty_hands(META), table)]
+    assert got == [("a", 1, 3, 0, {}), ("a", 5, 3, 2, {"jitter": 2}),
+                   ("b", 2, 3, 1, {"jitter": 1})]
