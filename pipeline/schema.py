@@ -501,7 +501,9 @@ def _column(
             raise TypeError(f"{where}: expected strings, got {bad[0]!r}")
         return pa.array(items, type=field.type)
     if isinstance(value, np.ma.MaskedArray):
-        row_mask = np.ma.getmaskarray(value).reshape(len(value), -1).any(axis=1)
+        mask = np.ma.getmaskarray(value)
+        # reshape(0, -1) is ambiguous, and zero rows have no masked row anyway.
+        row_mask = mask.reshape(len(value), -1).any(axis=1) if len(value) else mask.astype(bool)
         data = np.ma.getdata(value)
     else:
         data = np.asarray(value)

@@ -175,6 +175,7 @@ def test_builder_without_quality_columns_leaves_them_unassessed() -> None:
     for name in ("jitter_mps2", "handedness_flip", "hand_object_distance_m", "suspect",
                  "suspect_reasons"):
         assert table.column(name).null_count == 3, name
+    assert hands_table(sample_hand_columns(n=0), META).num_rows == 0
 
 
 def test_track_quality_groups_interleaved_rows_of_many_videos() -> None:

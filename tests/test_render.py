@@ -140,3 +140,18 @@ def test_video_mode_frame_range_and_errors(scene, tmp_path) -> None:
         render(scene["video"], scene["out"], tmp_path / "x.png", video_id="nope")
     with pytest.raises(InputError, match="no frames in the range"):
         render(scene["video"], scene["out"], tmp_path / "x.png", frames=(50, 60))
+
+
+def test_object_without_a_usable_pose_falls_back_to_its_2d_corners() -> None:
+    objects = sample_object_columns("clip", 2)
+    corners = project(CRACKER[:8] + np.array([0.0, 0.0, 0.8]), K)
+    objects |= {"interpolated": np.zeros(2, bool), "pose_valid": np.array([True, False]),
+                "keypoints2d": np.tile(np.vstack([corners, np.zeros((13, 2))]),
+                                       (2, 1, 1)).astype(np.float32),
+                "translation": np.float32([[0.0, 0.0, -0.8], [0.0, 0.0, 0.8]])}
+    drawer = FrameDrawer(hands_table(sample_hand_columns("clip", 0), META).slice(0, 0),
+                         objects_table(objects, META), K, None, None)
+    for frame in (0, 1):  # behind the camera; no pose at all
+        image = np.zeros((H, W, 3), np.uint8)
+        drawer.draw(image, frame)
+        assert _colour_near(image, _edge_samples(corners), OBJECT_COLOUR).all()
