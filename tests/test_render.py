@@ -155,3 +155,20 @@ def test_object_without_a_usable_pose_falls_back_to_its_2d_corners() -> None:
         image = np.zeros((H, W, 3), np.uint8)
         drawer.draw(image, frame)
         assert _colour_near(image, _edge_samples(corners), OBJECT_COLOUR).all()
+
+
+def test_render_command(scene, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from hflpipe.pipeline.cli_results import render_command
+
+    runner = CliRunner()
+    result = runner.invoke(render_command, [str(scene["video"]), str(scene["out"]), "-o",
+                                            str(tmp_path / "c.png"), "--frames", "1:3",
+                                            "--mano", str(synthetic_mano_path())])
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [str(tmp_path / "c_000001.png"),
+                                     str(tmp_path / "c_000002.png")]
+    bad = runner.invoke(render_command, [str(scene["video"]), str(scene["out"]), "-o",
+                                         str(tmp_path / "c.png"), "--frames", "x"])
+    assert isinstance(bad.exception, InputError)
