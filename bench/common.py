@@ -12,14 +12,15 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
@@ -29,6 +30,9 @@ _CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_
 
 def machine_info() -> dict[str, object]:
     """The facts a reader needs to compare two result files: CPU, GPU, load, library versions."""
+    # Imported here: decoding children measure their own memory and must not load torch.
+    import torch
+
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as info:
@@ -66,25 +70,37 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Best wall-clock and best process-CPU seconds of one variant."""
+
+    wall_s: float
+    cpu_s: float
+
+
 def best_times(variants: Mapping[str, Callable[[], object]], repeats: int,
-               sync: Callable[[], None] | None = None) -> dict[str, float]:
-    """Best wall time (s) of each variant over ``repeats`` rounds, variants interleaved.
+               sync: Callable[[], None] | None = None) -> dict[str, Timing]:
+    """Best times of each variant over ``repeats`` rounds, variants interleaved.
 
     Each variant runs once untimed first (warm-up: allocations, cuDNN tuning, lazy
     initialisation). ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock read.
+    Process CPU time is the steadier figure for single-threaded CPU work on a shared
+    machine: a neighbour's load stretches the wall clock, not the CPU seconds spent.
     """
     sync = sync or (lambda: None)
     for fn in variants.values():
         fn()
-    best = dict.fromkeys(variants, float("inf"))
+    wall = dict.fromkeys(variants, float("inf"))
+    cpu = dict.fromkeys(variants, float("inf"))
     for _ in range(repeats):
         for name, fn in variants.items():
             sync()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             sync()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            wall[name] = min(wall[name], time.perf_counter() - start)
+            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+    return {name: Timing(wall[name], cpu[name]) for name in variants}
 
 
 def ratio(value: float, baseline: float) -> float:
@@ -152,6 +168,10 @@ def synthetic_checkpoint() -> Path:
 
 def peak_rss_mib() -> float:
     """This process's peak resident set size so far, MiB (Linux ``ru_maxrss`` is KiB)."""
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mib() -> float:
+    """This process's current resident set size, MiB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

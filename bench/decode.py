@@ -1,0 +1,157 @@
+"""Decoding: our decord and PyAV backends vs single-thread libav on the same H.264 files.
+
+Baseline: what ``ffmpeg -threads 1 -i FILE -f null -`` does, through PyAV's
+libav (this machine has no ffmpeg binary): demux and decode every frame with
+one thread, no pixel conversion. Our backends must also convert every frame to
+RGB and copy it into numpy chunks, so the ratio includes that work. Each
+backend runs with one decoding thread (the baseline's budget) and with its
+default threading; the libav decode plus an RGB conversion is shown as a
+reference point for what conversion alone costs.
+
+Every measurement runs in a fresh process, so its peak RSS is its own
+(``rss_before_mib``: the process before the read, libraries loaded). Files:
+synthetic motion (gradients, moving shapes, noise) encoded with libx264 at
+720p and 1080p, 30 fps, kept in the benchmark cache.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+from bench.common import (
+    RESULTS_DIR,
+    bench_cache,
+    peak_rss_mib,
+    print_table,
+    ratio,
+    rss_mib,
+    write_result,
+)
+from hflpipe.pipeline.decode_decord import DecordDecoder
+from hflpipe.pipeline.decode_pyav import PyAVDecoder
+
+SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
+FRAMES = 240
+QUICK_SIZES = {"240p": (320, 240)}
+QUICK_FRAMES = 20
+CHUNK_SIZE = 64
+TARGET = 0.8
+
+
+def synthetic_video(path: Path, size: tuple[int, int], frames: int, fps: int = 30) -> Path:
+    """Encode ``frames`` frames of moving content as H.264 (yuv420p) into ``path`` once."""
+    if path.is_file():
+        return path
+    width, height = size
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    temp = path.with_suffix(".partial.mp4")
+    with av.open(str(temp), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        for i in range(frames):
+            base = 127 + 60 * np.sin((xx + 7 * i) / 40.0) * np.cos((yy - 3 * i) / 55.0)
+            image = np.repeat(base[..., None], 3, axis=2)
+            cx, cy = (i * 11) % width, (i * 5) % height
+            image[max(cy - 60, 0):cy + 60, max(cx - 80, 0):cx + 80] = (200, 60, 40)
+            image += rng.normal(0, 6, image.shape).astype(np.float32)
+            frame = av.VideoFrame.from_ndarray(np.clip(image, 0, 255).astype(np.uint8), "rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    temp.replace(path)
+    return path
+
+
+def _libav(path: str, rgb: bool) -> int:
+    """Decode every frame with one thread, as ``ffmpeg -threads 1 -f null -``; frames counted."""
+    count = 0
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"
+        stream.codec_context.thread_count = 1
+        for frame in container.decode(stream):
+            if rgb:
+                frame.to_ndarray(format="rgb24")
+            count += 1
+    return count
+
+
+def _backend(path: str, name: str, threads: int) -> int:
+    decoder = DecordDecoder(threads) if name == "decord" else PyAVDecoder(threads)
+    return sum(len(chunk) for chunk in decoder.read_chunks(path, chunk_size=CHUNK_SIZE))
+
+
+def _measure(reader: str, path: str, threads: int) -> tuple[int, float, float, float]:
+    """In a fresh child process: frames, seconds, RSS before (MiB) and peak RSS (MiB)."""
+    before = rss_mib()
+    start = time.perf_counter()
+    if reader in ("libav", "libav+rgb"):
+        frames = _libav(path, rgb=reader == "libav+rgb")
+    else:
+        frames = _backend(path, reader, threads)
+    return frames, time.perf_counter() - start, before, peak_rss_mib()
+
+
+#: (name, reader, decoding threads); threads 0 is the backend's own default.
+READERS = (
+    ("libav 1 thread (baseline)", "libav", 1),
+    ("libav 1 thread + RGB", "libav+rgb", 1),
+    ("decord 1 thread", "decord", 1),
+    ("pyav 1 thread", "pyav", 1),
+    ("decord default threads", "decord", 0),
+    ("pyav default threads", "pyav", 0),
+)
+
+
+def run(*, quick: bool = False, out_dir: Path = RESULTS_DIR) -> dict[str, object]:
+    """Run the benchmark, print its table, write ``decode.json``; returns the result document."""
+    sizes, frames = (QUICK_SIZES, QUICK_FRAMES) if quick else (SIZES, FRAMES)
+    repeats = 1 if quick else 3
+    context = multiprocessing.get_context("spawn")
+    rows = []
+    for label, size in sizes.items():
+        path = synthetic_video(bench_cache() / f"decode_{label}_{frames}.mp4", size, frames)
+        best: dict[str, tuple[int, float, float, float]] = {}
+        with context.Pool(1, maxtasksperchild=1) as pool:
+            # Readers interleaved within each round, so a busy spell hits all of them.
+            for _ in range(repeats):
+                for name, reader, threads in READERS:
+                    got = pool.apply(_measure, (reader, str(path), threads))
+                    if name not in best or got[1] < best[name][1]:
+                        best[name] = got
+        base_frames, base_s, _, _ = best[READERS[0][0]]
+        for name, _, _ in READERS:
+            count, seconds, before, peak = best[name]
+            rows.append({
+                "video": label, "reader": name, "frames": count,
+                "frames_per_s": round(count / seconds, 1),
+                "vs_baseline": ratio(count / seconds, base_frames / base_s),
+                "rss_before_mib": round(before, 1),
+                "peak_rss_mib": round(peak, 1),
+            })
+    print_table("decoding vs single-thread libav (ffmpeg -threads 1 -f null -)", rows,
+                ["video", "reader", "frames", "frames_per_s", "vs_baseline", "rss_before_mib",
+                 "peak_rss_mib"])
+    ours = [r for r in rows if r["reader"] in ("decord 1 thread", "pyav 1 thread")]
+    result = {
+        "description": __doc__.strip().splitlines()[0],
+        "baseline": "libav via PyAV, one thread, decode only (ffmpeg -threads 1 -f null -)",
+        "quick": quick,
+        "frames_per_video": frames,
+        "chunk_size": CHUNK_SIZE,
+        "repeats": repeats,
+        "rows": rows,
+        "target": {
+            "ratio_required": TARGET,
+            "worst_one_thread_ratio": min(r["vs_baseline"] for r in ours),
+            "met": all(r["vs_baseline"] >= TARGET for r in ours),
+        },
+    }
+    write_result("decode", result, out_dir)
+    return result
