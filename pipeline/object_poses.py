@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 #: A pose needs at least this many RANSAC inliers to count as valid.
 MIN_INLIERS = 6
+#: A pose must put the object in front of the camera and closer than this (metres):
+#: EPnP on a handful of near-collinear votes can return any depth, even 1e20 m.
+MAX_DEPTH_M = 10.0
 
 
 def solve_object_poses(
@@ -55,7 +58,8 @@ def solve_object_poses(
         )
         inliers[k] = pose.num_inliers
         error[k] = pose.reprojection_error
-        valid[k] = not pose.fallback and pose.num_inliers >= MIN_INLIERS
+        valid[k] = (not pose.fallback and pose.num_inliers >= MIN_INLIERS
+                    and 0.0 < pose.t[2] <= MAX_DEPTH_M)
         if valid[k]:
             quat[k] = Rotation.from_matrix(pose.R).as_quat(scalar_first=True)
             trans[k] = pose.t

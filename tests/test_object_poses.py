@@ -1,0 +1,58 @@
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from hflpipe.model.control_points import load_control_points
+from hflpipe.pipeline.detection import Detection
+from hflpipe.pipeline.hand_pose import project
+from hflpipe.pipeline.object_poses import solve_object_poses
+from hflpipe.pipeline.run_context import RunContext
+from hflpipe.pipeline.video_job import CropJob
+
+K = np.array([[600.0, 0, 320], [0, 600.0, 240], [0, 0, 1]])
+POINTS = load_control_points("003_cracker_box")
+
+
+def _context() -> RunContext:
+    return RunContext(config_hash="x", metadata=None, predictor_settings=None, intrinsics=None,
+                      object_name="003_cracker_box", control_points=POINTS, boxes=None)
+
+
+def _case(translations):
+    jobs, cands = [], []
+    R = Rotation.from_euler("xyz", [20, -30, 10], degrees=True).as_matrix()
+    for frame, t in enumerate(translations):
+        uv = project(POINTS @ R.T + t, K)
+        cand = np.zeros((10, 21, 2))
+        cand[0] = uv
+        cands.append(cand)
+        hand = Detection("hand", np.array([0, 0, 10, 10], np.float32), 1.0, "right", None, 0)
+        obj = Detection("object", np.array([0, 0, 20, 20], np.float32), 0.9, None, None, 3)
+        jobs.append(CropJob(frame, hand, obj))
+    n = len(jobs)
+    valid = np.zeros((n, 10, 21), bool)
+    valid[:, 0] = True
+    crops = {
+        "mirrored": np.zeros(n, bool), "affine": np.repeat(np.eye(3)[None], n, 0),
+        "frame_width": np.full(n, 640), "timestamp_s": np.arange(n) / 30.0,
+        "obj_keypoints": np.stack([c[0] for c in cands]),
+        "obj_keypoint_confidence": np.full((n, 21), 0.9), "obj_candidates": np.stack(cands),
+        "obj_candidate_valid": valid,
+    }
+    return jobs, crops, R
+
+
+def test_poses_are_recovered_from_vote_candidates():
+    jobs, crops, R = _case([np.array([0.05, -0.02, 0.6]), np.array([0.0, 0.03, 0.8])])
+    out = solve_object_poses(jobs, crops, K, _context())
+    assert out["pose_valid"].all() and (out["pnp_inliers"] == 21).all()
+    assert np.allclose(out["translation"], [[0.05, -0.02, 0.6], [0.0, 0.03, 0.8]], atol=1e-6)
+    q = Rotation.from_matrix(R).as_quat(scalar_first=True)
+    assert np.allclose(np.abs(out["rotation"] @ q), 1.0, atol=1e-6)
+    assert out["object_name"].tolist() == ["003_cracker_box"] * 2
+    assert np.allclose(out["keypoints2d"], crops["obj_keypoints"])
+
+
+def test_an_implausible_depth_is_not_a_valid_pose():
+    jobs, crops, _ = _case([np.array([0.0, 0.0, 50.0])])
+    out = solve_object_poses(jobs, crops, K, _context())
+    assert not out["pose_valid"][0]
