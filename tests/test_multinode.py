@@ -1,0 +1,111 @@
+"""A job across a head and two worker nodes (``ray.cluster_utils.Cluster``) equals a
+single-process run of the same job, row for row.
+
+The inference node has a logical GPU and no CUDA: Ray places the predictor actor there
+(it asks for one GPU) and ``device="auto"`` must still pick the CPU.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import pyarrow as pa
+import pytest
+import ray
+import torch
+from ray.cluster_utils import Cluster
+
+from hflpipe.pipeline.config import make_config
+from hflpipe.pipeline.demo_scene import make_demo_scene
+from hflpipe.pipeline.inference import LocalInference, start_actors
+from hflpipe.pipeline.inputs import collect_inputs
+from hflpipe.pipeline.predictor import HflnetPredictor
+from hflpipe.pipeline.run_context import ObjectCache, context_for_video, prepare_context
+from hflpipe.pipeline.runner import run
+from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.video_job import process_video
+from hflpipe.pipeline.writer import read_table
+
+pytestmark = pytest.mark.slow
+FRAMES = 5
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Head (no CPUs for tasks), a 2-CPU decode node, a 1-CPU node with one logical GPU."""
+    # Our own Ray temp folder: Cluster() advertises its address in <temp>/ray_current_cluster,
+    # where a concurrent plain ray.init() elsewhere on this machine would find and join it.
+    temp = tempfile.mkdtemp(prefix="hfm", dir="/tmp")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_TMPDIR", temp)
+        patch.delenv("RAY_ADDRESS", raising=False)
+        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        try:
+            nodes.add_node(num_cpus=2)
+            nodes.add_node(num_cpus=1, num_gpus=1)
+            nodes.wait_for_nodes()
+            ray.init(address=nodes.address, log_to_driver=False, configure_logging=False)
+            yield nodes
+        finally:
+            ray.shutdown()
+            nodes.shutdown()
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory, synthetic_checkpoint):
+    root = tmp_path_factory.mktemp("multinode")
+    scene = make_demo_scene(root / "scene", num_frames=FRAMES)
+    for name in ("a", "b"):
+        shutil.copy(scene.video_path, root / f"{name}.mp4")
+    return make_config(
+        videos=[str(root / "*.mp4")], out=root / "out", checkpoint=synthetic_checkpoint,
+        mano=synthetic_mano_path(), detector="boxes", boxes=scene.boxes_path,
+        intrinsics=str(scene.intrinsics_path), object=scene.object_name, batch_size=4,
+        gpus_per_actor=1.0, cpus_per_task=1.0,
+    )
+
+
+def test_the_actor_on_the_gpu_node_runs_on_cpu_without_cuda(cluster, job):
+    assert not torch.cuda.is_available()
+    context = prepare_context(job)
+    (actor,) = start_actors(context.predictor_settings, 1, gpus_per_actor=1.0,
+                            cpus_per_actor=1.0)
+    try:
+        assert ray.get(actor.ready.remote()) == "cpu"
+    finally:
+        ray.kill(actor)
+
+
+def test_a_job_across_nodes_equals_a_single_process_run(cluster, job):
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+    summary = run(job, progress=False)
+    assert summary.statuses == {"ok": 2}
+
+    context = prepare_context(job)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the actor: one CPU, one thread
+    try:
+        local = LocalInference(HflnetPredictor(context.predictor_settings))
+        outcomes = [
+            process_video(video, job, context_for_video(context, video, ObjectCache()), local)
+            for video in collect_inputs(job)
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    for table in ("hands", "objects"):
+        expected = pa.concat_tables([getattr(o, table) for o in outcomes])
+        got = read_table(job.out, table)
+        assert got.num_rows == 2 * FRAMES
+        assert _sorted(got).equals(_sorted(expected)), table
+    videos = read_table(job.out, "videos").to_pylist()
+    by_id = {o.video_id: o.video_row for o in outcomes}
+    for row in videos:
+        assert row["frames_processed"] == by_id[row["video_id"]]["frames_processed"] == FRAMES
+        assert row["config_hash"] == by_id[row["video_id"]]["config_hash"]
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    keys = [("video_id", "ascending"), ("frame_index", "ascending"), ("track_id", "ascending")]
+    return table.sort_by(keys).replace_schema_metadata(None)
