@@ -1,0 +1,153 @@
+"""The driver killed mid-write, the disk filling up, an output path that cannot be a folder.
+
+The driver writes every file (``writer``: temporary name, fsync, rename; the ``videos`` row
+last). These tests stop it at its worst moments and check that what is on disk stays
+readable, that nothing uncommitted is reported, and that a re-run ends exactly where an
+uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import types
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+import test_faults_common as common
+
+from hflpipe.pipeline import writer
+from hflpipe.pipeline.errors import HflpipeError, OutputError
+from hflpipe.pipeline.runner import run
+from hflpipe.pipeline.writer import read_table
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+FRAMES = 4
+VIDEOS = 2
+# Writes per video: hands, objects, then the videos row (the commit marker).
+SECOND_VIDEO_OBJECTS = 5
+SECOND_VIDEO_HANDS = 4
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, synthetic_checkpoint):
+    """Clips, boxes, a local Ray for this module, and an uninterrupted run to compare with."""
+    root = tmp_path_factory.mktemp("driver")
+    clips = [common.write_clip(root / f"clip{i}.mp4", FRAMES) for i in range(VIDEOS)]
+    boxes = common.write_boxes(root / "boxes.csv", FRAMES)
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    reference = root / "reference"
+    summary = run(common.run_config(clips, reference, synthetic_checkpoint, boxes),
+                  progress=False)
+    assert summary.statuses == {"ok": VIDEOS}
+    yield clips, boxes, reference
+    ray.shutdown()
+
+
+_KILLED_DRIVER = """
+import os, signal, sys
+import pyarrow.parquet as pq
+sys.path.insert(0, sys.argv[1])
+import test_faults_common as common
+from pathlib import Path
+from hflpipe.pipeline.runner import run
+
+real_write = pq.write_table
+calls = 0
+
+def write_then_die(table, sink, **kwargs):
+    global calls
+    calls += 1
+    if calls == int(sys.argv[2]):
+        sink.write(b"PAR1 half a file")
+        sink.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(table, sink, **kwargs)
+
+pq.write_table = write_then_die
+out, checkpoint, boxes, address, *clips = sys.argv[3:]
+run(common.run_config(clips, Path(out), Path(checkpoint), Path(boxes), address=address),
+    progress=False)
+"""
+
+
+def test_a_driver_killed_mid_write_leaves_valid_files_and_a_rerun_completes(
+    tmp_path, synthetic_checkpoint, shared
+):
+    clips, boxes, reference = shared
+    out = tmp_path / "out"
+    address = ray.get_runtime_context().gcs_address
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_DRIVER, str(common.TESTS), str(SECOND_VIDEO_OBJECTS),
+         str(out), str(synthetic_checkpoint), str(boxes), address, *map(str, clips)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+
+    # On disk: one committed video, the second's hands renamed into place without its
+    # marker, its objects file half-written under a hidden temporary name.
+    assert [p.name for p in (out / "objects").glob(".*.tmp")], "no interrupted write"
+    assert len(list((out / "hands").glob("*.parquet"))) == 2
+    for path in common.visible_parquet(out):
+        pq.read_metadata(path)
+    assert len(read_table(out, "videos")) == 1
+    assert len(read_table(out, "hands")) == FRAMES
+
+    summary = run(common.run_config(clips, out, synthetic_checkpoint, boxes), progress=False)
+    assert summary.already_done == 1 and summary.statuses == {"ok": VIDEOS - 1}
+    common.check_output_is_clean(out)
+    common.assert_same_results(out, reference)
+
+
+def test_a_full_disk_stops_the_job_with_one_line_and_keeps_what_was_written(
+    tmp_path, synthetic_checkpoint, shared, monkeypatch
+):
+    clips, boxes, reference = shared
+    out = tmp_path / "out"
+    calls = 0
+
+    def write_until_full(table, sink, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == SECOND_VIDEO_HANDS:
+            sink.write(b"PAR1 no room for the rest")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return pq.write_table(table, sink, **kwargs)
+
+    full_disk = types.SimpleNamespace(
+        write_table=write_until_full, read_metadata=pq.read_metadata,
+        read_table=pq.read_table, read_schema=pq.read_schema,
+    )
+    monkeypatch.setattr(writer, "pq", full_disk)
+    config = common.run_config(clips, out, synthetic_checkpoint, boxes)
+    with pytest.raises(OutputError) as stopped:
+        run(config, progress=False)
+    message = str(stopped.value)
+    assert "\n" not in message and "No space left on device" in message
+    assert str(out / "hands") in message
+
+    committed = read_table(out, "videos")
+    assert committed.num_rows == 1 and committed["status"].to_pylist() == ["ok"]
+    common.check_output_is_clean(out)
+
+    monkeypatch.undo()
+    summary = run(config, progress=False)
+    assert summary.already_done == 1 and summary.statuses == {"ok": VIDEOS - 1}
+    common.assert_same_results(out, reference)
+
+
+def test_an_output_path_that_is_a_file_stops_the_job_before_any_video(
+    tmp_path, synthetic_checkpoint, shared
+):
+    clips, boxes, _ = shared
+    out = tmp_path / "taken"
+    out.write_text("a file, not a folder")
+    with pytest.raises(HflpipeError) as stopped:
+        run(common.run_config(clips, out, synthetic_checkpoint, boxes), progress=False)
+    message = str(stopped.value)
+    assert "\n" not in message and str(out) in message
+    assert out.read_text() == "a file, not a folder"
