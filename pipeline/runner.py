@@ -21,7 +21,7 @@ from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from tqdm import tqdm
 
 from hflpipe.pipeline.config import RunConfig, validate_paths
-from hflpipe.pipeline.errors import HflpipeError
+from hflpipe.pipeline.errors import ConfigError, HflpipeError
 from hflpipe.pipeline.inference import ActorInference, start_actors
 from hflpipe.pipeline.inputs import VideoInput, collect_inputs
 from hflpipe.pipeline.progress import ProgressBoard
@@ -131,8 +131,11 @@ def _process_on_ray(
     summary: RunSummary, progress: bool,
 ) -> None:
     if not ray.is_initialized():
-        ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        try:
+            ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        except ConnectionError as exc:
+            raise ConfigError(f"ray cluster '{config.address}': {_one_line(exc)}") from None
     gpus = ray.cluster_resources().get("GPU", 0.0)
     use_gpu = config.device != "cpu" and gpus > 0 and config.gpus_per_actor > 0
     num_actors = config.num_actors or (max(1, int(gpus // config.gpus_per_actor)) if use_gpu else 1)
@@ -169,6 +172,10 @@ def _process_on_ray(
         bar.close()
         for ref in running:
             ray.cancel(ref, force=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _video_task(
