@@ -38,6 +38,10 @@ from hflpipe.pipeline.decode_pyav import (
 
 logger = logging.getLogger(__name__)
 
+# decord reports failures as DECORDError, except when its reader cannot open a file whose
+# header PyAV accepted: then a bare RuntimeError ("Error reading <path>...").
+_DECORD_ERRORS = (decord.DECORDError, RuntimeError)
+
 
 class DecordDecoder:
     """Decodes with decord on the CPU. ``threads``: decoding threads (0 lets decord choose)."""
@@ -53,7 +57,7 @@ class DecordDecoder:
         header = read_container_header(path)
         try:
             reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=self.threads)
-        except decord.DECORDError as exc:
+        except _DECORD_ERRORS as exc:
             # decord indexes every packet on open, so a file cut short fails here.
             raise decode_error(path, f"decord cannot index the video ({exc})") from exc
         count = len(reader)
@@ -100,7 +104,7 @@ class DecordDecoder:
             indices = selected[begin : begin + chunk_size]
             try:
                 frames = reader.get_batch(indices.tolist()).asnumpy()
-            except decord.DECORDError as exc:
+            except _DECORD_ERRORS as exc:
                 # decord's decoding thread reads ahead, so a damaged packet can
                 # surface a few frames early, and how early varies run to run.
                 # PyAV stops exactly at the damage: it finishes the read.

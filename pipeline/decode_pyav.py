@@ -39,7 +39,9 @@ class ContainerHeader:
 
 def _open(path: str) -> av.container.InputContainer:
     try:
-        container = av.open(path, mode="r")
+        # Damaged or foreign metadata (a handler name, a title) is not UTF-8 often enough;
+        # it must not make the frames unreadable.
+        container = av.open(path, mode="r", metadata_errors="replace")
     except (av.error.FFmpegError, OSError) as exc:
         # strerror drops FFmpeg's errno and its repeat of the path.
         cause = getattr(exc, "strerror", None) or exc
@@ -51,6 +53,9 @@ def _open(path: str) -> av.container.InputContainer:
 
 
 def _header(path: str, stream: av.video.stream.VideoStream) -> ContainerHeader:
+    # A damaged codec tag leaves the stream without a decoder (and without a frame size).
+    if stream.codec_context is None:
+        raise decode_error(path, "video stream has an unknown codec (no decoder for it)")
     if stream.time_base is None or not stream.width or not stream.height:
         raise decode_error(path, "video stream has no frame size or time base")
     rate = stream.average_rate or stream.guessed_rate
