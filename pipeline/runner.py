@@ -24,7 +24,7 @@ from hflpipe.pipeline.config import RunConfig, validate_paths
 from hflpipe.pipeline.errors import ConfigError, HflpipeError
 from hflpipe.pipeline.inference import ActorInference, start_actors
 from hflpipe.pipeline.inputs import VideoInput, collect_inputs
-from hflpipe.pipeline.progress import ProgressBoard
+from hflpipe.pipeline.progress import start_board
 from hflpipe.pipeline.run_context import (
     ObjectCache,
     RunContext,
@@ -141,7 +141,7 @@ def _process_on_ray(
     num_actors = config.num_actors or (max(1, int(gpus // config.gpus_per_actor)) if use_gpu else 1)
     actors = start_actors(context.predictor_settings, num_actors,
                           config.gpus_per_actor if use_gpu else 0.0, config.cpus_per_task)
-    board = ProgressBoard.remote()
+    board = start_board()
     task = ray.remote(num_cpus=config.cpus_per_task, max_retries=config.max_retries,
                       retry_exceptions=False)(_video_task)
     concurrency = config.max_concurrent_videos or max(
@@ -191,7 +191,7 @@ def _collect(
     ref: ray.ObjectRef, video: VideoInput, context: RunContext, config: RunConfig
 ) -> VideoOutcome:
     try:
-        return ray.get(ref)
+        outcome = ray.get(ref)
     except RayTaskError as exc:
         cause = exc.cause if isinstance(exc.cause, BaseException) else exc
         text = str(cause).strip()
@@ -203,6 +203,11 @@ def _collect(
             video, context, f"worker died while processing ({attempts} attempts): "
             f"{type(exc).__name__}"
         )
+    if outcome.failed_crop_frames:
+        log.warning("%s: the model failed on %d crops (frames %s); their rows are missing "
+                    "or interpolated", video.path, len(outcome.failed_crop_frames),
+                    outcome.failed_crop_frames)
+    return outcome
 
 
 def _fail_stalled(running, board, config, context, summary, bar) -> None:
@@ -212,7 +217,11 @@ def _fail_stalled(running, board, config, context, summary, bar) -> None:
         return
     now = time.time()
     for ref, (video, submitted) in list(running.items()):
-        last = states.get(video.video_id, (0, 0, submitted))[2]
+        # A task waiting for a free CPU has sent no heartbeat yet (process_video sends one
+        # first thing): it is queued, not hung, and its clock has not started.
+        if video.video_id not in states:
+            continue
+        last = states[video.video_id][2]
         if now - max(last, submitted) > config.stall_timeout_s:
             ray.cancel(ref, force=True)
             running.pop(ref)
