@@ -39,7 +39,9 @@ def shared(tmp_path_factory, synthetic_checkpoint):
     root = tmp_path_factory.mktemp("driver")
     clips = [common.write_clip(root / f"clip{i}.mp4", FRAMES) for i in range(VIDEOS)]
     boxes = common.write_boxes(root / "boxes.csv", FRAMES)
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # A fresh local Ray, never a cluster someone else started on this machine.
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
     reference = root / "reference"
     summary = run(common.run_config(clips, reference, synthetic_checkpoint, boxes),
                   progress=False)

@@ -76,7 +76,7 @@ def job(tmp_path_factory, synthetic_checkpoint):
     out = root / "out"
     config = common.run_config([videos / "*.mp4", healthy["dots"]], out, synthetic_checkpoint,
                                boxes, max_retries=0)
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False,
              configure_logging=False, runtime_env=common.fault_runtime_env(root))
     try:
         before = {p for p in root.parent.rglob("*") if out not in p.parents}

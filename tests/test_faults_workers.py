@@ -41,7 +41,7 @@ def job(tmp_path_factory, synthetic_checkpoint):
                                max_retries=MAX_RETRIES, stall_timeout_s=STALL_TIMEOUT_S)
     actor_crash = faults / "actor-crashed"
     env = common.fault_runtime_env(faults, HFLPIPE_FAULT_ACTOR_CRASH=str(actor_crash))
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              configure_logging=False, runtime_env=env)
     try:
         summary = run(config, progress=False)
