@@ -20,20 +20,24 @@ VIDEOS = 4
 
 
 @pytest.fixture
-def cluster():
+def cluster(tmp_path):
     # The head runs only the driver (and the progress board); the work goes to two workers.
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 0, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-    yield cluster, workers
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    env = common.fault_runtime_env(trace, HFLPIPE_FAULT_TRACE_INFERENCE="1")
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False,
+             runtime_env=env)
+    yield cluster, workers, trace
     ray.shutdown()
     cluster.shutdown()
 
 
 def test_a_node_removed_mid_job_loses_no_rows(tmp_path, synthetic_checkpoint, cluster):
-    ray_cluster, workers = cluster
+    ray_cluster, workers, trace = cluster
     clips = [common.write_clip(tmp_path / f"clip{i}.mp4", FRAMES) for i in range(VIDEOS)]
     boxes = common.write_boxes(tmp_path / "boxes.csv", FRAMES)
     out = tmp_path / "out"
@@ -43,13 +47,15 @@ def test_a_node_removed_mid_job_loses_no_rows(tmp_path, synthetic_checkpoint, cl
     def remove_a_node_once_work_is_under_way() -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            # One video committed: the others are in flight on both nodes (3 task slots).
-            done = len(list((out / "videos").glob("*.parquet"))) if out.exists() else 0
-            if done >= 1:
-                committed_at_removal.append(done)
+            # Two batches inferred: three videos are in flight, on both nodes (3 task slots),
+            # and most of the work is still to do.
+            if len(list(trace.glob("infer-*"))) >= 2:
+                videos = out / "videos"
+                committed_at_removal.append(
+                    len(list(videos.glob("*.parquet"))) if videos.is_dir() else 0)
                 ray_cluster.remove_node(workers[0])
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     remover = threading.Thread(target=remove_a_node_once_work_is_under_way, daemon=True)
     remover.start()

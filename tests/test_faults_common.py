@@ -16,6 +16,8 @@ file name so that one job can hold healthy and poisoned videos side by side:
   creates it and kills the actor process (a GPU process lost to the OOM killer).
 - A crop that is mostly magenta raises ``torch.OutOfMemoryError`` every time (a crop that
   fails deterministically), in every batch that holds it.
+- ``$HFLPIPE_FAULT_TRACE_INFERENCE`` set: every inference call leaves an ``infer-*`` file in
+  ``$HFLPIPE_FAULT_DIR`` (no fault; it tells a test how far a job has got).
 """
 
 from __future__ import annotations
@@ -126,6 +128,8 @@ def install_faults() -> None:
         return real_access(path, mode, **kwargs)
 
     def call(self, batch):
+        if os.environ.get("HFLPIPE_FAULT_TRACE_INFERENCE"):
+            (fault_dir / f"infer-{os.getpid()}-{time.time_ns()}").touch()
         marker = os.environ.get("HFLPIPE_FAULT_ACTOR_CRASH")
         if marker:
             try:
