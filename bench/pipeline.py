@@ -4,13 +4,15 @@ Inputs: the demo scene (a hand holding a YCB box, boxes file, intrinsics)
 rendered once and copied under several names, so every video has one hand-object
 pair per frame. Three measurements, in this order:
 
-1. Stages, one video after another in this process, each stage function called
-   directly and timed: decode (``read_chunks``), detect (``detector.detect``),
-   track (tracking and hand-object pairing), crop (``crop_hand_object``),
-   transfer (stacking a batch and pickling it both ways, as shipping it to an
-   actor does, without Ray's shared-memory store), infer (the predictor), pose
-   (2D-3D hand fit and object PnP), smooth (``hand_table``/``object_table``:
-   smoothing, MANO re-posing, Arrow tables) and write (``write_video_output``).
+1. Stages: each video through ``video_job.process_video`` in this process, the
+   stage functions it calls wrapped with timers: decode (producing chunks from
+   ``read_chunks``), detect (``detector.detect``), track (tracking and
+   hand-object pairing), crop (``crop_hand_object``), transfer (pickling each
+   batch both ways, as shipping it to an actor does, without Ray's shared
+   memory), infer (the predictor), pose (2D-3D hand fit, object PnP), smooth
+   (``video_tables``: smoothing, MANO re-posing, Arrow tables), then write
+   (``write_video_output``); ``other`` is the rest of ``process_video``
+   (probing, hashing the file, batching, bookkeeping).
 2. ``runner.run`` on local Ray (already started), wall clock, twice: on half
    the videos and on all of them. The difference between the two is the steady
    rate of a long job; the full run's own rate, which also pays for the
@@ -25,14 +27,18 @@ Everything on CPU, the predictor with one thread (``cpus_per_task`` 1).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import pickle
 import shutil
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import ray
@@ -46,15 +52,14 @@ from bench.common import (
     synthetic_checkpoint,
     write_result,
 )
-from hflpipe.model.crop import crop_hand_object
 from hflpipe.pipeline import video_job
 from hflpipe.pipeline.config import RunConfig, make_config
-from hflpipe.pipeline.decode import get_decoder
+from hflpipe.pipeline.decode import Decoder, get_decoder
 from hflpipe.pipeline.demo_scene import make_demo_scene
+from hflpipe.pipeline.detection import Detector
 from hflpipe.pipeline.detectors import detector_for
 from hflpipe.pipeline.inference import LocalInference
 from hflpipe.pipeline.inputs import VideoInput, video_id_for
-from hflpipe.pipeline.object_poses import solve_object_poses
 from hflpipe.pipeline.predictor import HflnetPredictor
 from hflpipe.pipeline.run_context import (
     ObjectCache,
@@ -63,15 +68,14 @@ from hflpipe.pipeline.run_context import (
     prepare_context,
 )
 from hflpipe.pipeline.runner import run as run_pipeline
-from hflpipe.pipeline.track_tables import hand_table, object_table
-from hflpipe.pipeline.tracking import TrackingConfig, pair_hands_with_objects, track
 from hflpipe.pipeline.writer import write_video_output
 
 VIDEOS, FRAMES = 4, 32
 QUICK_VIDEOS, QUICK_FRAMES = 1, 4
 BATCH_SIZE = 32
 TARGET = 0.85
-STAGES = ("decode", "detect", "track", "crop", "transfer", "infer", "pose", "smooth", "write")
+STAGES = ("decode", "detect", "track", "crop", "transfer", "infer", "pose", "smooth", "write",
+          "other")
 
 
 def make_videos(folder: Path, videos: int, frames: int) -> tuple[list[Path], Any]:
@@ -91,86 +95,110 @@ class StageClock:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
 
-    def time(self, stage: str, fn, *args, **kwargs):
-        start = time.perf_counter()
-        result = fn(*args, **kwargs)
-        self.seconds[stage] += time.perf_counter() - start
-        return result
+    def timed(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` with every call's duration added to ``stage``."""
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[stage] += time.perf_counter() - start
+        return call
+
+    def timed_iterator(self, stage: str, iterator: Iterator[Any]) -> Iterator[Any]:
+        """``iterator`` with the time spent producing each item added to ``stage``."""
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.seconds[stage] += time.perf_counter() - start
+            yield item
+
+
+class TimedDecoder:
+    """A decoder whose reads count as the ``decode`` stage (consumers' work between
+    chunks, such as cropping, is not counted)."""
+
+    def __init__(self, decoder: Decoder, clock: StageClock) -> None:
+        self._decoder, self._clock, self.name = decoder, clock, decoder.name
+
+    def probe(self, path: str) -> Any:
+        return self._decoder.probe(path)
+
+    def read_chunks(self, path: str, **options: Any) -> Iterator[Any]:
+        return self._clock.timed_iterator("decode", self._decoder.read_chunks(path, **options))
+
+
+class TimedDetector:
+    """A detector whose ``detect`` calls count as the ``detect`` stage."""
+
+    def __init__(self, detector: Detector, clock: StageClock) -> None:
+        self._detector = detector
+        self.needs_frames = detector.needs_frames
+        self.detect = clock.timed("detect", detector.detect)
+
+    def close(self) -> None:
+        self._detector.close()
+
+
+class TimedInference(LocalInference):
+    """In-process inference: each batch pickled both ways first (``transfer``, what
+    shipping it to an actor costs without Ray's shared memory), then run (``infer``)."""
+
+    def __init__(self, predictor: HflnetPredictor, clock: StageClock) -> None:
+        super().__init__(predictor)
+        self._clock = clock
+        self.batches: list[dict[str, np.ndarray]] = []
+
+    def submit(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shipped = self._clock.timed("transfer", _pickle_round_trip)(batch)
+        self.batches.append(shipped)
+        return self._clock.timed("infer", self.predictor)(shipped)
+
+
+def _pickle_round_trip(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return pickle.loads(pickle.dumps(batch, protocol=5))
+
+
+#: Stage of each function ``video_job`` calls, patched in its namespace while timing.
+_STAGE_OF = {
+    "track": "track",
+    "pair_hands_with_objects": "track",
+    "crop_hand_object": "crop",
+    "_hand_observations": "pose",
+    "solve_object_poses": "pose",
+    "video_tables": "smooth",
+}
 
 
 def staged_video(path: Path, config: RunConfig, context: RunContext, predictor: HflnetPredictor,
                  out: Path, clock: StageClock) -> list[dict[str, np.ndarray]]:
-    """One video through every stage, timed; returns its model input batches."""
+    """One video through ``video_job.process_video`` in this process, each stage function
+    wrapped with a timer, then written; returns the model input batches it sent."""
     video = VideoInput(path=path, video_id=video_id_for(path))
     context = context_for_video(context, video, ObjectCache())
-    decoder = get_decoder(config.decoder)
-    info = decoder.probe(str(path))
-    chunks = clock.time("decode", lambda: list(decoder.read_chunks(str(path),
-                                                                     chunk_size=config.chunk_size)))
-    detector = detector_for(config, context, path)
-    detections: list = []
-    try:
-        for chunk in chunks:
-            frames = chunk.frames if detector.needs_frames else None
-            detections += clock.time("detect", detector.detect, chunk.indices,
-                                     chunk.timestamps_s, frames)
-    finally:
-        detector.close()
-    indices = np.concatenate([c.indices for c in chunks])
-
-    def pair() -> list[video_job.CropJob]:
-        tracked = track(indices, detections, TrackingConfig(max_gap=config.max_gap))
-        return [video_job.CropJob(int(i), frame[h], frame[o] if o is not None else None)
-                for i, frame in zip(indices.tolist(), tracked, strict=True)
-                for h, o in pair_hands_with_objects(frame)]
-
-    jobs = clock.time("track", pair)
-    frame_of = {int(i): f for c in chunks for i, f in zip(c.indices, c.frames, strict=True)}
-    timestamp_of = {int(i): float(t) for c in chunks
-                    for i, t in zip(c.indices, c.timestamps_s, strict=True)}
-
-    def cut(job: video_job.CropJob):
-        obj_box = job.obj.box if job.obj is not None else job.hand.box
-        return crop_hand_object(frame_of[job.frame_index], job.hand.box, obj_box,
-                                mirror=job.hand.handedness == "left")
-
-    crops = [clock.time("crop", cut, job) for job in jobs]
-    batches, outputs = [], []
-    for begin in range(0, len(crops), config.batch_size):
-        part = crops[begin:begin + config.batch_size]
-
-        def ship(part=part) -> dict[str, np.ndarray]:
-            batch = {"images": np.stack([c.image for c in part]),
-                     "hand_boxes": np.stack([c.hand_box for c in part]),
-                     "object_boxes": np.stack([c.object_box for c in part])}
-            return pickle.loads(pickle.dumps(batch, protocol=5))
-
-        batch = clock.time("transfer", ship)
-        batches.append(batch)
-        outputs.append(clock.time("infer", predictor, batch))
-    merged = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
-    merged |= {
-        "affine": np.stack([c.affine for c in crops]),
-        "mirrored": np.array([c.mirrored for c in crops]),
-        "frame_width": np.array([c.frame_width for c in crops]),
-        "timestamp_s": np.array([timestamp_of[j.frame_index] for j in jobs]),
-    }
-    camera_K = context.intrinsics.K
-    hands = clock.time("pose", video_job._hand_observations, jobs, merged, camera_K)
-    objects = clock.time("pose", solve_object_poses, jobs, merged, camera_K, context)
-    inference = LocalInference(predictor)
-    hand_rows = clock.time("smooth", hand_table, video.video_id, hands, config, context.metadata,
-                           inference)
-    object_rows = clock.time("smooth", object_table, video.video_id, objects, config,
-                             context.metadata)
-    row = video_job.base_row(video, context) | {
-        "status": "ok", "num_frames": info.num_frames, "frames_processed": len(indices),
-        "fps": info.fps, "width": info.width, "height": info.height,
-        "finished_at": dt.datetime.now(dt.UTC),
-    }
-    clock.time("write", write_video_output, out, video.video_id, hand_rows, object_rows, row,
-               context.metadata)
-    return batches
+    inference = TimedInference(predictor, clock)
+    with contextlib.ExitStack() as patches:
+        for name, stage in _STAGE_OF.items():
+            patches.enter_context(mock.patch.object(
+                video_job, name, clock.timed(stage, getattr(video_job, name))))
+        patches.enter_context(mock.patch.object(
+            video_job, "get_decoder", lambda name: TimedDecoder(get_decoder(name), clock)))
+        patches.enter_context(mock.patch.object(
+            video_job, "detector_for", lambda *a: TimedDetector(detector_for(*a), clock)))
+        start = time.perf_counter()
+        outcome = video_job.process_video(video, config, context, inference)
+        clock.seconds["total"] += time.perf_counter() - start
+    if outcome.hands is None or outcome.objects is None:
+        raise RuntimeError(f"{path}: {outcome.video_row.get('error')}")
+    row = outcome.video_row | {"finished_at": dt.datetime.now(dt.UTC)}
+    clock.timed("write", write_video_output)(out, video.video_id, outcome.hands, outcome.objects,
+                                            row, context.metadata)
+    return inference.batches
 
 
 def predictor_only(predictor: HflnetPredictor, batches: list[dict[str, np.ndarray]]) -> float:
@@ -220,11 +248,14 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         alone_s = min(predictor_only(predictor, batches), clock.seconds["infer"])
         ray.shutdown()
 
-    stage_total = sum(clock.seconds.values())
-    stage_rows = [{"stage": s, "seconds": round(clock.seconds[s], 3),
-                   "ms_per_frame": round(1000 * clock.seconds[s] / total_frames, 2),
-                   "share": ratio(clock.seconds[s], stage_total)} for s in STAGES]
-    print_table("per-stage breakdown (in process, sequential)", stage_rows,
+    seconds = dict(clock.seconds)
+    seconds["other"] = seconds.pop("total") - sum(seconds.get(s, 0.0) for s in STAGES
+                                                  if s not in ("write", "other"))
+    stage_total = sum(seconds.values())
+    stage_rows = [{"stage": s, "seconds": round(seconds.get(s, 0.0), 3),
+                   "ms_per_frame": round(1000 * seconds.get(s, 0.0) / total_frames, 2),
+                   "share": ratio(seconds.get(s, 0.0), stage_total)} for s in STAGES]
+    print_table("per-stage breakdown (process_video in process, one video at a time)", stage_rows,
                 ["stage", "seconds", "ms_per_frame", "share"])
     (small_frames, small_s), (all_frames, all_s) = runs[0], runs[-1]
     alone_fps = total_frames / alone_s
