@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hflpipe import __version__
 from hflpipe.pipeline.errors import ConfigError
+from hflpipe.pipeline.schema import SCHEMA_VERSION
 
 #: Options that change what lands in the output files; the config hash covers
 #: exactly these (plus the model file hashes and the package version), so that
@@ -34,6 +35,7 @@ RESULT_FIELDS = (
     "start_s",
     "end_s",
     "max_gap",
+    "detect_every",
     "smoothing_cutoff_hz",
     "with_vertices",
     "precision",
@@ -67,7 +69,13 @@ class RunConfig(BaseModel):
     stride: int = Field(1, ge=1, description="process every n-th frame")
     start_s: float | None = Field(None, ge=0.0)
     end_s: float | None = Field(None, gt=0.0)
-    max_gap: int = Field(5, ge=0, description="longest gap (frames) filled by interpolation")
+    max_gap: int = Field(
+        5, ge=0, description="longest gap (selected frames) filled by interpolation"
+    )
+    detect_every: int = Field(
+        1, ge=1, le=1000,
+        description="run the detector on every n-th selected frame; boxes propagated between",
+    )
     smoothing_cutoff_hz: float = Field(
         4.0, gt=0.0, description="smoothing bandwidth; raw values are kept beside"
     )
@@ -108,7 +116,8 @@ class RunConfig(BaseModel):
     def result_hash(self, checkpoint_sha256: str, mano_sha256: str) -> str:
         """Hash of everything that determines the output rows (16 hex digits)."""
         fields = {name: _jsonable(getattr(self, name)) for name in RESULT_FIELDS}
-        fields |= {"checkpoint": checkpoint_sha256, "mano": mano_sha256, "version": __version__}
+        fields |= {"checkpoint": checkpoint_sha256, "mano": mano_sha256, "version": __version__,
+                   "schema": SCHEMA_VERSION}
         blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

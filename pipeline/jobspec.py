@@ -31,7 +31,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "output": ("out", "with_vertices"),
     "model": ("checkpoint", "mano", "device", "precision"),
     "scene": ("intrinsics", "hfov_deg", "object"),
-    "detection": ("detector", "boxes", "score_threshold", "torchvision_model",
+    "detection": ("detector", "boxes", "score_threshold", "detect_every", "torchvision_model",
                   "torchvision_weights", "torchvision_classes"),
     "decoding": ("decoder", "chunk_size", "stride", "start_s", "end_s"),
     "smoothing": ("max_gap", "smoothing_cutoff_hz"),

@@ -43,31 +43,38 @@ from hflpipe.pipeline.smoothing import (
 
 
 def _spans(obs: dict[str, np.ndarray], max_gap: int) -> Iterator[tuple[int, TrackSpan, np.ndarray]]:
-    """(track id, span, rows of ``obs`` in the span) for every span of every track."""
+    """(track id, span, rows of ``obs`` in the span) for every span of every track.
+
+    Spans count in positions among the video's selected frames (``obs["position"]``), so
+    that with ``--stride`` a gap is a run of missed *selected* frames, and the frames the
+    stride skips never become rows.
+    """
     for track_id in np.unique(obs["track_id"]):
         rows = np.flatnonzero(obs["track_id"] == track_id)
-        rows = rows[np.argsort(obs["frame_index"][rows])]
-        for span in plan_track(obs["frame_index"][rows], max_gap=max_gap):
-            inside = np.isin(obs["frame_index"][rows], span.frame_indices)
+        rows = rows[np.argsort(obs["position"][rows])]
+        for span in plan_track(obs["position"][rows], max_gap=max_gap):
+            inside = np.isin(obs["position"][rows], span.frame_indices)
             yield int(track_id), span, rows[inside]
 
 
-def _span_times(span: TrackSpan, frames: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """Timestamps of every frame of a span: decoded ones as given, gap frames interpolated."""
-    return np.interp(span.frame_indices, frames, times)
+def _span_times(span: TrackSpan, positions: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Timestamps of every row of a span: decoded ones as given, gap rows interpolated."""
+    return np.interp(span.frame_indices, positions, times)
 
 
 def video_tables(
-    video_id: str, hand_obs: dict[str, np.ndarray], object_obs: dict[str, np.ndarray],
-    config: RunConfig, metadata: OutputMetadata, inference: InferenceClient,
-    control_points: np.ndarray | None,
+    video_id: str, selected: np.ndarray, hand_obs: dict[str, np.ndarray],
+    object_obs: dict[str, np.ndarray], config: RunConfig, metadata: OutputMetadata,
+    inference: InferenceClient, control_points: np.ndarray | None,
 ) -> tuple[pa.Table, pa.Table]:
     """The ``hands`` and ``objects`` tables of one video, hand-object distances filled in.
 
-    ``control_points``: (21, 3) object-frame metres of the run's object, or None.
+    ``selected``: (F,) the video's selected frame indices; observations carry their
+    ``position`` in it. ``control_points``: (21, 3) object-frame metres of the run's
+    object, or None.
     """
-    hands = hand_table(video_id, hand_obs, config, metadata, inference)
-    objects = object_table(video_id, object_obs, config, metadata)
+    hands = hand_table(video_id, selected, hand_obs, config, metadata, inference)
+    objects = object_table(video_id, selected, object_obs, config, metadata)
     return link_hands_to_objects(hands, objects, control_points), objects
 
 
@@ -87,8 +94,8 @@ def _handedness_disagreement(obs: dict[str, np.ndarray], rows: np.ndarray) -> np
 
 
 def hand_table(
-    video_id: str, obs: dict[str, np.ndarray], config: RunConfig, metadata: OutputMetadata,
-    inference: InferenceClient,
+    video_id: str, selected: np.ndarray, obs: dict[str, np.ndarray], config: RunConfig,
+    metadata: OutputMetadata, inference: InferenceClient,
 ) -> pa.Table:
     """The ``hands`` table of one video from per-crop observations (see ``video_job``).
 
@@ -99,7 +106,7 @@ def hand_table(
     smoothing = SmoothingConfig(cutoff_hz=config.smoothing_cutoff_hz)
     parts: list[dict[str, np.ndarray]] = []
     for track_id, span, rows in _spans(obs, config.max_gap):
-        frames = obs["frame_index"][rows]
+        frames = obs["position"][rows]
         t = _span_times(span, frames, obs["timestamp_s"][rows])
         observed = span.observed
 
@@ -111,7 +118,7 @@ def hand_table(
         joints3d_raw = raw("joints_rel") + translation_raw[:, None, :]
         left = obs["handedness"][rows[0]] == "left"
         parts.append({
-            "frame_index": span.frame_indices,
+            "frame_index": selected[span.frame_indices],
             "timestamp_s": t,
             "track_id": np.full(len(t), track_id, np.int32),
             "handedness": np.full(len(t), obs["handedness"][rows[0]], dtype=object),
@@ -154,7 +161,8 @@ def hand_table(
 
 
 def object_table(
-    video_id: str, obs: dict[str, np.ndarray], config: RunConfig, metadata: OutputMetadata
+    video_id: str, selected: np.ndarray, obs: dict[str, np.ndarray], config: RunConfig,
+    metadata: OutputMetadata,
 ) -> pa.Table:
     """The ``objects`` table of one video from per-frame object observations."""
     if len(obs["track_id"]) == 0:
@@ -162,7 +170,7 @@ def object_table(
     smoothing = SmoothingConfig(cutoff_hz=config.smoothing_cutoff_hz)
     parts: list[dict[str, np.ndarray]] = []
     for track_id, span, rows in _spans(obs, config.max_gap):
-        frames = obs["frame_index"][rows]
+        frames = obs["position"][rows]
         t = _span_times(span, frames, obs["timestamp_s"][rows])
         observed = span.observed
         valid = span.scatter(frames, obs["pose_valid"][rows].astype(float)) == 1.0
@@ -172,7 +180,7 @@ def object_table(
         )
         name = obs["object_name"][rows[0]]
         parts.append({
-            "frame_index": span.frame_indices,
+            "frame_index": selected[span.frame_indices],
             "timestamp_s": t,
             "track_id": np.full(len(t), track_id, np.int32),
             "object_name": np.full(len(t), name, dtype=object),

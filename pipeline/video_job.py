@@ -33,8 +33,9 @@ from hflpipe.pipeline.hand_pose import fit_root_translation, mirror_mano_pose, m
 from hflpipe.pipeline.inference import InferenceClient
 from hflpipe.pipeline.inputs import VideoInput
 from hflpipe.pipeline.object_poses import solve_object_poses
+from hflpipe.pipeline.propagation import keyframe_mask, propagate_video
 from hflpipe.pipeline.run_context import RunContext
-from hflpipe.pipeline.track_tables import hand_table, object_table
+from hflpipe.pipeline.track_tables import video_tables
 from hflpipe.pipeline.tracking import TrackingConfig, pair_hands_with_objects, track
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class CropJob:
     frame_index: int
     hand: Detection
     obj: Detection | None
+    #: The detector's own handedness for this hand, before the track's vote replaced it.
+    detected_handedness: str | None = None
 
 
 def base_row(video: VideoInput, context: RunContext) -> dict[str, Any]:
@@ -131,21 +134,30 @@ def _process(
     chunk_frames = frames_per_chunk(config.chunk_size, info.width, info.height)
     detector = detector_for(config, context, video.path)
     try:
-        indices, detections, decoded = _detect(
+        indices, keyframes, detections, decoded = _detect(
             decoder, detector, path, config, info, chunk_frames, report
         )
     finally:
         detector.close()
-    tracked = track(indices, detections, TrackingConfig(max_gap=config.max_gap))
-    jobs = [
-        CropJob(int(frame_index), frame[h], frame[o] if o is not None else None)
-        for frame_index, frame in zip(indices.tolist(), tracked, strict=True)
+    # The tracker counts frame indices; max_gap counts detector runs.
+    step = config.stride * config.detect_every
+    tracked = track(keyframes, detections,
+                    TrackingConfig(max_gap=(config.max_gap + 1) * step - 1))
+    seeds = [
+        CropJob(int(frame_index), frame[h], frame[o] if o is not None else None,
+                detected_handedness=raw[h].handedness)
+        for frame_index, frame, raw in zip(keyframes.tolist(), tracked, detections, strict=True)
         for h, o in pair_hands_with_objects(frame)
     ]
-    crops, failed = _infer(
-        decoder, path, config, chunk_frames, jobs, inference, report, len(indices),
-        info.num_frames,
-    )
+    if config.detect_every == 1:
+        crops, failed = _infer(
+            decoder, path, config, chunk_frames, seeds, inference, report, len(indices),
+            info.num_frames,
+        )
+        jobs = seeds
+    else:
+        jobs, crops, failed = _propagate(decoder, path, config, chunk_frames, indices, seeds,
+                                         inference, report)
     failed_frames = sorted({jobs[position].frame_index for position in failed})
     if failed:
         if len(failed) == len(jobs):
@@ -158,6 +170,12 @@ def _process(
         jobs = [job for position, job in enumerate(jobs) if position not in failed]
     hands = _hand_observations(jobs, crops, camera.K)
     objects = solve_object_poses(jobs, crops, camera.K, context)
+    for obs in (hands, objects):
+        obs["position"] = np.searchsorted(indices, obs.get("frame_index", np.zeros(0, int)))
+    hand_rows, object_rows = video_tables(
+        video.video_id, indices, hands, objects, config, context.metadata, inference,
+        context.control_points,
+    )
     row.update(
         status="ok",
         num_frames=decoded if decoded is not None else info.num_frames,
@@ -166,12 +184,30 @@ def _process(
         object_tracks=len(np.unique(objects["track_id"])),
         failed_crops=len(failed),
     )
-    return VideoOutcome(
-        video.video_id, row,
-        hand_table(video.video_id, hands, config, context.metadata, inference),
-        object_table(video.video_id, objects, config, context.metadata),
-        failed_crop_frames=failed_frames,
+    return VideoOutcome(video.video_id, row, hand_rows, object_rows,
+                        failed_crop_frames=failed_frames)
+
+
+def _propagate(
+    decoder: Decoder, path: str, config: RunConfig, chunk_frames: int, indices: np.ndarray,
+    seeds: list[CropJob], inference: InferenceClient, report: Report,
+) -> tuple[list[CropJob], dict[str, np.ndarray], dict[int, str]]:
+    """Detector boxes on keyframes, boxes propagated from the predictions in between."""
+    keyframes: dict[int, list[CropJob]] = {}
+    for job in seeds:
+        keyframes.setdefault(job.frame_index, []).append(job)
+    done = 0
+
+    def progress(frames: int) -> None:
+        nonlocal done
+        done += frames
+        report(len(indices) // 2 + done // 2, len(indices))
+
+    result = propagate_video(
+        decoder.read_chunks(path, chunk_size=chunk_frames, frame_indices=indices.tolist()),
+        keyframes, inference, video=path, batch_size=config.batch_size, progress=progress,
     )
+    return result.jobs, result.outputs, {}
 
 
 def frames_per_chunk(chunk_size: int, width: int, height: int) -> int:
@@ -198,17 +234,28 @@ def sha256_of(path: Path, block: int = 1 << 20) -> str:
 def _detect(
     decoder: Decoder, detector: Detector, path: str, config: RunConfig, info: VideoInfo,
     chunk_frames: int, report: Report,
-) -> tuple[np.ndarray, list[list[Detection]], int | None]:
-    """Detections on every selected frame: (frame indices, detections, frames decoded or None)."""
+) -> tuple[np.ndarray, np.ndarray, list[list[Detection]], int | None]:
+    """Run the detector on the keyframes (every ``detect_every``-th selected frame).
+
+    Returns the selected frame indices, the keyframe indices, the keyframes' detections
+    and the number of frames decoded (None when the detector needs no pixels).
+    """
     if not detector.needs_frames:
         indices = _select_without_decoding(info, config)
-        return indices, detector.detect(indices, indices / max(info.fps, 1e-9), None), None
-    all_indices, all_detections = [], []
+        keys = indices[keyframe_mask(0, len(indices), config.detect_every)]
+        return indices, keys, detector.detect(keys, keys / max(info.fps, 1e-9), None), None
+    all_indices, all_keys, all_detections = [], [], []
+    position = 0
     for chunk in decoder.read_chunks(path, chunk_size=chunk_frames, stride=config.stride,
                                      start_s=config.start_s, end_s=config.end_s):
+        mask = keyframe_mask(position, len(chunk), config.detect_every)
+        position += len(chunk)
         all_indices.append(chunk.indices)
-        all_detections.extend(detector.detect(chunk.indices, chunk.timestamps_s, chunk.frames))
-        report(sum(len(i) for i in all_indices) // 2, info.num_frames)
+        all_keys.append(chunk.indices[mask])
+        if mask.any():
+            all_detections.extend(detector.detect(chunk.indices[mask],
+                                                  chunk.timestamps_s[mask], chunk.frames[mask]))
+        report(position // 2, info.num_frames)
     indices = np.concatenate(all_indices) if all_indices else np.zeros(0, np.int64)
     if len(indices) == 0:
         raise HflpipeError(f"{path}: no frames decoded in the selected range")
@@ -216,7 +263,7 @@ def _detect(
     # short of what its container lists is damaged, and half a video must not pass as whole.
     if config.end_s is None and indices[-1] + config.stride < info.num_frames:
         raise _stopped_early(path, int(indices[-1]) + config.stride, info.num_frames)
-    return indices, all_detections, len(indices) * config.stride
+    return indices, np.concatenate(all_keys), all_detections, len(indices) * config.stride
 
 
 def _select_without_decoding(info: VideoInfo, config: RunConfig) -> np.ndarray:
@@ -388,6 +435,7 @@ def _hand_observations(
         "timestamp_s": crops["timestamp_s"].astype(np.float64),
         "track_id": np.array([j.hand.track_id for j in jobs], np.int32),
         "handedness": np.array([j.hand.handedness or "right" for j in jobs]),
+        "detected_handedness": np.array([j.detected_handedness for j in jobs], dtype=object),
         "box": np.stack([j.hand.box for j in jobs]).astype(np.float32),
         "detector_score": np.array([j.hand.score for j in jobs], np.float32),
         "confidence": confidence.mean(axis=1).astype(np.float32),

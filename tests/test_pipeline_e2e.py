@@ -107,3 +107,18 @@ def test_a_mirrored_video_gives_mirrored_results(tmp_path, checkpoint, local_ray
 def test_video_ids_come_from_paths(scenes):
     right, _ = scenes
     assert video_id_for(right.video_path).startswith("demo-")
+
+
+def test_stride_and_detector_keyframes_cover_exactly_the_selected_frames(
+    tmp_path, checkpoint, local_ray, scenes
+):
+    right, _ = scenes
+    out = tmp_path / "out"
+    run(_config([right.video_path], out, checkpoint, right.boxes_path, right.intrinsics_path,
+                stride=2, detect_every=2), progress=False)
+    hands = read_table(out, "hands").to_pandas()
+    assert sorted(hands["frame_index"]) == list(range(0, FRAMES, 2))
+    assert not hands["interpolated"].any() and hands["track_id"].nunique() == 1
+    assert sorted(read_table(out, "objects").to_pandas()["frame_index"]) == list(
+        range(0, FRAMES, 2)
+    )

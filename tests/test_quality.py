@@ -142,9 +142,10 @@ def test_video_tables_write_quality_columns(tmp_path) -> None:
     obj_t = np.tile(CRACKER.mean(axis=0) * -1 + [0.0, 0.0, 0.5], (len(frames), 1))
     obj_t[-1, 0] += 0.5  # the box moves 50 cm away on the last frame
     config = make_config(videos=["x.mp4"], out=tmp_path, max_gap=2)
+    position = {"position": np.array(frames)}
     hands, objects = video_tables(
-        "clip", _hand_obs(frames, translation, detected), _object_obs(frames, obj_t),
-        config, META, FlatHands(), CRACKER,
+        "clip", np.arange(9), _hand_obs(frames, translation, detected) | position,
+        _object_obs(frames, obj_t) | position, config, META, FlatHands(), CRACKER,
     )
     assert hands.num_rows == objects.num_rows == 9
     rows = hands.to_pylist()
