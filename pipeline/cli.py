@@ -310,7 +310,7 @@ def _print_summary(summary: object, fmt: str) -> None:
                 "object_rows", "seconds"):
         click.echo(f"{key:<13} {data[key]}")
     for failure in data["failures"]:
-        click.echo(f"FAILED {failure['video']}: {failure['error']}")
+        click.echo(f"FAILED {failure['error']}")
 
 
 def main() -> None:

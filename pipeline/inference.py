@@ -8,12 +8,15 @@ crops the next ones. Batches are numpy dicts (see :class:`HflnetPredictor`).
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any, Protocol
 
 import numpy as np
 import ray
 import torch
+from ray.exceptions import RayActorError
 
+from hflpipe.pipeline.errors import HflpipeError
 from hflpipe.pipeline.predictor import HflnetPredictor, PredictorSettings
 
 
@@ -93,8 +96,19 @@ def start_actors(
     )(PredictorActor)
     threads = max(1, int(cpus_per_actor))
     actors = [remote.remote(settings, threads) for _ in range(num_actors)]
-    ray.get([a.ready.remote() for a in actors])
+    try:
+        ray.get([a.ready.remote() for a in actors])
+    except RayActorError as exc:
+        cause = _last_error_line(exc)
+        raise HflpipeError(f"the inference actors could not start: {cause}") from None
     return actors
+
+
+def _last_error_line(exc: BaseException) -> str:
+    """The innermost ``SomeError: message`` line of a Ray error's text (its remote cause)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line)]
+    return (causes or lines or [type(exc).__name__])[-1]
 
 
 class ActorInference:

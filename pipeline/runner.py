@@ -166,7 +166,7 @@ def _process_on_ray(
                         _collect(ref, video, video_context, config))
                 ray.get(board.forget.remote(video.video_id))
                 bar.update(1)
-            _fail_stalled(running, board, config, context, summary, bar)
+            _fail_stalled(running, board, config, contexts, summary, bar)
             _show_frames(bar, board, summary, len(pending))
     finally:
         bar.close()
@@ -210,7 +210,10 @@ def _collect(
     return outcome
 
 
-def _fail_stalled(running, board, config, context, summary, bar) -> None:
+def _fail_stalled(
+    running: dict[ray.ObjectRef, tuple[VideoInput, float]], board: ray.actor.ActorHandle,
+    config: RunConfig, contexts: dict[str, RunContext], summary: RunSummary, bar: tqdm,
+) -> None:
     try:
         states = ray.get(board.snapshot.remote(), timeout=10)
     except GetTimeoutError:
@@ -225,6 +228,7 @@ def _fail_stalled(running, board, config, context, summary, bar) -> None:
         if now - max(last, submitted) > config.stall_timeout_s:
             ray.cancel(ref, force=True)
             running.pop(ref)
+            context = contexts[video.video_id]
             _record(summary, config, context, failed_outcome(
                 video, context, f"no progress for {config.stall_timeout_s:.0f} s (hung decoder?)"
             ))
@@ -269,6 +273,8 @@ def estimate_progress(
     ProgressBoard holds them. Videos not started yet are assumed as long as the average of
     those seen so far (finished and running), the best guess without probing them all.
     """
+    # A video's first heartbeat (0, 0) says it started, not how long it is.
+    in_flight = [state for state in in_flight if state[1] > 0]
     done = finished_frames + sum(d for d, _, _ in in_flight)
     rate = done / elapsed_s if elapsed_s > 0 else 0.0
     seen_videos = finished_videos + len(in_flight)
@@ -297,4 +303,4 @@ def _record(summary: RunSummary, config: RunConfig, context: RunContext,
         summary.object_rows += outcome.objects.num_rows
     if row["status"] == "failed":
         summary.failures.append((str(row["path"]), str(row["error"])))
-        log.warning("%s: %s", row["path"], row["error"])
+        log.warning("%s", row["error"])
