@@ -8,7 +8,6 @@ tensors and plain containers, so a tampered file cannot run code.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from hflpipe.hashing import sha256_file
 from hflpipe.model.errors import ModelFileError
 from hflpipe.model.hflnet import HFLNet
 from hflpipe.model.mano import ManoLayer
@@ -39,14 +39,10 @@ _MANO_RTOL = 1e-6
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file's bytes (for recording which checkpoint produced a result)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        return sha256_file(path)
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    return digest.hexdigest()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ from pydantic_core import PydanticUndefined
 
 from hflpipe import __version__
 from hflpipe.model.errors import ModelFileError
+from hflpipe.pipeline.cli_results import COMMANDS as RESULT_COMMANDS
 from hflpipe.pipeline.config import RunConfig
 from hflpipe.pipeline.errors import HflpipeError
 
@@ -311,6 +312,10 @@ def _print_summary(summary: object, fmt: str) -> None:
         click.echo(f"{key:<13} {data[key]}")
     for failure in data["failures"]:
         click.echo(f"FAILED {failure['error']}")
+
+
+for _command in RESULT_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from hflpipe.hashing import sha256_file
 from hflpipe.model.control_points import load_control_points
 from hflpipe.model.mano import ManoLayer
 from hflpipe.model.mano_file import load_mano_model
@@ -283,7 +284,11 @@ def _video_row(out_dir: str | Path, video: Path, video_id: str | None) -> dict:
     else:
         target = video.resolve()
         match = [r for r in rows if Path(r["path"]).resolve() == target]
-        what = f"a finished video with path {video}"
+        if not match and video.is_file():
+            # The run may have named it by a path relative to another folder: same bytes.
+            digest = sha256_file(video)
+            match = [r for r in rows if r["content_sha256"] == digest]
+        what = f"finished video with the path or content of {video}"
     if not match:
         raise InputError(f"{out_dir}: no {what} in the videos table (pass --video-id)")
     return match[0]

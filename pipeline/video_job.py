@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from hflpipe.hashing import sha256_file
 from hflpipe.model.crop import crop_hand_object
 from hflpipe.pipeline.camera import default_intrinsics
 from hflpipe.pipeline.config import RunConfig
@@ -127,7 +126,7 @@ def _process(
     info = decoder.probe(path)
     camera = context.intrinsics or default_intrinsics(info.width, info.height, config.hfov_deg)
     row.update(
-        content_sha256=sha256_of(video.path), fps=info.fps, width=info.width,
+        content_sha256=sha256_file(video.path), fps=info.fps, width=info.width,
         height=info.height, duration_s=info.duration_s, decoder=decoder.name,
         intrinsics=camera.K, intrinsics_source=camera.source,
     )
@@ -220,15 +219,6 @@ def _stopped_early(path: str, next_frame: int, listed: int) -> HflpipeError:
         f"{path}: decoding stopped before frame {next_frame} although the container lists "
         f"{listed} frames (the file is damaged or cut short)"
     )
-
-
-def sha256_of(path: Path, block: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _detect(
