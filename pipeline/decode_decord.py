@@ -32,6 +32,7 @@ from hflpipe.pipeline.decode import (
 from hflpipe.pipeline.decode_pyav import (
     ContainerHeader,
     PyAVDecoder,
+    packet_timestamps,
     read_container_header,
     video_info,
 )
@@ -41,6 +42,12 @@ logger = logging.getLogger(__name__)
 # decord reports failures as DECORDError, except when its reader cannot open a file whose
 # header PyAV accepted: then a bare RuntimeError ("Error reading <path>...").
 _DECORD_ERRORS = (decord.DECORDError, RuntimeError)
+
+
+def _plausible(relative: np.ndarray) -> bool:
+    """Finite, non-negative, strictly increasing times of less than a year."""
+    return bool(np.all(np.isfinite(relative)) and relative.min() >= 0
+                and relative.max() < 3.2e7 and np.all(np.diff(relative) > 0))
 
 
 class DecordDecoder:
@@ -64,6 +71,14 @@ class DecordDecoder:
         if count == 0:
             raise decode_error(path, "video stream has no frames")
         relative = reader.get_frame_timestamp(np.arange(count))[:, 0].astype(np.float64)
+        if not _plausible(relative):
+            # decord reports FFmpeg's "no timestamp" value (~9.2e15 s) for every frame of
+            # some short Matroska files: take the container's own packet times instead.
+            _, timestamps = packet_timestamps(path)
+            if len(timestamps) != count:
+                raise decode_error(path, f"decord lists {count} frames, the container "
+                                         f"{len(timestamps)}, and decord has no timestamps")
+            return reader, header, timestamps
         time_base = float(header.time_base)
         ticks = np.rint(relative / time_base) + header.start_pts
         return reader, header, ticks * time_base

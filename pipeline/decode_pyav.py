@@ -103,6 +103,29 @@ def video_info(
     )
 
 
+def packet_timestamps(path: str) -> tuple[ContainerHeader, np.ndarray]:
+    """The header and the sorted ``(n,)`` float64 presentation times of every video packet.
+
+    A demux only (nothing is decoded); a damaged tail ends the list where it starts.
+    """
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        header = _header(path, stream)
+        pts: list[int] = []
+        try:
+            for packet in container.demux(stream):
+                # The demuxer's final flush packet carries no data.
+                if packet.size == 0:
+                    continue
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if stamp is None:
+                    raise decode_error(path, "packets carry no timestamps")
+                pts.append(stamp)
+        except av.error.FFmpegError as exc:
+            log_truncated(path, len(pts), exc)
+    return header, np.sort(np.asarray(pts, dtype=np.int64)) * float(header.time_base)
+
+
 class PyAVDecoder:
     """Decodes with PyAV. Reads every frame from the start of the file (the frame
     index of a frame reached by seeking is unknown), converting only those selected.
@@ -118,23 +141,7 @@ class PyAVDecoder:
     def probe(self, path: str) -> VideoInfo:
         """Metadata from the header plus a demux of every packet (no decoding)."""
         path = check_video_path(path)
-        with _open(path) as container:
-            stream = container.streams.video[0]
-            header = _header(path, stream)
-            pts: list[int] = []
-            try:
-                for packet in container.demux(stream):
-                    # The demuxer's final flush packet carries no data.
-                    if packet.size == 0:
-                        continue
-                    stamp = packet.pts if packet.pts is not None else packet.dts
-                    if stamp is None:
-                        raise decode_error(path, "packets carry no timestamps")
-                    pts.append(stamp)
-            except av.error.FFmpegError as exc:
-                # A damaged tail: count what the demuxer could read.
-                log_truncated(path, len(pts), exc)
-        timestamps = np.sort(np.asarray(pts, dtype=np.int64)) * float(header.time_base)
+        header, timestamps = packet_timestamps(path)
         return video_info(path, header, timestamps, self.name)
 
     def read_chunks(

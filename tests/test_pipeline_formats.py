@@ -167,8 +167,6 @@ def test_both_decoders_give_the_same_rows(outputs: dict[str, Path]) -> None:
                                   rows["pyav"][["video_id", "frame_index", "timestamp_s"]])
 
 
-@pytest.mark.xfail(strict=True, reason="decord reports AV_NOPTS timestamps for Matroska files of "
-                   "fewer than 8 frames; decode_decord should fall back to PyAV's packet pts")
 def test_decord_times_of_a_short_matroska_video(tmp_path: Path) -> None:
     path = tmp_path / "short.mkv"
     frames = list(videogen.moving_square_frames(6, WIDTH, HEIGHT))
