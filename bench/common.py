@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import subprocess
 import tempfile
 import time
@@ -167,8 +166,16 @@ def synthetic_checkpoint() -> Path:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set size so far, MiB (Linux ``ru_maxrss`` is KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size so far, MiB (``VmHWM``).
+
+    Not ``ru_maxrss``: Linux carries that across fork and exec, so a freshly spawned
+    child would report at least its parent's size at the fork.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise OSError("/proc/self/status has no VmHWM line")
 
 
 def rss_mib() -> float:

@@ -5,8 +5,9 @@ libav (this machine has no ffmpeg binary): demux and decode every frame with
 one thread, no pixel conversion. Our backends must also convert every frame to
 RGB and copy it into numpy chunks, so the ratio includes that work. Each
 backend runs with one decoding thread (the baseline's budget) and with its
-default threading; the libav decode plus an RGB conversion is shown as a
-reference point for what conversion alone costs.
+default threading, in the chunks the pipeline reads (64 frames, fewer where
+they would exceed ``video_job.MAX_CHUNK_BYTES``); the libav decode plus an RGB
+conversion is shown as a reference point for what conversion alone costs.
 
 Every measurement runs in a fresh process, so its peak RSS is its own
 (``rss_before_mib``: the process before the read, libraries loaded). Files:
@@ -82,19 +83,20 @@ def _libav(path: str, rgb: bool) -> int:
     return count
 
 
-def _backend(path: str, name: str, threads: int) -> int:
+def _backend(path: str, name: str, threads: int, chunk: int) -> int:
     decoder = DecordDecoder(threads) if name == "decord" else PyAVDecoder(threads)
-    return sum(len(chunk) for chunk in decoder.read_chunks(path, chunk_size=CHUNK_SIZE))
+    return sum(len(c) for c in decoder.read_chunks(path, chunk_size=chunk))
 
 
-def _measure(reader: str, path: str, threads: int) -> tuple[int, float, float, float]:
+def _measure(reader: str, path: str, threads: int, chunk: int
+             ) -> tuple[int, float, float, float]:
     """In a fresh child process: frames, seconds, RSS before (MiB) and peak RSS (MiB)."""
     before = rss_mib()
     start = time.perf_counter()
     if reader in ("libav", "libav+rgb"):
         frames = _libav(path, rgb=reader == "libav+rgb")
     else:
-        frames = _backend(path, reader, threads)
+        frames = _backend(path, reader, threads, chunk)
     return frames, time.perf_counter() - start, before, peak_rss_mib()
 
 
@@ -113,23 +115,27 @@ def run(*, quick: bool = False, out_dir: Path = RESULTS_DIR) -> dict[str, object
     """Run the benchmark, print its table, write ``decode.json``; returns the result document."""
     sizes, frames = (QUICK_SIZES, QUICK_FRAMES) if quick else (SIZES, FRAMES)
     repeats = 1 if quick else 3
+    # Imported here, not at the top: the measuring children must not load torch and Ray.
+    from hflpipe.pipeline.video_job import frames_per_chunk
+
     context = multiprocessing.get_context("spawn")
     rows = []
     for label, size in sizes.items():
         path = synthetic_video(bench_cache() / f"decode_{label}_{frames}.mp4", size, frames)
+        chunk = frames_per_chunk(CHUNK_SIZE, *size)
         best: dict[str, tuple[int, float, float, float]] = {}
         with context.Pool(1, maxtasksperchild=1) as pool:
             # Readers interleaved within each round, so a busy spell hits all of them.
             for _ in range(repeats):
                 for name, reader, threads in READERS:
-                    got = pool.apply(_measure, (reader, str(path), threads))
+                    got = pool.apply(_measure, (reader, str(path), threads, chunk))
                     if name not in best or got[1] < best[name][1]:
                         best[name] = got
         base_frames, base_s, _, _ = best[READERS[0][0]]
         for name, _, _ in READERS:
             count, seconds, before, peak = best[name]
             rows.append({
-                "video": label, "reader": name, "frames": count,
+                "video": label, "reader": name, "frames": count, "chunk_frames": chunk,
                 "frames_per_s": round(count / seconds, 1),
                 "vs_baseline": ratio(count / seconds, base_frames / base_s),
                 "rss_before_mib": round(before, 1),
@@ -144,7 +150,7 @@ def run(*, quick: bool = False, out_dir: Path = RESULTS_DIR) -> dict[str, object
         "baseline": "libav via PyAV, one thread, decode only (ffmpeg -threads 1 -f null -)",
         "quick": quick,
         "frames_per_video": frames,
-        "chunk_size": CHUNK_SIZE,
+        "chunk_size": f"{CHUNK_SIZE}, capped by video_job.frames_per_chunk",
         "repeats": repeats,
         "rows": rows,
         "target": {

@@ -2,7 +2,7 @@
 
 What runs: ``video_job.process_video`` (decode, detect, track, crop, infer, PnP,
 smooth: what one Ray video task does) with the predictor in the same process,
-each case in a fresh process so that its peak RSS (``ru_maxrss``) is its own.
+each case in a fresh process so that its peak RSS (``VmHWM``) is its own.
 Baseline: the same process after loading the model and before the first video
 (``rss_after_load_mib``); the figures are peak ratios between cases.
 
