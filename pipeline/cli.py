@@ -108,6 +108,8 @@ RUN_OPTIONS = [
             help="Inference device."),
     _option("--precision", field="precision",
             type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Inference precision."),
+    _option("--compile/--no-compile", field="compile",
+            help="torch.compile the model (slow start, faster batches; same results)."),
     _option("--max-retries", field="max_retries", type=int,
             help="Retries of a video whose worker died."),
     _option("--stall-timeout", field="stall_timeout_s", type=float,

@@ -87,6 +87,9 @@ class RunConfig(BaseModel):
     max_concurrent_videos: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = Field(
+        False, description="torch.compile the predictor: minutes once per actor, faster batches"
+    )
     max_retries: int = Field(2, ge=0, le=20, description="retries of a video whose worker died")
     stall_timeout_s: float = Field(
         600.0, gt=0.0, description="a video making no progress for this long fails"

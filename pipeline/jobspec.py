@@ -29,7 +29,7 @@ from hflpipe.pipeline.errors import ConfigError
 SECTIONS: dict[str, tuple[str, ...]] = {
     "inputs": ("videos", "video_list", "manifest"),
     "output": ("out", "with_vertices"),
-    "model": ("checkpoint", "mano", "device", "precision"),
+    "model": ("checkpoint", "mano", "device", "precision", "compile"),
     "scene": ("intrinsics", "hfov_deg", "object"),
     "detection": ("detector", "boxes", "score_threshold", "detect_every", "torchvision_model",
                   "torchvision_weights", "torchvision_classes"),

@@ -75,7 +75,7 @@ def prepare_context(config: RunConfig) -> RunContext:
         predictor_settings=PredictorSettings(
             checkpoint=Path(config.checkpoint).resolve(),
             mano=Path(config.mano).resolve() if config.mano else None,
-            device=config.device, precision=config.precision,
+            device=config.device, precision=config.precision, compile=config.compile,
         ),
         intrinsics=intrinsics,
         object_name=object_name,
