@@ -67,7 +67,7 @@ def inspect_command(out_dir: Path, plots_dir: Path | None, no_tracks: bool, fmt:
     Example:
       hflpipe inspect results --plots results/plots
     """
-    from hflpipe.pipeline.inspect import find_output_roots, format_report, inspect_output
+    from hflpipe.pipeline.inspection import find_output_roots, format_report, inspect_output
 
     report = inspect_output(out_dir)
     if fmt == "json":

@@ -192,8 +192,10 @@ class MediaPipeHandDetector:
             )
         if box_margin < 0:
             raise ConfigError(f"mediapipe detector: box_margin must be >= 0, got {box_margin}")
+        # -P: the script's folder (this package) must not shadow modules in the worker's
+        # own environment (a module of ours named like a standard one broke numpy there).
         self._command = [
-            str(env_python(self.env_dir)), str(WORKER_SCRIPT),
+            str(env_python(self.env_dir)), "-P", str(WORKER_SCRIPT),
             "--max-hands", str(max_hands),
             "--min-confidence", str(min_confidence),
             "--model-complexity", str(model_complexity),

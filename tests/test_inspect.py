@@ -12,7 +12,7 @@ from test_schema import sample_hand_columns, sample_object_columns, sample_video
 
 from hflpipe.pipeline.cli_results import inspect_command
 from hflpipe.pipeline.errors import InputError
-from hflpipe.pipeline.inspect import failure_reason, find_output_roots, inspect_output
+from hflpipe.pipeline.inspection import failure_reason, find_output_roots, inspect_output
 from hflpipe.pipeline.schema import OutputMetadata
 from hflpipe.pipeline.writer import write_video_status
 
