@@ -244,7 +244,17 @@ def _show_frames(bar: tqdm, board, summary: RunSummary, not_started: int) -> Non
         return
     estimate = estimate_progress(summary.frames, bar.n, list(states.values()), not_started,
                                  bar.format_dict["elapsed"])
-    bar.set_postfix_str(estimate.describe(), refresh=False)
+    bar.set_postfix_str(f"{estimate.describe()} | {per_video_progress(states)}", refresh=False)
+
+
+def per_video_progress(states: dict[str, tuple[int, int, float]], most: int = 3) -> str:
+    """``clip-1a2b 40%, clip-3c4d 5% (+2)``: the videos in flight, furthest along first."""
+    started = sorted(((done / total, video_id) for video_id, (done, total, _) in states.items()
+                      if total > 0), reverse=True)
+    shown = ", ".join(f"{video_id} {min(fraction, 1.0):.0%}" for fraction, video_id
+                      in started[:most])
+    more = len(states) - min(len(started), most)
+    return shown + (f" (+{more})" if more > 0 else "")
 
 
 @dataclass(frozen=True)

@@ -220,3 +220,12 @@ def test_a_killed_run_resumes_to_the_same_rows_as_an_uninterrupted_one(archive):
     assert changed.returncode == 1
     assert "holds results of another configuration" in changed.stderr
     assert len(changed.stderr.strip().splitlines()) == 1
+
+
+def test_per_video_progress_lists_the_furthest_videos_first():
+    from hflpipe.pipeline.runner import per_video_progress
+
+    states = {"a-1": (10, 100, 0.0), "b-2": (90, 100, 0.0), "c-3": (0, 0, 0.0),
+              "d-4": (50, 100, 0.0), "e-5": (1, 100, 0.0)}
+    assert per_video_progress(states) == "b-2 90%, d-4 50%, a-1 10% (+2)"
+    assert per_video_progress({}) == ""
