@@ -18,7 +18,7 @@ from hflpipe import __version__
 from hflpipe.model.errors import ModelFileError
 from hflpipe.pipeline.cli_results import COMMANDS as RESULT_COMMANDS
 from hflpipe.pipeline.config import RunConfig
-from hflpipe.pipeline.errors import HflpipeError
+from hflpipe.pipeline.errors import HflpipeError, redact
 
 if TYPE_CHECKING:
     from hflpipe.pipeline.submit import JobReport
@@ -38,6 +38,16 @@ def cli(verbose: int) -> None:
     """HFL-Net hand and object pose tracks from videos, on Ray, to Parquet."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RedactingFilter())
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks credentials in every log line (see :func:`hflpipe.pipeline.errors.redact`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
 
 
 def _option(*decls: str, field: str, help: str, **kwargs: Any) -> Callable:
@@ -313,7 +323,7 @@ def _print_summary(summary: object, fmt: str) -> None:
                 "object_rows", "seconds"):
         click.echo(f"{key:<13} {data[key]}")
     for failure in data["failures"]:
-        click.echo(f"FAILED {failure['error']}")
+        click.echo(f"FAILED {redact(failure['error'])}")
 
 
 for _command in RESULT_COMMANDS:
@@ -333,5 +343,5 @@ def main() -> None:
     except (HflpipeError, ModelFileError) as exc:
         if os.environ.get("HFLPIPE_DEBUG"):
             raise
-        click.echo(f"hflpipe: error: {exc}", err=True)
+        click.echo(f"hflpipe: error: {redact(str(exc))}", err=True)
         sys.exit(1)

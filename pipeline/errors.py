@@ -1,5 +1,7 @@
 """The error types a user can cause; the CLI turns each into one line and exit status 1."""
 
+import re
+
 
 class HflpipeError(Exception):
     """A user-facing failure: the message names the input and the cause in one line."""
@@ -15,3 +17,20 @@ class ConfigError(HflpipeError):
 
 class OutputError(HflpipeError):
     """The output directory cannot be written (permissions, disk full)."""
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s:@]+(:[^/\s@]*)?@")
+_SECRET_PARAMS = re.compile(
+    r"(?P<key>\b(?:token|password|passwd|secret|api[_-]?key|access[_-]?key)[A-Za-z_]*=)[^&\s'\"]+",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials in URLs (``user:pass@``) and secret-looking parameters masked.
+
+    Applied to everything hflpipe prints or logs: cluster addresses and storage URLs
+    can carry tokens, and a one-line error echoes its input.
+    """
+    text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+    return _SECRET_PARAMS.sub(r"\g<key>***", text)
