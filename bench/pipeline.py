@@ -7,7 +7,7 @@ pair per frame. Three measurements, in this order:
 1. Stages: each video through ``video_job.process_video`` in this process, the
    stage functions it calls wrapped with timers: decode (producing chunks from
    ``read_chunks``), detect (``detector.detect``), track (tracking and
-   hand-object pairing), crop (``crop_hand_object``), transfer (pickling each
+   hand-object pairing), crop (``crop_batch.add_crop``), transfer (pickling each
    batch both ways, as shipping it to an actor does, without Ray's shared
    memory), infer (the predictor), pose (2D-3D hand fit, object PnP), smooth
    (``video_tables``: smoothing, MANO re-posing, Arrow tables), then write
@@ -168,7 +168,7 @@ def _pickle_round_trip(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 _STAGE_OF = {
     "track": "track",
     "pair_hands_with_objects": "track",
-    "crop_hand_object": "crop",
+    "add_crop": "crop",
     "_hand_observations": "pose",
     "solve_object_poses": "pose",
     "video_tables": "smooth",

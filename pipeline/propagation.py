@@ -29,11 +29,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hflpipe.model.crop import crop_hand_object
+from hflpipe.pipeline.crop_batch import add_crop, empty_fields, split_batch
 from hflpipe.pipeline.decode import FrameChunk
 from hflpipe.pipeline.errors import InputError
 from hflpipe.pipeline.frame_mapping import crops_to_frame
@@ -301,20 +301,10 @@ def _run_step(
     batch_size: int,
 ) -> dict[str, np.ndarray]:
     """Crop each job from its chunk position and run the network; per-job outputs and meta."""
-    fields: dict[str, list[Any]] = {key: [] for key in _CROP_FIELDS}
+    fields = empty_fields()
     for position, job in zip(positions, jobs, strict=True):
-        obj_box = job.obj.box if job.obj is not None else job.hand.box
-        crop = crop_hand_object(chunk.frames[position], job.hand.box, obj_box,
-                                mirror=job.hand.handedness == "left")
-        fields["images"].append(crop.image)
-        fields["hand_boxes"].append(crop.hand_box)
-        fields["object_boxes"].append(crop.object_box)
-        fields["affine"].append(crop.affine)
-        fields["mirrored"].append(crop.mirrored)
-        fields["frame_width"].append(crop.frame_width)
-        fields["timestamp_s"].append(float(chunk.timestamps_s[position]))
-    stacked = {key: np.stack(values) for key, values in fields.items()}
-    model_inputs = {key: stacked.pop(key) for key in _MODEL_INPUTS}
+        add_crop(fields, chunk.frames[position], job, chunk.timestamps_s[position])
+    model_inputs, stacked = split_batch(fields)
     handles = [
         inference.submit({key: value[start:start + batch_size]
                           for key, value in model_inputs.items()})
@@ -325,8 +315,6 @@ def _run_step(
     return merged | stacked
 
 
-_MODEL_INPUTS = ("images", "hand_boxes", "object_boxes")
-_CROP_FIELDS = (*_MODEL_INPUTS, "affine", "mirrored", "frame_width", "timestamp_s")
 
 
 def _next_boxes(

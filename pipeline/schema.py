@@ -91,7 +91,8 @@ def _field(
 
 def _key_fields() -> list[pa.Field]:
     return [
-        _field("video_id", pa.string(), unit="", description="video identifier: <file stem>-<8 hex digits of its path>"),
+        _field("video_id", pa.string(), unit="",
+               description="video identifier: <file stem>-<8 hex digits of its path>"),
         _field("frame_index", pa.int64(), unit="frame", description="0-based decoded frame"),
         _field("timestamp_s", pa.float64(), unit="s", description="presentation time"),
         _field("track_id", pa.int32(), unit="", description="track id, unique per video+table"),
@@ -213,7 +214,8 @@ def videos_schema() -> pa.Schema:
     """The ``videos`` table schema: one row per input video; its file commits the video."""
     utc = pa.timestamp("us", tz="UTC")
     fields = [
-        _field("video_id", pa.string(), unit="", description="video identifier: <file stem>-<8 hex digits of its path>"),
+        _field("video_id", pa.string(), unit="",
+               description="video identifier: <file stem>-<8 hex digits of its path>"),
         _field("path", pa.string(), unit="", description="input path as given in the job"),
         _field("content_sha256", pa.string(), unit="", nullable=True,
                description="SHA-256 of the file bytes, hex"),

@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from hflpipe.hashing import sha256_file
-from hflpipe.model.crop import crop_hand_object
 from hflpipe.pipeline.camera import default_intrinsics
 from hflpipe.pipeline.config import RunConfig
+from hflpipe.pipeline.crop_batch import add_crop, empty_fields, split_batch
 from hflpipe.pipeline.decode import Decoder, VideoInfo, get_decoder
 from hflpipe.pipeline.detection import Detection, Detector
 from hflpipe.pipeline.detectors import detector_for
@@ -283,7 +283,7 @@ def _infer(
     for position, job in enumerate(jobs):
         by_frame.setdefault(job.frame_index, []).append(position)
     frames_needed = sorted(by_frame)
-    batch: dict[str, list[Any]] = _empty_batch()
+    batch = empty_fields("position")
     pending: deque[tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]] = deque()
     outputs: list[dict[str, np.ndarray]] = []
     failed: dict[int, str] = {}
@@ -302,10 +302,9 @@ def _infer(
 
     def flush() -> None:
         if batch["images"]:
-            stacked = _stack(batch)
-            inputs = {key: stacked.pop(key) for key in _MODEL_INPUTS}
+            inputs, stacked = split_batch(batch)
             pending.append((_submit(inference, inputs), inputs, stacked))
-            batch.update(_empty_batch())
+            batch.update(empty_fields("position"))
         while len(pending) > MAX_IN_FLIGHT:
             collect()
 
@@ -316,17 +315,7 @@ def _infer(
             chunk.indices.tolist(), chunk.timestamps_s.tolist(), chunk.frames, strict=True
         ):
             for position in by_frame.pop(frame_index, []):
-                job = jobs[position]
-                obj_box = job.obj.box if job.obj is not None else job.hand.box
-                crop = crop_hand_object(frame, job.hand.box, obj_box,
-                                        mirror=job.hand.handedness == "left")
-                batch["images"].append(crop.image)
-                batch["hand_boxes"].append(crop.hand_box)
-                batch["object_boxes"].append(crop.object_box)
-                batch["affine"].append(crop.affine)
-                batch["mirrored"].append(crop.mirrored)
-                batch["frame_width"].append(crop.frame_width)
-                batch["timestamp_s"].append(timestamp)
+                add_crop(batch, frame, jobs[position], timestamp)
                 batch["position"].append(position)
                 if len(batch["images"]) >= config.batch_size:
                     flush()
@@ -391,18 +380,6 @@ def _cause(error: BaseException) -> str:
         error = cause
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
-_MODEL_INPUTS = ("images", "hand_boxes", "object_boxes")
-_CROP_META = ("affine", "mirrored", "frame_width", "timestamp_s", "position")
-
-
-def _empty_batch() -> dict[str, list[Any]]:
-    return {key: [] for key in (*_MODEL_INPUTS, *_CROP_META)}
-
-
-def _stack(batch: dict[str, list[Any]]) -> dict[str, np.ndarray]:
-    return {key: np.stack(values) for key, values in batch.items()}
 
 
 def _hand_observations(
