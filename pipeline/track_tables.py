@@ -42,24 +42,24 @@ from hflpipe.pipeline.smoothing import (
 )
 
 
-def _spans(obs: dict[str, np.ndarray], max_gap: int) -> Iterator[tuple[int, TrackSpan, np.ndarray]]:
-    """(track id, span, rows of ``obs`` in the span) for every span of every track.
+def _spans(
+    obs: dict[str, np.ndarray], max_gap: int
+) -> Iterator[tuple[int, TrackSpan, np.ndarray, np.ndarray, np.ndarray]]:
+    """(track id, span, rows of ``obs`` in it, their positions, the span's timestamps).
 
     Spans count in positions among the video's selected frames (``obs["position"]``), so
     that with ``--stride`` a gap is a run of missed *selected* frames, and the frames the
-    stride skips never become rows.
+    stride skips never become rows. Timestamps of decoded rows are as given; gap rows'
+    are interpolated.
     """
     for track_id in np.unique(obs["track_id"]):
         rows = np.flatnonzero(obs["track_id"] == track_id)
         rows = rows[np.argsort(obs["position"][rows])]
         for span in plan_track(obs["position"][rows], max_gap=max_gap):
-            inside = np.isin(obs["position"][rows], span.frame_indices)
-            yield int(track_id), span, rows[inside]
-
-
-def _span_times(span: TrackSpan, positions: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """Timestamps of every row of a span: decoded ones as given, gap rows interpolated."""
-    return np.interp(span.frame_indices, positions, times)
+            inside = rows[np.isin(obs["position"][rows], span.frame_indices)]
+            positions = obs["position"][inside]
+            times = np.interp(span.frame_indices, positions, obs["timestamp_s"][inside])
+            yield int(track_id), span, inside, positions, times
 
 
 def video_tables(
@@ -105,9 +105,7 @@ def hand_table(
         return empty_hands(metadata, with_vertices=config.with_vertices)
     smoothing = SmoothingConfig(cutoff_hz=config.smoothing_cutoff_hz)
     parts: list[dict[str, np.ndarray]] = []
-    for track_id, span, rows in _spans(obs, config.max_gap):
-        frames = obs["position"][rows]
-        t = _span_times(span, frames, obs["timestamp_s"][rows])
+    for track_id, span, rows, frames, t in _spans(obs, config.max_gap):
         observed = span.observed
 
         def raw(name: str, rows: np.ndarray = rows, frames: np.ndarray = frames,
@@ -169,9 +167,7 @@ def object_table(
         return empty_objects(metadata)
     smoothing = SmoothingConfig(cutoff_hz=config.smoothing_cutoff_hz)
     parts: list[dict[str, np.ndarray]] = []
-    for track_id, span, rows in _spans(obs, config.max_gap):
-        frames = obs["position"][rows]
-        t = _span_times(span, frames, obs["timestamp_s"][rows])
+    for track_id, span, rows, frames, t in _spans(obs, config.max_gap):
         observed = span.observed
         valid = span.scatter(frames, obs["pose_valid"][rows].astype(float)) == 1.0
         pose_valid, rotation, translation = _object_pose_rows(
