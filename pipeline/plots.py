@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -61,16 +62,32 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _track_panels(
+    hands: pa.Table, objects: pa.Table
+) -> tuple[Figure, list[tuple[Axes, str, int, pa.Table]]]:
+    """A figure with one full-width axis per hand track, then per object track."""
+    tracks = [("hand", tid, part) for tid, part in _tracks(hands)]
+    tracks += [("object", tid, part) for tid, part in _tracks(objects)]
+    fig = Figure(figsize=(9, 2.4 * max(len(tracks), 1)), dpi=DPI, layout="constrained")
+    if not tracks:
+        fig.add_subplot(1, 1, 1).text(0.5, 0.5, "no tracks", ha="center")
+    return fig, [(fig.add_subplot(len(tracks), 1, k + 1), kind, track_id, part)
+                 for k, (kind, track_id, part) in enumerate(tracks)]
+
+
+def _finish(fig: Figure, title: str, path: Path) -> Path:
+    fig.axes[-1].set_xlabel("time (s)")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
 def plot_trajectories(hands: pa.Table, objects: pa.Table, video_id: str, path: Path) -> Path:
     """Wrist and object translation (m) over time, smoothed vs raw, one panel per track.
 
     ``hands``/``objects`` hold the rows of ``video_id`` only.
     """
-    panels = [("hand", tid, part) for tid, part in _tracks(hands)]
-    panels += [("object", tid, part) for tid, part in _tracks(objects)]
-    fig = Figure(figsize=(9, 2.4 * max(len(panels), 1)), dpi=DPI, layout="constrained")
-    for k, (kind, track_id, part) in enumerate(panels):
-        ax = fig.add_subplot(len(panels), 1, k + 1)
+    fig, panels = _track_panels(hands, objects)
+    for ax, kind, track_id, part in panels:
         t = part.column("timestamp_s").to_numpy()
         smooth = column_numpy(part.column("translation"))
         raw = column_numpy(part.column("translation_raw"))
@@ -86,11 +103,7 @@ def plot_trajectories(hands: pa.Table, objects: pa.Table, video_id: str, path: P
         ax.set_title(f"{kind} {track_id} ({label}): {what}, camera frame", fontsize=9)
         ax.set_ylabel("m")
         ax.legend(fontsize=7, ncol=4, loc="upper right")
-    if not panels:
-        fig.add_subplot(1, 1, 1).text(0.5, 0.5, "no tracks", ha="center")
-    fig.axes[-1].set_xlabel("time (s)")
-    fig.suptitle(video_id, fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, video_id, path)
 
 
 def plot_quality_timeline(hands: pa.Table, objects: pa.Table, video_id: str,
@@ -98,11 +111,8 @@ def plot_quality_timeline(hands: pa.Table, objects: pa.Table, video_id: str,
     """Per track: jitter (log scale, threshold dashed) and confidence (hands) or
     reprojection error (objects) over time; suspect rows shaded red. Tables as in
     :func:`plot_trajectories`."""
-    panels = [("hand", tid, part) for tid, part in _tracks(hands)]
-    panels += [("object", tid, part) for tid, part in _tracks(objects)]
-    fig = Figure(figsize=(9, 2.4 * max(len(panels), 1)), dpi=DPI, layout="constrained")
-    for k, (kind, track_id, part) in enumerate(panels):
-        ax = fig.add_subplot(len(panels), 1, k + 1)
+    fig, panels = _track_panels(hands, objects)
+    for ax, kind, track_id, part in panels:
         t = part.column("timestamp_s").to_numpy()
         jitter = column_numpy(part.column("jitter_mps2"))
         ax.semilogy(t, np.where(jitter > 0, jitter, np.nan), color="black", lw=1,
@@ -125,11 +135,7 @@ def plot_quality_timeline(hands: pa.Table, objects: pa.Table, video_id: str,
                "interpolated")
         ax.set_title(f"{kind} {track_id}: {int(suspect.sum())}/{len(t)} suspect", fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
-    if not panels:
-        fig.add_subplot(1, 1, 1).text(0.5, 0.5, "no tracks", ha="center")
-    fig.axes[-1].set_xlabel("time (s)")
-    fig.suptitle(f"{video_id}: quality", fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, f"{video_id}: quality", path)
 
 
 def plot_quality_histogram(hands: pa.Table, objects: pa.Table, path: Path) -> Path:
