@@ -1,0 +1,55 @@
+"""Keep freed heap memory in the process, so large arrays reuse pages instead of faulting them in.
+
+glibc serves every allocation above its mmap threshold (at most 32 MiB) with
+fresh pages from the kernel and unmaps them again on free. A network at batch 16
+allocates tens of activations of 30-130 MB per forward pass, and a decoder a new
+chunk of frames every few frames: each of those pages is then faulted in and
+zero-filled again, every batch. On one CPU core that costs about as much as the
+arithmetic of an element-wise layer ten times over (``bench/model.py`` measures
+the whole effect; it is most of the shipped predictor's speed-up on CPU).
+
+Turning off mmap for allocations and trimming of the heap's top makes a freed
+block available to the next allocation of that size, which is exactly the
+pattern of a loop over same-shaped batches. The price: the process keeps the
+heap it grew to until it exits, i.e. its peak memory stays resident. That is
+right for the processes this is used in (an inference actor, a video task),
+which reach the same peak on the next batch anyway.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import platform
+
+log = logging.getLogger(__name__)
+
+# mallopt parameter numbers from glibc's <malloc.h>.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+#: Free memory at the heap's top that glibc keeps before trimming (mallopt takes an int).
+_KEEP_BYTES = 2**31 - 1
+
+_applied = False
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc reuse freed memory instead of returning it to the kernel.
+
+    Process-wide and idempotent. Returns True when the settings are in effect, False
+    where the C library is not glibc (musl, macOS) or refused them; nothing else changes.
+    """
+    global _applied
+    if _applied:
+        return True
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        accepted = (libc.mallopt(_M_MMAP_MAX, 0) == 1
+                    and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES) == 1)
+    except (OSError, AttributeError):
+        return False
+    _applied = accepted
+    log.debug("glibc malloc keeps freed memory: %s", accepted)
+    return accepted
