@@ -8,7 +8,9 @@ object vote grids: the vote candidates are selected on the device.
 Speed (``bench/model.py`` measures each step and its error against plain fp32):
 BatchNorm layers are folded into the convolutions before them and the network
 runs channels-last (oneDNN's and cuDNN's fast layout), both on every device and
-both exact to float32 rounding; on CUDA, fp16 autocast is the default. With
+both exact to float32 rounding; on CPU, the process keeps freed memory for the
+next batch (:mod:`hflpipe.pipeline.allocator`) instead of faulting its
+activations in afresh; on CUDA, fp16 autocast is the default. With
 ``compile``, ``torch.compile`` (Inductor, frozen weights) fuses the network into
 generated kernels: minutes of compiling once per process (kernels are cached on
 disk for the next one), then each batch shape runs the compiled code.
@@ -31,6 +33,7 @@ from hflpipe.model.backbone import ResNetBottleneck
 from hflpipe.model.checkpoint import load_hflnet
 from hflpipe.model.object_head import ObjectVoteHead
 from hflpipe.model.object_pose import select_vote_candidates
+from hflpipe.pipeline.allocator import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,9 @@ CONFIDENCE_RADIUS = 1
 class PredictorSettings:
     """How to run the model; ``device``/``precision`` ``"auto"`` pick CUDA + fp16 when present.
 
-    ``optimize`` folds BatchNorm into convolutions and switches to channels-last;
-    off, the network runs exactly as loaded. ``compile`` adds ``torch.compile``
+    ``optimize`` folds BatchNorm into convolutions and switches to channels-last, and on
+    CPU makes this process keep freed memory (process-wide, glibc only); off, the
+    network runs exactly as loaded. ``compile`` adds ``torch.compile``
     (needs a C++ compiler on CPU); batches are then padded to the largest batch
     seen so far, so a video's short last batch reuses the compiled shape.
     """
@@ -66,8 +70,10 @@ def resolve_device(device: str) -> torch.device:
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32. ``auto``: fp16 on CUDA, fp32 on CPU.
 
-    fp16 rather than bf16: with bf16 the 2D joints moved by ~4 % of the hand box
-    against the fp32 reference, with fp16 by ~0.4 % (tests/test_hflnet_parity.py).
+    fp16 runs the whole network; bf16 only the ResNet/FPN backbone (most of the
+    arithmetic), the interaction blocks and heads staying fp32: over the whole
+    network bf16's 8-bit mantissa moved the 2D joints by ~4 % of the hand box
+    against the fp32 reference, fp16 by ~0.4 % (tests/test_hflnet_parity.py).
     """
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else None
@@ -83,9 +89,17 @@ class HflnetPredictor:
         self.net = load_hflnet(settings.checkpoint, mano=settings.mano, device=self.device)
         self.channels_last = settings.optimize
         if settings.optimize:
+            if self.device.type == "cpu":
+                keep_freed_memory()
             folded = fold_batch_norms(self.net)
             self.net = self.net.to(memory_format=torch.channels_last)
             log.debug("folded %d BatchNorm layers into convolutions", folded)
+        # Autocast around the whole network; bf16 is confined to the backbone instead.
+        self._network_autocast = self.autocast_dtype
+        if self.autocast_dtype == torch.bfloat16:
+            self.net.base_net = BackboneAutocast(self.net.base_net, self.device.type,
+                                                 torch.bfloat16)
+            self._network_autocast = None
         if self.device.type == "cuda":
             # Every batch but a video's last has the same shape: tuned kernels pay off.
             torch.backends.cudnn.benchmark = True
@@ -143,8 +157,8 @@ class HflnetPredictor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(
-            self.device.type, dtype=self.autocast_dtype or torch.float32,
-            enabled=self.autocast_dtype is not None,
+            self.device.type, dtype=self._network_autocast or torch.float32,
+            enabled=self._network_autocast is not None,
         ):
             out = self._forward(images, hand_boxes, obj_boxes)
         return {name: value[:size] for name, value in out.items()}
@@ -191,6 +205,21 @@ class HflnetPredictor:
             "obj_candidate_valid": cand.valid,
         }
         return {k: v.cpu().numpy() for k, v in result.items()}
+
+
+class BackboneAutocast(nn.Module):
+    """Runs a backbone under autocast to ``dtype`` and hands its feature maps on as float32."""
+
+    def __init__(self, backbone: nn.Module, device_type: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.device_type = device_type
+        self.dtype = dtype
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            maps = self.backbone(images)
+        return tuple(m.float() for m in maps)
 
 
 def fold_batch_norms(net: nn.Module) -> int:
