@@ -169,9 +169,7 @@ class PyAVDecoder:
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = self.threads
             time_base = float(header.time_base)
-            indices: list[int] = []
-            stamps: list[float] = []
-            frames: list[np.ndarray] = []
+            chunk = _ChunkBuffer(chunk_size, header.height, header.width)
             received = 0
             try:
                 for frame in container.decode(stream):
@@ -183,31 +181,55 @@ class PyAVDecoder:
                     if selector.finished(index, timestamp):
                         break
                     if selector.take(index, timestamp):
-                        indices.append(index)
-                        stamps.append(timestamp)
-                        # Scale to the header's size so a mid-stream size change
-                        # cannot break the (n, H, W, 3) chunk shape.
-                        frames.append(
-                            frame.to_ndarray(
-                                format="rgb24", width=header.width, height=header.height
-                            )
-                        )
-                        if len(indices) == chunk_size:
-                            yield _chunk(indices, stamps, frames)
-                            indices, stamps, frames = [], [], []
+                        chunk.add(index, timestamp, frame)
+                        if chunk.full:
+                            yield chunk.take()
             except av.error.FFmpegError as exc:
                 if received == 0:
                     raise decode_error(path, f"no frame could be decoded ({exc})") from exc
                 log_truncated(path, received, exc)
             if received == 0:
                 raise decode_error(path, "video stream has no frames")
-            if indices:
-                yield _chunk(indices, stamps, frames)
+            if chunk.indices:
+                yield chunk.take()
 
 
-def _chunk(indices: list[int], stamps: list[float], frames: list[np.ndarray]) -> FrameChunk:
-    return FrameChunk(
-        indices=np.asarray(indices, dtype=np.int64),
-        timestamps_s=np.asarray(stamps, dtype=np.float64),
-        frames=np.stack(frames),
-    )
+class _ChunkBuffer:
+    """Collects one chunk: each frame converted to RGB and copied once, into the chunk's array.
+
+    Frames are scaled to the header's size, so a mid-stream size change cannot break
+    the ``(n, H, W, 3)`` chunk shape.
+    """
+
+    def __init__(self, size: int, height: int, width: int) -> None:
+        self.size, self.height, self.width = size, height, width
+        self.indices: list[int] = []
+        self.stamps: list[float] = []
+        self._frames: np.ndarray | None = None
+
+    @property
+    def full(self) -> bool:
+        return len(self.indices) == self.size
+
+    def add(self, index: int, timestamp: float, frame: av.VideoFrame) -> None:
+        if self._frames is None:
+            self._frames = np.empty((self.size, self.height, self.width, 3), dtype=np.uint8)
+        rgb = frame.reformat(format="rgb24", width=self.width, height=self.height)
+        plane = rgb.planes[0]
+        # FFmpeg pads each row to line_size bytes; the view drops the padding.
+        rows = np.frombuffer(plane, dtype=np.uint8).reshape(self.height, plane.line_size)
+        self._frames[len(self.indices)] = rows[:, : 3 * self.width].reshape(
+            self.height, self.width, 3)
+        self.indices.append(index)
+        self.stamps.append(timestamp)
+
+    def take(self) -> FrameChunk:
+        """The chunk collected so far; the buffer starts a new one."""
+        assert self._frames is not None
+        chunk = FrameChunk(
+            indices=np.asarray(self.indices, dtype=np.int64),
+            timestamps_s=np.asarray(self.stamps, dtype=np.float64),
+            frames=self._frames[: len(self.indices)],
+        )
+        self.indices, self.stamps, self._frames = [], [], None
+        return chunk
