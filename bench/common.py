@@ -182,3 +182,13 @@ def rss_mib() -> float:
     """This process's current resident set size, MiB."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def processing_window(out: Path) -> tuple[dt.datetime, dt.datetime]:
+    """First ``started_at`` and last ``finished_at`` (UTC) in a run's ``videos`` table:
+    the span in which videos were processed, without the run's start-up."""
+    from hflpipe.pipeline.writer import read_table
+
+    videos = read_table(out, "videos", columns=["started_at", "finished_at"])
+    return (min(videos.column("started_at").to_pylist()),
+            max(videos.column("finished_at").to_pylist()))

@@ -22,7 +22,12 @@ pair per frame. Three measurements, in this order:
 Pipeline efficiency = steady end-to-end frames/s / predictor-only frames/s,
 where the predictor-only figure is the better of steps 1 and 3 (the harder
 comparison).
-Everything on CPU, the predictor with one thread (``cpus_per_task`` 1).
+On CPU the predictor runs with one thread (``cpus_per_task`` 1). On a CUDA
+machine the predictor runs on the GPU, the videos are more and longer, and the
+GPU's utilisation is sampled through the full run (:mod:`bench.gpu_monitor`),
+summarised over the whole run and over its processing window (first video
+started to last finished, i.e. without loading the model): the idle share there
+is the time the GPU waited for the CPU side.
 """
 
 from __future__ import annotations
@@ -48,10 +53,12 @@ from bench.common import (
     RESULTS_DIR,
     bench_cache,
     print_table,
+    processing_window,
     ratio,
     synthetic_checkpoint,
     write_result,
 )
+from bench.gpu_monitor import GpuMonitor
 from hflpipe.pipeline import video_job
 from hflpipe.pipeline.config import RunConfig, make_config
 from hflpipe.pipeline.decode import Decoder, get_decoder
@@ -71,6 +78,7 @@ from hflpipe.pipeline.runner import run as run_pipeline
 from hflpipe.pipeline.writer import write_video_output
 
 VIDEOS, FRAMES = 4, 32
+GPU_VIDEOS, GPU_FRAMES = 16, 128
 QUICK_VIDEOS, QUICK_FRAMES = 1, 4
 BATCH_SIZE = 32
 TARGET = 0.85
@@ -213,7 +221,9 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         out_dir: Path = RESULTS_DIR) -> dict[str, object]:
     """Run the benchmark, print its tables, write ``pipeline.json``; returns the document."""
     torch.set_num_threads(1)
-    videos, frames = (QUICK_VIDEOS, QUICK_FRAMES) if quick else (VIDEOS, FRAMES)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    videos, frames = ((QUICK_VIDEOS, QUICK_FRAMES) if quick else
+                      (GPU_VIDEOS, GPU_FRAMES) if device == "cuda" else (VIDEOS, FRAMES))
     checkpoint = checkpoint or synthetic_checkpoint()
     with tempfile.TemporaryDirectory(dir=bench_cache()) as scratch:
         work = Path(scratch)
@@ -222,7 +232,7 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
             videos=[str(p) for p in paths], out=work / "run", checkpoint=checkpoint,
             mano=None, detector="boxes", boxes=scene.boxes_path,
             intrinsics=str(scene.intrinsics_path), object=scene.object_name,
-            batch_size=BATCH_SIZE, device="cpu", cpus_per_task=1.0,
+            batch_size=BATCH_SIZE, device=device, cpus_per_task=1.0,
         )
         context = prepare_context(config)
         predictor = HflnetPredictor(context.predictor_settings)
@@ -237,14 +247,22 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         # Two runs, half the videos and all of them: their difference is the steady rate,
         # free of the fixed start-up (checking the checkpoint, loading the actor's model).
         runs = []
+        monitor = GpuMonitor()
+        gpu_utilisation = None
         for count in sorted({max(1, videos // 2), videos}):
             part = config.model_copy(update={"videos": config.videos[:count],
                                              "out": work / f"run{count}"})
-            summary = run_pipeline(part, progress=False)
+            full = count == videos and device == "cuda"
+            with monitor if full else contextlib.nullcontext():
+                summary = run_pipeline(part, progress=False)
             if summary.frames != count * frames:
                 raise RuntimeError(f"run processed {summary.frames} of {count * frames} frames: "
                                    f"{summary.failures}")
             runs.append((count * frames, summary.elapsed_s))
+            if full:
+                window = processing_window(part.out)
+                gpu_utilisation = {"whole_run": monitor.summary(),
+                                   "processing_window": monitor.summary(*window)}
         alone_s = min(predictor_only(predictor, batches), clock.seconds["infer"])
         ray.shutdown()
 
@@ -275,7 +293,8 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         "description": __doc__.strip().splitlines()[0],
         "baseline": "the predictor alone on the same crops, same batch size, one thread",
         "quick": quick,
-        "device": "cpu",
+        "device": device,
+        "gpu_utilisation": gpu_utilisation,
         "batch_size": BATCH_SIZE,
         "frames_per_video": frames,
         "hand_object_pairs_per_frame": 1,

@@ -27,6 +27,7 @@ from bench.common import (
     RESULTS_DIR,
     bench_cache,
     print_table,
+    processing_window,
     ratio,
     synthetic_checkpoint,
     write_result,
@@ -34,7 +35,6 @@ from bench.common import (
 from hflpipe.pipeline.config import make_config
 from hflpipe.pipeline.demo_scene import make_demo_scene
 from hflpipe.pipeline.runner import run as run_pipeline
-from hflpipe.pipeline.writer import read_table
 
 WORKERS = (1, 2, 4)
 QUICK_WORKERS = (1, 2)
@@ -42,13 +42,6 @@ VIDEOS_PER_WORKER, FRAMES = 2, 12
 QUICK_VIDEOS_PER_WORKER, QUICK_FRAMES = 1, 2
 CPUS_PER_NODE = 2
 TARGET = 0.9
-
-
-def _processing_window_s(out: Path) -> float:
-    videos = read_table(out, "videos", columns=["started_at", "finished_at"])
-    started = min(videos.column("started_at").to_pylist())
-    finished = max(videos.column("finished_at").to_pylist())
-    return (finished - started).total_seconds()
 
 
 def run_on_cluster(workers: int, scene, videos_per_worker: int, checkpoint: Path,
@@ -78,7 +71,8 @@ def run_on_cluster(workers: int, scene, videos_per_worker: int, checkpoint: Path
         cluster.shutdown()
     if summary.statuses.get("ok", 0) != len(clips):
         raise RuntimeError(f"{workers} workers: {summary.failures}")
-    window = _processing_window_s(config.out)
+    started, finished = processing_window(config.out)
+    window = (finished - started).total_seconds()
     return {"workers": workers, "videos": len(clips), "frames": summary.frames,
             "window_s": round(window, 2), "frames_per_s": round(summary.frames / window, 3),
             "run_s": round(summary.elapsed_s, 2)}
