@@ -10,9 +10,7 @@ they would exceed ``video_job.MAX_CHUNK_BYTES``); the libav decode plus an RGB
 conversion is shown as a reference point for what conversion alone costs.
 
 Every measurement runs in a fresh process, so its peak RSS is its own
-(``rss_before_mib``: the process before the read, libraries loaded), which
-keeps freed memory for reuse as the pipeline's video tasks do
-(:mod:`hflpipe.pipeline.allocator`). Files:
+(``rss_before_mib``: the process before the read, libraries loaded). Files:
 synthetic motion (gradients, moving shapes, noise) encoded with libx264 at
 720p and 1080p, 30 fps, kept in the benchmark cache.
 """
@@ -35,7 +33,6 @@ from bench.common import (
     rss_mib,
     write_result,
 )
-from hflpipe.pipeline.allocator import keep_freed_memory
 from hflpipe.pipeline.decode_decord import DecordDecoder
 from hflpipe.pipeline.decode_pyav import PyAVDecoder
 
@@ -94,7 +91,6 @@ def _backend(path: str, name: str, threads: int, chunk: int) -> int:
 def _measure(reader: str, path: str, threads: int, chunk: int
              ) -> tuple[int, float, float, float]:
     """In a fresh child process: frames, seconds, RSS before (MiB) and peak RSS (MiB)."""
-    keep_freed_memory()
     before = rss_mib()
     start = time.perf_counter()
     if reader in ("libav", "libav+rgb"):

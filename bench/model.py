@@ -89,7 +89,8 @@ class _Variant:
     def __init__(self, name: str, checkpoint: Path, device: torch.device) -> None:
         self.device = device
         self.plain = name.startswith("plain")
-        if name == "plain+allocator":
+        if name == "plain+allocator" or (name.startswith("shipped") and device.type == "cpu"):
+            # As the inference actor's process does on CPU (pipeline/inference.py).
             keep_freed_memory()
         if self.plain:
             self.net = load_hflnet(checkpoint, device=device)

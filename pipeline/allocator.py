@@ -2,18 +2,19 @@
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB) with
 fresh pages from the kernel and unmaps them again on free. A network at batch 16
-allocates tens of activations of 30-130 MB per forward pass, and a decoder a new
-chunk of frames every few frames: each of those pages is then faulted in and
-zero-filled again, every batch. On one CPU core that costs about as much as the
-arithmetic of an element-wise layer ten times over (``bench/model.py`` measures
-the whole effect; it is most of the shipped predictor's speed-up on CPU).
+allocates tens of activations of 30-130 MB per forward pass: each of those pages
+is then faulted in and zero-filled again, every batch. On one CPU core that
+costs about ten times the arithmetic of an element-wise layer
+(``bench/model.py`` measures the whole effect: most of the shipped predictor's
+speed-up on CPU).
 
 Turning off mmap for allocations and trimming of the heap's top makes a freed
 block available to the next allocation of that size, which is exactly the
 pattern of a loop over same-shaped batches. The price: the process keeps the
-heap it grew to until it exits, i.e. its peak memory stays resident. That is
-right for the processes this is used in (an inference actor, a video task),
-which reach the same peak on the next batch anyway.
+heap it grew to until it exits. That suits a CPU inference actor, which does
+nothing but run batches. It does not suit a video task: its allocations are of
+every size and lifetime, and with this setting its heap fragmented and grew with
+the video's length (``bench/memory.py``: 1.36x peak for a 10x longer video).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import ray
 import torch
 from ray.exceptions import RayActorError
 
+from hflpipe.pipeline.allocator import keep_freed_memory
 from hflpipe.pipeline.errors import HflpipeError
 from hflpipe.pipeline.predictor import HflnetPredictor, PredictorSettings
 
@@ -63,6 +64,9 @@ class PredictorActor:
         if not torch.cuda.is_available():
             torch.set_num_threads(cpu_threads)
         self.predictor = HflnetPredictor(settings)
+        if self.predictor.device.type == "cpu":
+            # A process that only runs the network: each batch reuses the last one's memory.
+            keep_freed_memory()
 
     def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

@@ -8,9 +8,9 @@ object vote grids: the vote candidates are selected on the device.
 Speed (``bench/model.py`` measures each step and its error against plain fp32):
 BatchNorm layers are folded into the convolutions before them and the network
 runs channels-last (oneDNN's and cuDNN's fast layout), both on every device and
-both exact to float32 rounding; on CPU, the process keeps freed memory for the
-next batch (:mod:`hflpipe.pipeline.allocator`) instead of faulting its
-activations in afresh; on CUDA, fp16 autocast is the default. With
+both exact to float32 rounding; on CUDA, fp16 autocast is the default. On CPU
+the inference actor also makes its process keep freed memory for the next batch
+(:mod:`hflpipe.pipeline.allocator`), which matters as much as both. With
 ``compile``, ``torch.compile`` (Inductor, frozen weights) fuses the network into
 generated kernels: minutes of compiling once per process (kernels are cached on
 disk for the next one), then each batch shape runs the compiled code.
@@ -33,7 +33,6 @@ from hflpipe.model.backbone import ResNetBottleneck
 from hflpipe.model.checkpoint import load_hflnet
 from hflpipe.model.object_head import ObjectVoteHead
 from hflpipe.model.object_pose import select_vote_candidates
-from hflpipe.pipeline.allocator import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +44,7 @@ CONFIDENCE_RADIUS = 1
 class PredictorSettings:
     """How to run the model; ``device``/``precision`` ``"auto"`` pick CUDA + fp16 when present.
 
-    ``optimize`` folds BatchNorm into convolutions and switches to channels-last, and on
-    CPU makes this process keep freed memory (process-wide, glibc only); off, the
+    ``optimize`` folds BatchNorm into convolutions and switches to channels-last; off, the
     network runs exactly as loaded. ``compile`` adds ``torch.compile``
     (needs a C++ compiler on CPU); batches are then padded to the largest batch
     seen so far, so a video's short last batch reuses the compiled shape.
@@ -89,8 +87,6 @@ class HflnetPredictor:
         self.net = load_hflnet(settings.checkpoint, mano=settings.mano, device=self.device)
         self.channels_last = settings.optimize
         if settings.optimize:
-            if self.device.type == "cpu":
-                keep_freed_memory()
             folded = fold_batch_norms(self.net)
             self.net = self.net.to(memory_format=torch.channels_last)
             log.debug("folded %d BatchNorm layers into convolutions", folded)

@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 
 from hflpipe.hashing import sha256_file
-from hflpipe.pipeline.allocator import keep_freed_memory
 from hflpipe.pipeline.camera import default_intrinsics
 from hflpipe.pipeline.config import RunConfig
 from hflpipe.pipeline.crop_batch import add_crop, empty_fields, split_batch
@@ -104,8 +103,6 @@ def process_video(
     report: Report | None = None,
 ) -> VideoOutcome:
     """Process one video; problems with the video come back as a ``failed`` outcome."""
-    # Frame chunks are tens of MB each: reusing freed ones spares faulting them in afresh.
-    keep_freed_memory()
     row = base_row(video, context)
     report = report or _no_report
     # The first heartbeat starts the driver's stall clock only once the task really runs.
