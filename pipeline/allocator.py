@@ -13,8 +13,9 @@ block available to the next allocation of that size, which is exactly the
 pattern of a loop over same-shaped batches. The price: the process keeps the
 heap it grew to until it exits. That suits a CPU inference actor, which does
 nothing but run batches. It does not suit a video task: its allocations are of
-every size and lifetime, and with this setting its heap fragmented and grew with
-the video's length (``bench/memory.py``: 1.36x peak for a 10x longer video).
+every size and lifetime, and with this setting its heap fragmented: with the
+cases of ``bench/memory.py`` extended to a 30-minute video, its peak grew with
+the video's length.
 """
 
 from __future__ import annotations

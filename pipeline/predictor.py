@@ -10,7 +10,7 @@ BatchNorm layers are folded into the convolutions before them and the network
 runs channels-last (oneDNN's and cuDNN's fast layout), both on every device and
 both exact to float32 rounding; on CUDA, fp16 autocast is the default. On CPU
 the inference actor also makes its process keep freed memory for the next batch
-(:mod:`hflpipe.pipeline.allocator`), which matters as much as both. With
+(:mod:`hflpipe.pipeline.allocator`), on its own most of the CPU speed-up. With
 ``compile``, ``torch.compile`` (Inductor, frozen weights) fuses the network into
 generated kernels: minutes of compiling once per process (kernels are cached on
 disk for the next one), then each batch shape runs the compiled code.
