@@ -104,12 +104,10 @@ def _serve_inference(conn: Connection, settings: object) -> None:
     ``None``; then replies its peak RSS (MiB)."""
     import torch
 
-    from hflpipe.pipeline.allocator import keep_freed_memory
-    from hflpipe.pipeline.predictor import HflnetPredictor
+    from hflpipe.pipeline.inference import load_actor_predictor
 
     torch.set_num_threads(1)
-    predictor = HflnetPredictor(settings)
-    keep_freed_memory()
+    predictor = load_actor_predictor(settings, cpu_threads=1)
     while (request := conn.recv()) is not None:
         if request[0] == "infer":
             conn.send(predictor(request[1]))
@@ -154,12 +152,12 @@ def _actor_worker(batches: int, max_batch: int, checkpoint: str) -> dict[str, fl
     import torch
 
     from bench.model import make_crops
-    from hflpipe.pipeline.allocator import keep_freed_memory
-    from hflpipe.pipeline.predictor import HflnetPredictor, PredictorSettings
+    from hflpipe.pipeline.inference import load_actor_predictor
+    from hflpipe.pipeline.predictor import PredictorSettings
 
     torch.set_num_threads(1)
-    predictor = HflnetPredictor(PredictorSettings(Path(checkpoint), device="cpu"))
-    keep_freed_memory()
+    predictor = load_actor_predictor(PredictorSettings(Path(checkpoint), device="cpu"),
+                                     cpu_threads=1)
     loaded = rss_mib()
     crops = {size: make_crops(size) for size in range(1, max_batch + 1)}
     sizes = [max_batch, *np.random.default_rng(0).integers(1, max_batch + 1, batches - 1)]

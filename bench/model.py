@@ -43,7 +43,8 @@ from bench.common import (
 )
 from hflpipe.model.checkpoint import load_hflnet
 from hflpipe.pipeline.allocator import keep_freed_memory
-from hflpipe.pipeline.predictor import HflnetPredictor, PredictorSettings
+from hflpipe.pipeline.inference import load_actor_predictor
+from hflpipe.pipeline.predictor import PredictorSettings
 
 CPU_BATCHES = (1, 4, 16, 32)
 GPU_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -90,17 +91,17 @@ class _Variant:
     def __init__(self, name: str, checkpoint: Path, device: torch.device) -> None:
         self.device = device
         self.plain = name.startswith("plain")
-        if name == "plain+allocator" or (name.startswith("shipped") and device.type == "cpu"):
-            # As the inference actor's process does on CPU (pipeline/inference.py).
+        if name == "plain+allocator":
             keep_freed_memory()
         if self.plain:
             self.net = load_hflnet(checkpoint, device=device)
             self.precision = "fp32"
             return
         precision = {"shipped+bf16": "bf16", "shipped-fp32": "fp32"}.get(name, "auto")
-        self.predictor = HflnetPredictor(PredictorSettings(
+        # As an inference actor runs it (on CPU its process keeps freed memory).
+        self.predictor = load_actor_predictor(PredictorSettings(
             checkpoint, device=str(device), precision=precision,
-            compile=name == "shipped+compile"))
+            compile=name == "shipped+compile"), CPU_THREADS)
         self.precision = str(self.predictor.autocast_dtype or "fp32")
 
     @torch.inference_mode()

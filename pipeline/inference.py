@@ -57,16 +57,26 @@ class LocalInference:
         return self.predictor.hand_mesh(pose, shape, with_vertices)
 
 
+def load_actor_predictor(settings: PredictorSettings, cpu_threads: int) -> HflnetPredictor:
+    """The predictor in the process setup of an inference actor (benchmarks measure this).
+
+    Without CUDA, torch gets ``cpu_threads`` threads; a predictor on the CPU makes the
+    process keep freed memory, since the process does nothing but run batches and each
+    one reuses the last one's memory.
+    """
+    if not torch.cuda.is_available():
+        torch.set_num_threads(cpu_threads)
+    predictor = HflnetPredictor(settings)
+    if predictor.device.type == "cpu":
+        keep_freed_memory()
+    return predictor
+
+
 class PredictorActor:
     """Ray actor holding one model replica; declared with ``num_gpus`` by :func:`start_actors`."""
 
     def __init__(self, settings: PredictorSettings, cpu_threads: int) -> None:
-        if not torch.cuda.is_available():
-            torch.set_num_threads(cpu_threads)
-        self.predictor = HflnetPredictor(settings)
-        if self.predictor.device.type == "cpu":
-            # A process that only runs the network: each batch reuses the last one's memory.
-            keep_freed_memory()
+        self.predictor = load_actor_predictor(settings, cpu_threads)
 
     def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

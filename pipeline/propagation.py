@@ -315,8 +315,6 @@ def _run_step(
     return merged | stacked
 
 
-
-
 def _next_boxes(
     result: dict[str, np.ndarray], frame_size: tuple[int, int], hand_margin: float,
     object_margin: float,
