@@ -11,7 +11,11 @@ speed-up on CPU).
 Turning off mmap for allocations and trimming of the heap's top makes a freed
 block available to the next allocation of that size, which is exactly the
 pattern of a loop over same-shaped batches. The price: the process keeps the
-heap it grew to until it exits. That suits a CPU inference actor, which does
+heap it grew to, and batches of changing shapes leave holes in it that the
+next shape cannot always use, so a heap never trimmed grows with the number of
+shape changes. :class:`ShapeChangeTrim` therefore hands the free pages back
+when the batch shape changes, which in the pipeline is rare: every batch of a
+video but its last is full. That suits a CPU inference actor, which does
 nothing but run batches (``bench/memory.py`` runs one over 10 and 100 batches
 of mixed sizes). Video tasks do not use it: their allocations are of every size
 and lifetime, and their memory with it has not been measured.
@@ -54,3 +58,28 @@ def keep_freed_memory() -> bool:
     _applied = accepted
     log.debug("glibc malloc keeps freed memory: %s", accepted)
     return accepted
+
+
+def release_freed_memory() -> None:
+    """Hand the free pages of every heap back to the kernel, where freed memory is kept.
+
+    A no-op unless :func:`keep_freed_memory` is in effect (otherwise glibc trims
+    on its own). The memory stays mapped, so only its pages are faulted in again.
+    """
+    if _applied:
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+class ShapeChangeTrim:
+    """Keeps freed memory while batches keep their shape; releases it when the shape changes.
+
+    Call it with each batch's shape before running the batch.
+    """
+
+    def __init__(self) -> None:
+        self._shape: tuple[int, ...] | None = None
+
+    def __call__(self, shape: tuple[int, ...]) -> None:
+        if self._shape is not None and shape != self._shape:
+            release_freed_memory()
+        self._shape = shape

@@ -10,7 +10,8 @@ BatchNorm layers are folded into the convolutions before them and the network
 runs channels-last (oneDNN's and cuDNN's fast layout), both on every device and
 both exact to float32 rounding; on CUDA, fp16 autocast is the default. On CPU
 the inference actor also makes its process keep freed memory for the next batch
-(:mod:`hflpipe.pipeline.allocator`), on its own most of the CPU speed-up. With
+of the same shape (:mod:`hflpipe.pipeline.allocator`), on its own most of the
+CPU speed-up. With
 ``compile``, ``torch.compile`` (Inductor, frozen weights) fuses the network into
 generated kernels: minutes of compiling once per process (kernels are cached on
 disk for the next one), then each batch shape runs the compiled code.
@@ -33,6 +34,7 @@ from hflpipe.model.backbone import ResNetBottleneck
 from hflpipe.model.checkpoint import load_hflnet
 from hflpipe.model.object_head import ObjectVoteHead
 from hflpipe.model.object_pose import select_vote_candidates
+from hflpipe.pipeline.allocator import ShapeChangeTrim
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,8 @@ class HflnetPredictor:
             # Every batch but a video's last has the same shape: tuned kernels pay off.
             torch.backends.cudnn.benchmark = True
         self._forward: Callable[..., dict[str, torch.Tensor]] = self.net
+        # Where the process keeps freed memory (CPU actors), a new batch shape returns it.
+        self._trim_on_shape_change = ShapeChangeTrim()
         # Batch size the compiled graph was specialised for (0: not compiled).
         self._compiled_batch = 0
         if settings.compile:
@@ -142,6 +146,7 @@ class HflnetPredictor:
         images = torch.from_numpy(np.ascontiguousarray(batch["images"])).to(self.device)
         hand_boxes = torch.as_tensor(batch["hand_boxes"], dtype=torch.float32, device=self.device)
         obj_boxes = torch.as_tensor(batch["object_boxes"], dtype=torch.float32, device=self.device)
+        self._trim_on_shape_change(tuple(images.shape))
         size = images.shape[0]
         if self._compiled_batch:
             # A new shape would mean compiling again; padding a short batch is far cheaper.

@@ -40,3 +40,31 @@ def test_kept_memory_is_reused_without_faulting_it_in_again() -> None:
     # with transparent huge pages); with it the freed heap block comes back as it was.
     assert _faults("default") > pages // 600
     assert _faults("keep") < 100
+
+
+# Resident MiB after a 256 MiB array is freed, then after a batch of the same shape and
+# after one of a new shape are announced to ShapeChangeTrim (memory kept throughout).
+_TRIM_SCRIPT = """
+import numpy as np
+from hflpipe.pipeline.allocator import ShapeChangeTrim, keep_freed_memory
+def resident_mib():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+assert keep_freed_memory()
+trim = ShapeChangeTrim()
+trim((16, 256, 256, 3))
+np.ones(256 * 2**20, dtype=np.uint8)
+kept = resident_mib()
+trim((16, 256, 256, 3))
+same = resident_mib()
+trim((3, 256, 256, 3))
+print(kept, same, resident_mib())
+"""
+
+
+def test_a_new_batch_shape_hands_the_kept_memory_back() -> None:
+    done = subprocess.run([sys.executable, "-c", _TRIM_SCRIPT], capture_output=True,
+                          text=True, check=True, timeout=120)
+    kept, same_shape, new_shape = map(float, done.stdout.split())
+    assert same_shape > kept - 16
+    assert new_shape < kept - 200
