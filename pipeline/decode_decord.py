@@ -11,6 +11,17 @@ container is therefore checked with PyAV first, and the orchestrator runs
 decoding in a worker process it can lose. When decord fails part-way through
 a video, PyAV finishes the read, so the frames returned end exactly where the
 damage starts.
+
+decord's reader also reads ahead without bound: while its decoding thread has
+no frame ready, the reader queues packet after packet (up to the whole file),
+and the thread decodes every queued packet to RGB whether or not anyone asks
+for it. A caller that spends a while on each chunk (ours wait for inference)
+would find the rest of the video decoded into memory. So after each chunk the
+reader is parked with a seek, which empties decord's queues, on the keyframe
+the next chunk decodes from; chunks end before a keyframe where one falls
+inside them, so that with keyframes at most a chunk apart no frame is decoded
+twice. With longer keyframe intervals the frames from the keyframe to the next
+chunk are decoded again (without RGB conversion): the price of bounded memory.
 """
 
 from __future__ import annotations
@@ -115,10 +126,15 @@ class DecordDecoder:
         selected: np.ndarray,
         chunk_size: int,
     ) -> Iterator[FrameChunk]:
-        for begin in range(0, len(selected), chunk_size):
-            indices = selected[begin : begin + chunk_size]
+        keyframes = np.asarray(reader.get_key_indices(), dtype=np.int64)
+        begin = 0
+        while begin < len(selected):
+            end = _chunk_end(selected, begin, chunk_size, keyframes)
+            indices = selected[begin:end]
             try:
                 frames = reader.get_batch(indices.tolist()).asnumpy()
+                if end < len(selected):
+                    _park(reader, _keyframe_before(keyframes, selected[end]), indices[-1] + 1)
             except _DECORD_ERRORS as exc:
                 # decord's decoding thread reads ahead, so a damaged packet can
                 # surface a few frames early, and how early varies run to run.
@@ -133,6 +149,41 @@ class DecordDecoder:
                 )
                 return
             yield _chunk(indices, timestamps, frames)
+            begin = end
+
+
+def _keyframe_before(keyframes: np.ndarray, frame: int) -> int:
+    """The last keyframe at or before ``frame`` (0 when decord lists none)."""
+    at = int(np.searchsorted(keyframes, frame, side="right")) - 1
+    return int(keyframes[at]) if at >= 0 else 0
+
+
+def _chunk_end(selected: np.ndarray, begin: int, chunk_size: int, keyframes: np.ndarray) -> int:
+    """Where the chunk starting at ``selected[begin]`` ends (exclusive).
+
+    At most ``chunk_size`` frames; shorter when that lets the next chunk start on
+    or just after a keyframe instead of in the middle of the keyframe interval
+    before it, which would be decoded again after parking.
+    """
+    end = min(begin + chunk_size, len(selected))
+    if end == len(selected):
+        return end
+    keyframe = _keyframe_before(keyframes, selected[end])
+    if keyframe <= selected[begin]:
+        return end
+    return begin + int(np.searchsorted(selected[begin:end], keyframe))
+
+
+def _park(reader: decord.VideoReader, keyframe: int, position: int) -> None:
+    """Empty decord's read-ahead queues by seeking to ``keyframe``; decodes nothing.
+
+    ``position``: the frame the reader would decode next. decord ignores a seek to
+    its own position, so the reader first seeks elsewhere (frame 0, also just a seek).
+    A plain seek is exact only on a keyframe, hence the keyframe.
+    """
+    if keyframe == position:
+        reader.seek(0)
+    reader.seek(keyframe)
 
 
 def _chunk(indices: np.ndarray, timestamps: np.ndarray, frames: np.ndarray) -> FrameChunk:

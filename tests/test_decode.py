@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,49 @@ def test_backends_give_the_same_frames_and_times(
     # Both use FFmpeg's decoders; only the YUV->RGB conversion could round differently.
     diff = np.abs(decord_read.frames.astype(np.int16) - pyav_read.frames.astype(np.int16))
     assert diff.max() <= 2
+
+
+@pytest.mark.parametrize("name", VIDEO_NAMES)
+def test_decord_chunks_parked_between_keyframes_give_the_same_frames(
+    videos: dict[str, tuple[Path, list[float]]], name: str
+) -> None:
+    # Chunks of 7 start in the middle of H.264's single keyframe interval, on or after
+    # mp4v's keyframes, and on MJPEG's every frame: each way of parking the reader.
+    path, _ = videos[name]
+    chunks = list(get_decoder("decord").read_chunks(str(path), chunk_size=7))
+    assert all(1 <= len(chunk) <= 7 for chunk in chunks)
+    decord_read = FrameChunk(indices=np.concatenate([c.indices for c in chunks]),
+                             timestamps_s=np.concatenate([c.timestamps_s for c in chunks]),
+                             frames=np.concatenate([c.frames for c in chunks]))
+    pyav_read = _read_all("pyav", path, chunk_size=7)
+    np.testing.assert_array_equal(decord_read.indices, np.arange(N_FRAMES))
+    np.testing.assert_array_equal(decord_read.timestamps_s, pyav_read.timestamps_s)
+    assert _barcodes(decord_read.frames) == list(range(N_FRAMES))
+    diff = np.abs(decord_read.frames.astype(np.int16) - pyav_read.frames.astype(np.int16))
+    assert diff.max() <= 2
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_waiting_caller_does_not_make_the_decoder_read_ahead(
+    tmp_path: Path, backend: str
+) -> None:
+    # decord's reader, left alone after a chunk, decodes the rest of the file into
+    # memory (here 300 frames, 66 MiB of RGB) within a fraction of a second.
+    path = tmp_path / "long.mp4"
+    videogen.write_video(path, videogen.moving_square_frames(300, 320, 240), 30.0, "h264")
+    chunks = get_decoder(backend).read_chunks(str(path), chunk_size=8)
+    first = next(chunks)
+    before = _resident_mib()
+    time.sleep(1.5)
+    grown = _resident_mib() - before
+    assert grown < 20, f"{grown:.0f} MiB decoded ahead while the caller waited"
+    assert sum(len(chunk) for chunk in chunks) + len(first) == 300
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
