@@ -18,6 +18,7 @@ from hflpipe import __version__
 from hflpipe.model.errors import ModelFileError
 from hflpipe.pipeline.cli_results import COMMANDS as RESULT_COMMANDS
 from hflpipe.pipeline.config import RunConfig
+from hflpipe.pipeline.decode import BACKENDS
 from hflpipe.pipeline.errors import HflpipeError, redact
 
 if TYPE_CHECKING:
@@ -94,8 +95,9 @@ RUN_OPTIONS = [
             help="Weights for --torchvision-model."),
     _option("--torchvision-classes", field="torchvision_classes",
             help='Class map as JSON, e.g. \'{"1": "hand", "2": "003_cracker_box"}\'.'),
-    _option("--decoder", field="decoder", type=click.Choice(["decord", "pyav"]),
-            help="Video decoder."),
+    _option("--decoder", field="decoder", type=click.Choice(BACKENDS),
+            help="Video decoder: pyav (default) decodes every frame; decord seeks to "
+            "keyframes, faster when far fewer frames are needed."),
     _option("--chunk-size", field="chunk_size", type=int, help="Frames decoded at once."),
     _option("--stride", field="stride", type=int, help="Every n-th frame."),
     _option("--start", field="start_s", type=float, help="Start time (s)."),

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from hflpipe.pipeline.decode import BACKENDS, DEFAULT_BACKEND
+
 _FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                        show_default=True, help="Human-readable table or JSON.")
 
@@ -29,7 +31,7 @@ _FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), 
 @click.option("--object", "object_", default=None,
               help="Object control points for names outside the YCB catalogue: a mesh or "
               "point file.")
-@click.option("--decoder", type=click.Choice(["decord", "pyav"]), default="decord",
+@click.option("--decoder", type=click.Choice(BACKENDS), default=DEFAULT_BACKEND,
               show_default=True)
 def render_command(video: Path, out_dir: Path, output: Path, frames: str | None,
                    video_id: str | None, mano: Path | None, object_: str | None,

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hflpipe import __version__
+from hflpipe.pipeline.decode import DEFAULT_BACKEND
 from hflpipe.pipeline.errors import ConfigError
 from hflpipe.pipeline.schema import SCHEMA_VERSION
 
@@ -64,7 +65,7 @@ class RunConfig(BaseModel):
     torchvision_weights: Path | None = None
     torchvision_classes: dict[int, str] | None = None
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    decoder: Literal["decord", "pyav"] = "decord"
+    decoder: Literal["decord", "pyav"] = DEFAULT_BACKEND
     chunk_size: int = Field(64, ge=1, le=4096, description="frames decoded at once")
     stride: int = Field(1, ge=1, description="process every n-th frame")
     start_s: float | None = Field(None, ge=0.0)

@@ -1,11 +1,13 @@
 """The decoder interface: video metadata, chunks of RGB frames, and backend selection.
 
-Two backends implement :class:`Decoder`: ``"decord"`` (the default,
-:mod:`hflpipe.pipeline.decode_decord`) and ``"pyav"``
-(:mod:`hflpipe.pipeline.decode_pyav`). Both number frames in presentation
-order from 0, give container presentation times in seconds (the first frame
-at its real pts, which need not be 0), and hold at most ``chunk_size`` frames
-in memory at once.
+Two backends implement :class:`Decoder`: ``"pyav"`` (the default,
+:mod:`hflpipe.pipeline.decode_pyav`), which decodes every frame from the start,
+and ``"decord"`` (:mod:`hflpipe.pipeline.decode_decord`), which seeks to
+keyframes and so is the faster one for selections sparser than the keyframe
+interval, but re-decodes from the keyframe to keep its memory bounded. Both
+number frames in presentation order from 0, give container presentation times
+in seconds (the first frame at its real pts, which need not be 0), and hold at
+most ``chunk_size`` frames in memory at once.
 
 A video whose tail cannot be decoded is read up to the first bad frame; the
 chunks then simply end early (a warning is logged), so the frames a caller
@@ -28,6 +30,7 @@ from hflpipe.pipeline.errors import ConfigError, InputError
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("decord", "pyav")
+DEFAULT_BACKEND = "pyav"
 
 
 class DecodeError(InputError):
@@ -101,7 +104,7 @@ class Decoder(Protocol):
         ...
 
 
-def get_decoder(name: str = "decord") -> Decoder:
+def get_decoder(name: str = DEFAULT_BACKEND) -> Decoder:
     """Return the backend called ``name`` (``"decord"`` or ``"pyav"``)."""
     if name == "decord":
         from hflpipe.pipeline.decode_decord import DecordDecoder

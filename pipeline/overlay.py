@@ -27,7 +27,7 @@ from hflpipe.hashing import sha256_file
 from hflpipe.model.control_points import load_control_points
 from hflpipe.model.mano import ManoLayer
 from hflpipe.model.mano_file import load_mano_model
-from hflpipe.pipeline.decode import get_decoder
+from hflpipe.pipeline.decode import DEFAULT_BACKEND, get_decoder
 from hflpipe.pipeline.errors import InputError, OutputError
 from hflpipe.pipeline.hand_pose import mirror_mano_pose, mirror_points3d, project
 from hflpipe.pipeline.quality import quaternion_to_matrix
@@ -89,7 +89,7 @@ def render(
     frames: tuple[int, int] | None = None,
     mano: str | Path | None = None,
     object_points: np.ndarray | None = None,
-    decoder: str = "decord",
+    decoder: str = DEFAULT_BACKEND,
 ) -> list[Path]:
     """Draw the results of one video of ``out_dir`` onto ``video``; returns the files written.
 
@@ -127,7 +127,7 @@ def render(
 
 
 def render_overlay(video: str | Path, out_dir: str | Path, video_id: str, output: str | Path,
-                   decoder: str = "decord") -> Path:
+                   decoder: str = DEFAULT_BACKEND) -> Path:
     """Write ``output`` (mp4): ``video`` with the results of ``video_id`` from ``out_dir``."""
     return render(video, out_dir, output, video_id=video_id, decoder=decoder)[0]
 

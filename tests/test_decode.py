@@ -267,7 +267,8 @@ def test_invalid_arguments_raise_value_error(
 
 
 def test_get_decoder() -> None:
-    assert get_decoder().name == "decord"
+    assert get_decoder().name == "pyav"
+    assert get_decoder("decord").name == "decord"
     assert get_decoder("pyav").name == "pyav"
     with pytest.raises(ConfigError, match="'opencv'"):
         get_decoder("opencv")
