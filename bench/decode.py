@@ -12,11 +12,16 @@ conversion is shown as a reference point for what conversion alone costs.
 Every measurement runs in a fresh process, so its peak RSS is its own
 (``rss_before_mib``: the process before the read, libraries loaded). Files:
 synthetic motion (gradients, moving shapes, noise) encoded with libx264 at
-720p and 1080p, 30 fps, kept in the benchmark cache.
+720p and 1080p, 30 fps, kept in the benchmark cache, each with two keyframe
+intervals: 1 s (what cameras write) and libx264's default of 250 frames (what a
+re-encode with default settings gives; longer than these files). The interval
+matters to decord, which decodes again from the keyframe to keep its memory
+bounded (see :mod:`hflpipe.pipeline.decode_decord`).
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import time
 from pathlib import Path
@@ -42,10 +47,14 @@ QUICK_SIZES = {"240p": (320, 240)}
 QUICK_FRAMES = 20
 CHUNK_SIZE = 64
 TARGET = 0.8
+#: Keyframe intervals (frames) of the test files; libx264's default is 250.
+KEYFRAME_INTERVALS = {"1 s": 30, "250": 250}
 
 
-def synthetic_video(path: Path, size: tuple[int, int], frames: int, fps: int = 30) -> Path:
-    """Encode ``frames`` frames of moving content as H.264 (yuv420p) into ``path`` once."""
+def synthetic_video(path: Path, size: tuple[int, int], frames: int, fps: int = 30,
+                    keyint: int = 250) -> Path:
+    """Encode ``frames`` frames of moving content as H.264 (yuv420p) into ``path`` once,
+    with a keyframe every ``keyint`` frames."""
     if path.is_file():
         return path
     width, height = size
@@ -55,7 +64,8 @@ def synthetic_video(path: Path, size: tuple[int, int], frames: int, fps: int = 3
     with av.open(str(temp), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
+        stream.options = {"preset": "veryfast", "crf": "23",
+                          "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0"}
         for i in range(frames):
             base = 127 + 60 * np.sin((xx + 7 * i) / 40.0) * np.cos((yy - 3 * i) / 55.0)
             image = np.repeat(base[..., None], 3, axis=2)
@@ -120,8 +130,11 @@ def run(*, quick: bool = False, out_dir: Path = RESULTS_DIR) -> dict[str, object
 
     context = multiprocessing.get_context("spawn")
     rows = []
-    for label, size in sizes.items():
-        path = synthetic_video(bench_cache() / f"decode_{label}_{frames}.mp4", size, frames)
+    for (size_label, size), (gop_label, keyint) in itertools.product(
+            sizes.items(), KEYFRAME_INTERVALS.items()):
+        label = f"{size_label}, keyframe interval {gop_label}"
+        path = synthetic_video(bench_cache() / f"decode_{size_label}_{frames}_k{keyint}.mp4",
+                               size, frames, keyint=keyint)
         chunk = frames_per_chunk(CHUNK_SIZE, *size)
         best: dict[str, tuple[int, float, float, float]] = {}
         with context.Pool(1, maxtasksperchild=1) as pool:

@@ -12,8 +12,10 @@ the figures are peak ratios between cases.
 Videos: the demo scene at 10 fps, 1 minute vs 10 minutes; every ``stride``-th
 frame is processed so the model's time stays affordable on a CPU (the output
 rows, the tracks and the decoded frame count still grow 10x), once with each
-decoding backend (decord, the default, and PyAV). Then 10 vs 100
-short videos one after another in one worker, one crop each.
+decoding backend (PyAV, the default, and decord, whose reader would decode
+ahead while the worker waits for inference if it were not parked between
+chunks). Then 10 vs 100 short videos one after another in one worker, one crop
+each.
 
 Then the CPU inference actor's process, which keeps freed memory instead of
 returning it (:mod:`hflpipe.pipeline.allocator`), so a heap that fragmented
@@ -43,6 +45,7 @@ from bench.common import (
     synthetic_checkpoint,
     write_result,
 )
+from hflpipe.pipeline.decode import DEFAULT_BACKEND
 
 FPS = 10
 SIZE = (320, 240)
@@ -198,7 +201,7 @@ def _in_fresh_process(fn: Callable[..., dict[str, float]], *args: object) -> dic
 
 
 def _case(label: str, videos: list[Path], scene, stride: int, batch_size: int,
-          checkpoint: Path, out: Path, decoder: str = "decord") -> dict[str, object]:
+          checkpoint: Path, out: Path, decoder: str = DEFAULT_BACKEND) -> dict[str, object]:
     got = _in_fresh_process(_worker, [str(v) for v in videos], str(scene.boxes_path),
                             str(scene.intrinsics_path), scene.object_name, stride,
                             batch_size, str(checkpoint), str(out), decoder)
@@ -217,10 +220,10 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
     rows = []
     with tempfile.TemporaryDirectory(dir=bench_cache()) as scratch:
         work = Path(scratch)
-        for decoder in ("decord", "pyav"):
+        for decoder in (DEFAULT_BACKEND, "decord"):
             for label, seconds, stride in lengths:
                 scene = _scene(work / f"len{seconds}", seconds)
-                suffix = "" if decoder == "decord" else f" ({decoder})"
+                suffix = "" if decoder == DEFAULT_BACKEND else f" ({decoder})"
                 rows.append(_case(label + suffix, [scene.video_path], scene, stride, batch_size,
                                   checkpoint, work / f"out_len{seconds}_{decoder}", decoder))
         short = _scene(work / "short", SHORT_FRAMES / FPS)
@@ -236,13 +239,13 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
             got = _in_fresh_process(_actor_worker, count, max_batch, str(checkpoint))
             rows.append(_row(f"actor, {count} batches", 0, got))
     length_ratio = ratio(rows[1]["peak_rss_mib"], rows[0]["peak_rss_mib"])
-    pyav_length_ratio = ratio(rows[3]["peak_rss_mib"], rows[2]["peak_rss_mib"])
+    decord_length_ratio = ratio(rows[3]["peak_rss_mib"], rows[2]["peak_rss_mib"])
     count_ratio = ratio(rows[5]["peak_rss_mib"], rows[4]["peak_rss_mib"])
     actor_ratio = ratio(rows[7]["peak_rss_mib"], rows[6]["peak_rss_mib"])
     inference_ratio = ratio(rows[1]["inference_peak_rss_mib"], rows[0]["inference_peak_rss_mib"])
     print_table("peak RSS of one video worker (network in its own process), then of the CPU "
                 "inference actor's setup", rows, list(rows[0]))
-    print(f"peak ratio, 10x longer video: {length_ratio} (PyAV backend {pyav_length_ratio}); "
+    print(f"peak ratio, 10x longer video: {length_ratio} (decord backend {decord_length_ratio}); "
           f"10x more videos: {count_ratio}; "
           f"actor, 10x more batches: {actor_ratio}; inference process over the 10x longer "
           f"video: {inference_ratio}")
@@ -255,13 +258,15 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         "batch_size": batch_size,
         "rows": rows,
         "peak_ratio_longer_video": length_ratio,
-        "peak_ratio_longer_video_pyav": pyav_length_ratio,
+        "decoder": DEFAULT_BACKEND,
+        "peak_ratio_longer_video_decord": decord_length_ratio,
         "peak_ratio_more_videos": count_ratio,
         "actor_max_batch": max_batch,
         "peak_ratio_actor_more_batches": actor_ratio,
         "inference_peak_ratio_longer_video": inference_ratio,
         "target": {"ratio_allowed": TARGET,
-                   "met": max(length_ratio, count_ratio, actor_ratio) <= TARGET},
+                   "met": max(length_ratio, decord_length_ratio, count_ratio,
+                              actor_ratio) <= TARGET},
     }
     write_result("memory", result, out_dir)
     return result

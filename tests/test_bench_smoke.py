@@ -73,7 +73,7 @@ def test_memory_bench_runs_every_case(tmp_path: Path, synthetic_checkpoint: Path
     rows = {row["case"]: row for row in result["rows"]}
     assert rows["10 s"]["frames_processed"] == 10 * rows["1 s"]["frames_processed"]
     assert rows["5 videos"]["videos"] == 5
-    assert rows["10 s (pyav)"]["frames_processed"] == rows["10 s"]["frames_processed"]
+    assert rows["10 s (decord)"]["frames_processed"] == rows["10 s"]["frames_processed"]
     # The actor cases start with the largest batch (2 crops), then random sizes of 1-2.
     assert 3 <= rows["actor, 2 batches"]["frames_processed"] <= 4
     assert 6 <= rows["actor, 5 batches"]["frames_processed"] <= 10
