@@ -213,6 +213,22 @@ class FrameSelector:
         self._in_window += 1
         return selected
 
+    @property
+    def may_pass_over_leading_frames(self) -> bool:
+        """Whether frames at the start can go unselected (a start time, or indices after 0)."""
+        if self._wanted is not None:
+            return bool(len(self._wanted)) and self._wanted[0] > 0
+        return self._start_s is not None and self._start_s > 0
+
+    def first_candidate(self, timestamps_s: np.ndarray) -> int:
+        """Position in a sorted timestamp table ``(n,)`` of the first frame that could be
+        selected; every frame before it would be passed over."""
+        if self._wanted is not None:
+            return int(self._wanted[0]) if len(self._wanted) else len(timestamps_s)
+        if self._start_s is not None:
+            return int(np.searchsorted(timestamps_s, self._start_s, side="left"))
+        return 0
+
     def select(self, timestamps_s: np.ndarray) -> np.ndarray:
         """Indices ``(m,)`` int64 selected from a full timestamp table ``(n,)``."""
         chosen = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,6 +21,8 @@ from hflpipe.pipeline.decode import (
     is_variable_frame_rate,
     log_truncated,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,32 +107,63 @@ def video_info(
     )
 
 
+@dataclass(frozen=True)
+class PacketTable:
+    """Every video packet of a file, from a demux (nothing decoded).
+
+    ``pts``: ``(n,)`` int64 presentation times in ticks, sorted (presentation
+    order); ``keyframe_pts``: ``(k,)`` int64 sorted ticks of the keyframe packets.
+    """
+
+    header: ContainerHeader
+    pts: np.ndarray
+    keyframe_pts: np.ndarray
+
+    @property
+    def timestamps_s(self) -> np.ndarray:
+        return self.pts * float(self.header.time_base)
+
+
+def _packet_table(path: str, container: av.container.InputContainer) -> PacketTable:
+    stream = container.streams.video[0]
+    header = _header(path, stream)
+    pts: list[int] = []
+    keyframes: list[int] = []
+    try:
+        for packet in container.demux(stream):
+            # The demuxer's final flush packet carries no data.
+            if packet.size == 0:
+                continue
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if stamp is None:
+                raise decode_error(path, "packets carry no timestamps")
+            pts.append(stamp)
+            if packet.is_keyframe:
+                keyframes.append(stamp)
+    except av.error.FFmpegError as exc:
+        log_truncated(path, len(pts), exc)
+    return PacketTable(header, np.sort(np.asarray(pts, dtype=np.int64)),
+                       np.sort(np.asarray(keyframes, dtype=np.int64)))
+
+
 def packet_timestamps(path: str) -> tuple[ContainerHeader, np.ndarray]:
     """The header and the sorted ``(n,)`` float64 presentation times of every video packet.
 
     A demux only (nothing is decoded); a damaged tail ends the list where it starts.
     """
     with _open(path) as container:
-        stream = container.streams.video[0]
-        header = _header(path, stream)
-        pts: list[int] = []
-        try:
-            for packet in container.demux(stream):
-                # The demuxer's final flush packet carries no data.
-                if packet.size == 0:
-                    continue
-                stamp = packet.pts if packet.pts is not None else packet.dts
-                if stamp is None:
-                    raise decode_error(path, "packets carry no timestamps")
-                pts.append(stamp)
-        except av.error.FFmpegError as exc:
-            log_truncated(path, len(pts), exc)
-    return header, np.sort(np.asarray(pts, dtype=np.int64)) * float(header.time_base)
+        table = _packet_table(path, container)
+    return table.header, table.timestamps_s
 
 
 class PyAVDecoder:
-    """Decodes with PyAV. Reads every frame from the start of the file (the frame
-    index of a frame reached by seeking is unknown), converting only those selected.
+    """Decodes with PyAV: every frame in order, converting only those selected.
+
+    A read whose first selectable frame lies past a keyframe (a start time, or
+    frame indices that begin later) first seeks to the last keyframe before it.
+    A demux of the whole file tells which frame that keyframe is; the first frame
+    decoded after the seek must be it, or the read starts again from the
+    beginning, so frame numbers are those of a read from the start.
 
     ``threads``: FFmpeg decoding threads (0 lets FFmpeg choose).
     """
@@ -163,6 +198,23 @@ class PyAVDecoder:
         return self._read(path, chunk_size, selector)
 
     def _read(self, path: str, chunk_size: int, selector: FrameSelector) -> Iterator[FrameChunk]:
+        keyframe = None
+        if selector.may_pass_over_leading_frames:
+            keyframe = _keyframe_before_selection(path, selector)
+        if keyframe is not None:
+            logger.debug("%s: seeking to the keyframe at frame %d", path, keyframe.position)
+            try:
+                yield from self._decode(path, chunk_size, selector, keyframe)
+                return
+            except _MissedKeyframe as exc:
+                logger.debug("%s: seeking to frame %d failed (%s); decoding from the start",
+                             path, keyframe.position, exc)
+        yield from self._decode(path, chunk_size, selector, None)
+
+    def _decode(self, path: str, chunk_size: int, selector: FrameSelector,
+                keyframe: _Keyframe | None) -> Iterator[FrameChunk]:
+        """Decode from the start or from ``keyframe``; :class:`_MissedKeyframe` if the seek
+        to it fails (before any frame is selected)."""
         with _open(path) as container:
             stream = container.streams.video[0]
             header = _header(path, stream)
@@ -170,9 +222,9 @@ class PyAVDecoder:
             stream.codec_context.thread_count = self.threads
             time_base = float(header.time_base)
             chunk = _ChunkBuffer(chunk_size, header.height, header.width)
-            received = 0
+            received = 0 if keyframe is None else keyframe.position
             try:
-                for frame in container.decode(stream):
+                for frame in _frames_from(container, keyframe):
                     index = received
                     received += 1
                     if frame.pts is None:
@@ -192,6 +244,50 @@ class PyAVDecoder:
                 raise decode_error(path, "video stream has no frames")
             if chunk.indices:
                 yield chunk.take()
+
+
+@dataclass(frozen=True)
+class _Keyframe:
+    """A keyframe to start decoding from: its frame number and presentation time in ticks."""
+
+    position: int
+    pts: int
+
+
+class _MissedKeyframe(Exception):
+    """A seek did not land on the keyframe asked for (raised before any frame is used)."""
+
+
+def _keyframe_before_selection(path: str, selector: FrameSelector) -> _Keyframe | None:
+    """The last keyframe at or before the first frame ``selector`` could select; None
+    when that is the first frame anyway."""
+    with _open(path) as container:
+        table = _packet_table(path, container)
+    if not len(table.pts):
+        return None
+    first = min(selector.first_candidate(table.timestamps_s), len(table.pts) - 1)
+    earlier = table.keyframe_pts[table.keyframe_pts <= table.pts[first]]
+    if not len(earlier) or earlier[-1] <= table.pts[0]:
+        return None
+    pts = int(earlier[-1])
+    return _Keyframe(position=int(np.searchsorted(table.pts, pts)), pts=pts)
+
+
+def _frames_from(container: av.container.InputContainer, keyframe: _Keyframe | None
+                 ) -> Iterator[av.VideoFrame]:
+    """Decoded frames from the start, or from ``keyframe`` after seeking to it."""
+    stream = container.streams.video[0]
+    if keyframe is None:
+        return container.decode(stream)
+    try:
+        container.seek(keyframe.pts, stream=stream, backward=True)
+        frames = container.decode(stream)
+        landed = next(frames, None)
+    except av.error.FFmpegError as exc:
+        raise _MissedKeyframe(str(exc)) from exc
+    if landed is None or landed.pts != keyframe.pts:
+        raise _MissedKeyframe(f"landed at pts {None if landed is None else landed.pts}")
+    return itertools.chain([landed], frames)
 
 
 class _ChunkBuffer:

@@ -127,6 +127,58 @@ def _resident_mib() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _h264_with_keyframes_every(path: Path, frames: int, keyint: int) -> Path:
+    """Barcoded frames as H.264 with B-frames and a keyframe every ``keyint`` frames."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.codec_context.options = {
+            "crf": "10", "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0"}
+        for frame in videogen.moving_square_frames(frames, WIDTH, HEIGHT):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [({"start_s": 1.3}, list(range(33, 60))),
+     ({"start_s": 1.3, "end_s": 2.0, "stride": 3}, [33, 36, 39, 42, 45, 48]),
+     ({"frame_indices": [27, 28, 41, 59]}, [27, 28, 41, 59])],
+)
+def test_pyav_seeks_to_the_keyframe_before_a_late_selection(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, selection: dict[str, object],
+    expected: list[int],
+) -> None:
+    path = _h264_with_keyframes_every(tmp_path / "gop10.mp4", 60, 10)
+    with caplog.at_level(logging.DEBUG, logger="hflpipe.pipeline.decode_pyav"):
+        got = _read_all("pyav", path, chunk_size=4, **selection)
+    assert "seeking to the keyframe at frame 20" in caplog.text or \
+        "seeking to the keyframe at frame 30" in caplog.text
+    assert "decoding from the start" not in caplog.text
+    assert got.indices.tolist() == expected
+    assert _barcodes(got.frames) == expected
+    np.testing.assert_allclose(got.timestamps_s, np.asarray(expected) / 25, rtol=0, atol=1e-9)
+
+
+def test_pyav_decodes_from_the_start_when_a_seek_misses_its_keyframe(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hflpipe.pipeline import decode_pyav
+
+    path = _h264_with_keyframes_every(tmp_path / "gop10.mp4", 60, 10)
+    # Frame 35 is no keyframe: the seek lands on frame 30 instead, which must be noticed.
+    tick = 1 / float(decode_pyav.read_container_header(str(path)).time_base)
+    wrong = decode_pyav._Keyframe(position=35, pts=round(35 / 25 * tick))
+    monkeypatch.setattr(decode_pyav, "_keyframe_before_selection", lambda *_: wrong)
+    with caplog.at_level(logging.DEBUG, logger="hflpipe.pipeline.decode_pyav"):
+        got = _read_all("pyav", path, frame_indices=[36, 50])
+    assert "decoding from the start" in caplog.text
+    assert got.indices.tolist() == [36, 50] and _barcodes(got.frames) == [36, 50]
+
+
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_waiting_caller_does_not_make_the_decoder_read_ahead(
