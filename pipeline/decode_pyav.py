@@ -260,10 +260,15 @@ class _MissedKeyframe(Exception):
 
 def _keyframe_before_selection(path: str, selector: FrameSelector) -> _Keyframe | None:
     """The last keyframe at or before the first frame ``selector`` could select; None
-    when that is the first frame anyway."""
+    when that is the first frame anyway, or when the stream does not start on a keyframe.
+
+    A stream cut in the middle of a keyframe interval starts with frames that cannot
+    be decoded; a read from the start drops them and numbers the first frame it can
+    decode 0, so the packet table's positions would not match its frame numbers.
+    """
     with _open(path) as container:
         table = _packet_table(path, container)
-    if not len(table.pts):
+    if not len(table.keyframe_pts) or table.keyframe_pts[0] != table.pts[0]:
         return None
     first = min(selector.first_candidate(table.timestamps_s), len(table.pts) - 1)
     earlier = table.keyframe_pts[table.keyframe_pts <= table.pts[first]]

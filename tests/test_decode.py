@@ -163,6 +163,30 @@ def test_pyav_seeks_to_the_keyframe_before_a_late_selection(
     np.testing.assert_allclose(got.timestamps_s, np.asarray(expected) / 25, rtol=0, atol=1e-9)
 
 
+def test_pyav_numbers_frames_alike_with_and_without_seeking_in_a_cut_stream(
+    tmp_path: Path,
+) -> None:
+    # A stream cut in the middle of a keyframe interval: its first frames cannot be
+    # decoded, so a read from the start numbers the first decodable frame 0.
+    import av
+
+    whole = _h264_with_keyframes_every(tmp_path / "gop10.mp4", 60, 10)
+    cut = tmp_path / "cut.mp4"
+    with av.open(str(whole)) as source, av.open(str(cut), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for number, packet in enumerate(source.demux(source.streams.video[0])):
+            if packet.size and number >= 5:
+                packet.stream = stream
+                target.mux(packet)
+    everything = _read_all("pyav", cut)
+    barcode_of = dict(zip(everything.indices.tolist(), _barcodes(everything.frames), strict=True))
+    later = _read_all("pyav", cut, frame_indices=[22, 40, 41])
+    assert _barcodes(later.frames) == [barcode_of[i] for i in (22, 40, 41)]
+    late_start = _read_all("pyav", cut, start_s=float(everything.timestamps_s[30]))
+    assert late_start.indices.tolist() == everything.indices[30:].tolist()
+    assert _barcodes(late_start.frames) == _barcodes(everything.frames[30:])
+
+
 def test_pyav_decodes_from_the_start_when_a_seek_misses_its_keyframe(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
