@@ -160,10 +160,11 @@ class PyAVDecoder:
     """Decodes with PyAV: every frame in order, converting only those selected.
 
     A read whose first selectable frame lies past a keyframe (a start time, or
-    frame indices that begin later) first seeks to the last keyframe before it.
-    A demux of the whole file tells which frame that keyframe is; the first frame
-    decoded after the seek must be it, or the read starts again from the
-    beginning, so frame numbers are those of a read from the start.
+    frame indices that begin later) first seeks to the last keyframe before it,
+    in a stream that starts on a keyframe. A demux of the whole file tells which
+    frame that keyframe is; the first frame decoded after the seek must be it, or
+    the read starts again from the beginning, so frame numbers are those of a
+    read from the start.
 
     ``threads``: FFmpeg decoding threads (0 lets FFmpeg choose).
     """
