@@ -53,14 +53,17 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, li
     return made
 
 
-def _read_all(backend: str, path: Path, **kwargs: object) -> FrameChunk:
-    chunks = list(get_decoder(backend).read_chunks(str(path), **kwargs))
+def _joined(chunks: list[FrameChunk]) -> FrameChunk:
     assert chunks, "no chunks"
     return FrameChunk(
         indices=np.concatenate([c.indices for c in chunks]),
         timestamps_s=np.concatenate([c.timestamps_s for c in chunks]),
         frames=np.concatenate([c.frames for c in chunks]),
     )
+
+
+def _read_all(backend: str, path: Path, **kwargs: object) -> FrameChunk:
+    return _joined(list(get_decoder(backend).read_chunks(str(path), **kwargs)))
 
 
 def _barcodes(frames: np.ndarray) -> list[int]:
@@ -111,9 +114,7 @@ def test_decord_chunks_parked_between_keyframes_give_the_same_frames(
     path, _ = videos[name]
     chunks = list(get_decoder("decord").read_chunks(str(path), chunk_size=7))
     assert all(1 <= len(chunk) <= 7 for chunk in chunks)
-    decord_read = FrameChunk(indices=np.concatenate([c.indices for c in chunks]),
-                             timestamps_s=np.concatenate([c.timestamps_s for c in chunks]),
-                             frames=np.concatenate([c.frames for c in chunks]))
+    decord_read = _joined(chunks)
     pyav_read = _read_all("pyav", path, chunk_size=7)
     np.testing.assert_array_equal(decord_read.indices, np.arange(N_FRAMES))
     np.testing.assert_array_equal(decord_read.timestamps_s, pyav_read.timestamps_s)
