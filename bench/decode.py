@@ -6,8 +6,11 @@ one thread, no pixel conversion. Our backends must also convert every frame to
 RGB and copy it into numpy chunks, so the ratio includes that work. Each
 backend runs with one decoding thread (the baseline's budget) and with its
 default threading, in the chunks the pipeline reads (64 frames, fewer where
-they would exceed ``video_job.MAX_CHUNK_BYTES``); the libav decode plus an RGB
-conversion is shown as a reference point for what conversion alone costs.
+they would exceed ``video_job.MAX_CHUNK_BYTES``); the libav decode plus a
+one-thread RGB conversion is shown as a reference point for what conversion
+alone costs. The PyAV backend decodes on a thread of its own while the calling
+thread converts, so it may use a second core; ``cpu_ms_per_frame`` (CPU time of
+all the process's threads) shows what each reader spends.
 
 Every measurement runs in a fresh process, so its peak RSS is its own
 (``rss_before_mib``: the process before the read, libraries loaded). Files:
@@ -38,6 +41,7 @@ from bench.common import (
     rss_mib,
     write_result,
 )
+from hflpipe.pipeline.decode import DEFAULT_BACKEND
 from hflpipe.pipeline.decode_decord import DecordDecoder
 from hflpipe.pipeline.decode_pyav import PyAVDecoder
 
@@ -88,7 +92,7 @@ def _libav(path: str, rgb: bool) -> int:
         stream.codec_context.thread_count = 1
         for frame in container.decode(stream):
             if rgb:
-                frame.to_ndarray(format="rgb24")
+                frame.to_ndarray(format="rgb24", threads=1)
             count += 1
     return count
 
@@ -99,23 +103,25 @@ def _backend(path: str, name: str, threads: int, chunk: int) -> int:
 
 
 def _measure(reader: str, path: str, threads: int, chunk: int
-             ) -> tuple[int, float, float, float]:
-    """In a fresh child process: frames, seconds, RSS before (MiB) and peak RSS (MiB)."""
+             ) -> tuple[int, float, float, float, float]:
+    """In a fresh child process: frames, seconds, CPU seconds, RSS before (MiB) and peak
+    RSS (MiB)."""
     before = rss_mib()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if reader in ("libav", "libav+rgb"):
         frames = _libav(path, rgb=reader == "libav+rgb")
     else:
         frames = _backend(path, reader, threads, chunk)
-    return frames, time.perf_counter() - start, before, peak_rss_mib()
+    return (frames, time.perf_counter() - start, time.process_time() - cpu_start, before,
+            peak_rss_mib())
 
 
 #: (name, reader, decoding threads); threads 0 is the backend's own default.
 READERS = (
     ("libav 1 thread (baseline)", "libav", 1),
     ("libav 1 thread + RGB", "libav+rgb", 1),
-    ("decord 1 thread", "decord", 1),
-    ("pyav 1 thread", "pyav", 1),
+    ("decord 1 decoding thread", "decord", 1),
+    ("pyav 1 decoding thread", "pyav", 1),
     ("decord default threads", "decord", 0),
     ("pyav default threads", "pyav", 0),
 )
@@ -136,7 +142,7 @@ def run(*, quick: bool = False, out_dir: Path = RESULTS_DIR) -> dict[str, object
         path = synthetic_video(bench_cache() / f"decode_{size_label}_{frames}_k{keyint}.mp4",
                                size, frames, keyint=keyint)
         chunk = frames_per_chunk(CHUNK_SIZE, *size)
-        best: dict[str, tuple[int, float, float, float]] = {}
+        best: dict[str, tuple[int, float, float, float, float]] = {}
         with context.Pool(1, maxtasksperchild=1) as pool:
             # Readers interleaved within each round, so a busy spell hits all of them.
             for _ in range(repeats):
@@ -144,20 +150,23 @@ def run(*, quick: bool = False, out_dir: Path = RESULTS_DIR) -> dict[str, object
                     got = pool.apply(_measure, (reader, str(path), threads, chunk))
                     if name not in best or got[1] < best[name][1]:
                         best[name] = got
-        base_frames, base_s, _, _ = best[READERS[0][0]]
+        base_frames, base_s, _, _, _ = best[READERS[0][0]]
         for name, _, _ in READERS:
-            count, seconds, before, peak = best[name]
+            count, seconds, cpu_s, before, peak = best[name]
             rows.append({
                 "video": label, "reader": name, "frames": count, "chunk_frames": chunk,
                 "frames_per_s": round(count / seconds, 1),
                 "vs_baseline": ratio(count / seconds, base_frames / base_s),
+                "cpu_ms_per_frame": round(1000 * cpu_s / count, 2),
                 "rss_before_mib": round(before, 1),
                 "peak_rss_mib": round(peak, 1),
             })
     print_table("decoding vs single-thread libav (ffmpeg -threads 1 -f null -)", rows,
-                ["video", "reader", "frames", "frames_per_s", "vs_baseline", "rss_before_mib",
-                 "peak_rss_mib"])
-    ours = [r for r in rows if r["reader"] in ("decord 1 thread", "pyav 1 thread")]
+                ["video", "reader", "frames", "frames_per_s", "vs_baseline", "cpu_ms_per_frame",
+                 "rss_before_mib", "peak_rss_mib"])
+    shipped = [r for r in rows if r["reader"] == f"{DEFAULT_BACKEND} 1 decoding thread"]
+    others = [r for r in rows if r["reader"].endswith(" 1 decoding thread")
+              and r not in shipped]
     result = {
         "description": __doc__.strip().splitlines()[0],
         "baseline": "libav via PyAV, one thread, decode only (ffmpeg -threads 1 -f null -)",
@@ -168,8 +177,14 @@ def run(*, quick: bool = False, out_dir: Path = RESULTS_DIR) -> dict[str, object
         "rows": rows,
         "target": {
             "ratio_required": TARGET,
-            "worst_one_thread_ratio": min(r["vs_baseline"] for r in ours),
-            "met": all(r["vs_baseline"] >= TARGET for r in ours),
+            "decoder": DEFAULT_BACKEND,
+            "worst_one_decoding_thread_ratio": min(r["vs_baseline"] for r in shipped),
+            "met": all(r["vs_baseline"] >= TARGET for r in shipped),
+            "other_decoders_worst_ratio": {
+                r["reader"].split()[0]: min(o["vs_baseline"] for o in others
+                                            if o["reader"] == r["reader"])
+                for r in others
+            },
         },
     }
     write_result("decode", result, out_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Iterator, Sequence
@@ -11,6 +12,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from hflpipe.pipeline.background import iterate_ahead
 from hflpipe.pipeline.decode import (
     FrameChunk,
     FrameSelector,
@@ -23,6 +25,9 @@ from hflpipe.pipeline.decode import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Frames the decoding thread may hold ahead of the conversion (a few MiB of YUV).
+DECODE_AHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,9 @@ class PyAVDecoder:
     the read starts again from the beginning, so frame numbers are those of a
     read from the start.
 
+    Frames are decoded on a thread of their own, at most :data:`DECODE_AHEAD`
+    frames ahead, and converted to RGB on the caller's thread, so the two overlap.
+
     ``threads``: FFmpeg decoding threads (0 lets FFmpeg choose).
     """
 
@@ -224,19 +232,23 @@ class PyAVDecoder:
             time_base = float(header.time_base)
             chunk = _ChunkBuffer(chunk_size, header.height, header.width)
             received = 0 if keyframe is None else keyframe.position
+            # The thread decodes (FFmpeg releases the GIL) while this one converts to RGB.
+            decoded = iterate_ahead(_frames_from(container, keyframe), DECODE_AHEAD,
+                                    "hflpipe-decode")
             try:
-                for frame in _frames_from(container, keyframe):
-                    index = received
-                    received += 1
-                    if frame.pts is None:
-                        raise decode_error(path, f"frame {index} has no timestamp")
-                    timestamp = frame.pts * time_base
-                    if selector.finished(index, timestamp):
-                        break
-                    if selector.take(index, timestamp):
-                        chunk.add(index, timestamp, frame)
-                        if chunk.full:
-                            yield chunk.take()
+                with contextlib.closing(decoded):
+                    for frame in decoded:
+                        index = received
+                        received += 1
+                        if frame.pts is None:
+                            raise decode_error(path, f"frame {index} has no timestamp")
+                        timestamp = frame.pts * time_base
+                        if selector.finished(index, timestamp):
+                            break
+                        if selector.take(index, timestamp):
+                            chunk.add(index, timestamp, frame)
+                            if chunk.full:
+                                yield chunk.take()
             except av.error.FFmpegError as exc:
                 if received == 0:
                     raise decode_error(path, f"no frame could be decoded ({exc})") from exc
@@ -316,7 +328,9 @@ class _ChunkBuffer:
     def add(self, index: int, timestamp: float, frame: av.VideoFrame) -> None:
         if self._frames is None:
             self._frames = np.empty((self.size, self.height, self.width, 3), dtype=np.uint8)
-        rgb = frame.reformat(format="rgb24", width=self.width, height=self.height)
+        # swscale's own threads (one per core by default) slow the conversion down
+        # next to a decoding thread; one is enough.
+        rgb = frame.reformat(format="rgb24", width=self.width, height=self.height, threads=1)
         plane = rgb.planes[0]
         # FFmpeg pads each row to line_size bytes; the view drops the padding.
         rows = np.frombuffer(plane, dtype=np.uint8).reshape(self.height, plane.line_size)

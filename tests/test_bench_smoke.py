@@ -49,6 +49,9 @@ def test_decode_bench_every_reader_sees_every_frame(tmp_path: Path) -> None:
     frames = {row["reader"]: row["frames"] for row in result["rows"]}
     assert set(frames.values()) == {result["frames_per_video"]}, frames
     assert all(row["peak_rss_mib"] >= row["rss_before_mib"] for row in result["rows"])
+    assert all(row["cpu_ms_per_frame"] > 0 for row in result["rows"])
+    target = result["target"]
+    assert target["decoder"] == "pyav" and set(target["other_decoders_worst_ratio"]) == {"decord"}
 
 
 def test_pipeline_bench_accounts_for_every_frame(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -220,6 +221,25 @@ def test_a_waiting_caller_does_not_make_the_decoder_read_ahead(
     grown = _resident_mib() - before
     assert grown < 20, f"{grown:.0f} MiB decoded ahead while the caller waited"
     assert sum(len(chunk) for chunk in chunks) + len(first) == 300
+
+
+def _decoding_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "hflpipe-decode"]
+
+
+def test_pyav_stops_its_decoding_thread_when_a_read_ends_early(
+    videos: dict[str, tuple[Path, list[float]]],
+) -> None:
+    path, times = videos["h264.mp4"]
+    decoder = get_decoder("pyav")
+    chunks = decoder.read_chunks(str(path), chunk_size=4)
+    first = next(chunks)
+    assert len(_decoding_threads()) == 1
+    chunks.close()
+    assert first.indices.tolist() == [0, 1, 2, 3] and not _decoding_threads()
+    # An end time stops the read while the thread still has frames to decode.
+    ended = list(decoder.read_chunks(str(path), chunk_size=4, end_s=times[10]))
+    assert _joined(ended).indices.tolist() == list(range(10)) and not _decoding_threads()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
