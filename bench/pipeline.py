@@ -195,7 +195,8 @@ def staged_video(path: Path, config: RunConfig, context: RunContext, predictor: 
             patches.enter_context(mock.patch.object(
                 video_job, name, clock.timed(stage, getattr(video_job, name))))
         patches.enter_context(mock.patch.object(
-            video_job, "get_decoder", lambda name: TimedDecoder(get_decoder(name), clock)))
+            video_job, "get_decoder",
+            lambda name, **options: TimedDecoder(get_decoder(name, **options), clock)))
         patches.enter_context(mock.patch.object(
             video_job, "detector_for", lambda *a: TimedDetector(detector_for(*a), clock)))
         start = time.perf_counter()

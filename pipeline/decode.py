@@ -104,16 +104,17 @@ class Decoder(Protocol):
         ...
 
 
-def get_decoder(name: str = DEFAULT_BACKEND) -> Decoder:
-    """Return the backend called ``name`` (``"decord"`` or ``"pyav"``)."""
+def get_decoder(name: str = DEFAULT_BACKEND, threads: int = 0) -> Decoder:
+    """Return the backend called ``name`` (``"decord"`` or ``"pyav"``) decoding with
+    ``threads`` threads (0 lets the library choose: about one per core of the machine)."""
     if name == "decord":
         from hflpipe.pipeline.decode_decord import DecordDecoder
 
-        return DecordDecoder()
+        return DecordDecoder(threads)
     if name == "pyav":
         from hflpipe.pipeline.decode_pyav import PyAVDecoder
 
-        return PyAVDecoder()
+        return PyAVDecoder(threads)
     raise ConfigError(f"decoder {name!r}: unknown backend; expected one of {', '.join(BACKENDS)}")
 
 

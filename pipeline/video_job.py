@@ -122,7 +122,9 @@ def _process(
     report: Report, row: dict[str, Any],
 ) -> VideoOutcome:
     path = str(video.path)
-    decoder = get_decoder(config.decoder)
+    # Ray reserved cpus_per_task cores for this task; the libraries' own choice would be
+    # a thread per core of the machine in every one of the concurrent tasks.
+    decoder = get_decoder(config.decoder, threads=max(1, int(config.cpus_per_task)))
     info = decoder.probe(path)
     camera = context.intrinsics or default_intrinsics(info.width, info.height, config.hfov_deg)
     row.update(

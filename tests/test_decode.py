@@ -242,6 +242,28 @@ def test_pyav_stops_its_decoding_thread_when_a_read_ends_early(
     assert _joined(ended).indices.tolist() == list(range(10)) and not _decoding_threads()
 
 
+def _process_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="FFmpeg picks one thread on one core")
+def test_pyav_decodes_with_the_threads_it_is_given(
+    videos: dict[str, tuple[Path, list[float]]],
+) -> None:
+    path, _ = videos["h264.mp4"]
+    before = _process_threads()
+    one = get_decoder("pyav", threads=1).read_chunks(str(path), chunk_size=4)
+    next(one)
+    # Only the decoding thread of our own: FFmpeg starts no threads for a count of 1.
+    assert _process_threads() <= before + 1
+    one.close()
+    chosen = get_decoder("pyav", threads=0).read_chunks(str(path), chunk_size=4)
+    next(chosen)
+    assert _process_threads() > before + 1
+    chosen.close()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
     ("name", "fps", "vfr"),
@@ -367,6 +389,7 @@ def test_get_decoder() -> None:
     assert get_decoder().name == "pyav"
     assert get_decoder("decord").name == "decord"
     assert get_decoder("pyav").name == "pyav"
+    assert get_decoder("pyav", threads=3).threads == get_decoder("decord", threads=3).threads == 3
     with pytest.raises(ConfigError, match="'opencv'"):
         get_decoder("opencv")
 

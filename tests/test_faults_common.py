@@ -143,7 +143,8 @@ def install_faults() -> None:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated for a magenta crop)")
         return real_call(self, batch)
 
-    video_job.get_decoder = lambda name="decord": PoisonedDecoder(real_get_decoder(name))
+    video_job.get_decoder = lambda name="decord", **options: PoisonedDecoder(
+        real_get_decoder(name, **options))
     decode.os.access = access
     predictor.HflnetPredictor.__call__ = call
 
