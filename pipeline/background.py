@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TypeVar, cast
 
 Item = TypeVar("Item")
@@ -14,19 +14,23 @@ _END = object()
 
 
 def iterate_ahead(items: Iterator[Item], limit: int, name: str = "hflpipe-ahead"
-                  ) -> Iterator[Item]:
+                  ) -> Generator[Item, None, None]:
     """Yield ``items`` in order while a daemon thread advances them, at most ``limit`` ahead.
 
     Worth it when advancing ``items`` releases the GIL (FFmpeg decoding does), so
-    the consumer's own work overlaps it. An exception raised by ``items`` is
-    raised here after the items before it. Closing this generator (or leaving a
-    ``for`` loop over it and closing it) stops the thread and waits for it, so
-    whatever ``items`` reads from may be closed afterwards; ``items`` is not
-    advanced again.
+    the consumer's own work overlaps it. The thread holds at most ``limit`` items
+    queued plus one waiting for room. An exception raised by ``items`` is raised
+    here after the items before it. Closing the returned generator stops the
+    thread and waits for it, so whatever ``items`` reads from may be closed
+    afterwards; ``items`` is not advanced again.
     """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    handoff: queue.Queue[tuple[object, Exception | None]] = queue.Queue(maxsize=limit)
+    return _ahead(items, limit, name)
+
+
+def _ahead(items: Iterator[Item], limit: int, name: str) -> Generator[Item, None, None]:
+    handoff: queue.Queue[tuple[object, BaseException | None]] = queue.Queue(maxsize=limit)
     stop = threading.Event()
 
     def produce() -> None:
@@ -36,7 +40,7 @@ def iterate_ahead(items: Iterator[Item], limit: int, name: str = "hflpipe-ahead"
                 if stop.is_set():
                     return
             handoff.put((_END, None))
-        except Exception as exc:  # handed to the consumer, raised there
+        except BaseException as exc:  # whatever ends the thread, the consumer must hear of it
             handoff.put((_END, exc))
 
     worker = threading.Thread(target=produce, name=name, daemon=True)
@@ -51,8 +55,11 @@ def iterate_ahead(items: Iterator[Item], limit: int, name: str = "hflpipe-ahead"
             yield cast(Item, item)
     finally:
         stop.set()
-        # A producer blocked on a full queue needs room to see the stop.
-        while worker.is_alive():
-            with contextlib.suppress(queue.Empty):
-                handoff.get_nowait()
-            worker.join(0.01)
+        # A generator dropped in a reference cycle may be finalised on any thread,
+        # this one included; it cannot wait for itself.
+        if threading.current_thread() is not worker:
+            # A producer blocked on a full queue needs room to see the stop.
+            while worker.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    handoff.get_nowait()
+                worker.join(0.01)

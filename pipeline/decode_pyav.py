@@ -26,7 +26,8 @@ from hflpipe.pipeline.decode import (
 
 logger = logging.getLogger(__name__)
 
-#: Frames the decoding thread may hold ahead of the conversion (a few MiB of YUV).
+#: Frames the decoding thread may queue ahead of the conversion (it holds one more); YUV,
+#: about 3 MiB each at 1080p.
 DECODE_AHEAD = 4
 
 
@@ -172,7 +173,8 @@ class PyAVDecoder:
     read from the start.
 
     Frames are decoded on a thread of their own, at most :data:`DECODE_AHEAD`
-    frames ahead, and converted to RGB on the caller's thread, so the two overlap.
+    frames queued ahead, and converted to RGB on the caller's thread, so the two
+    overlap.
 
     ``threads``: FFmpeg decoding threads (0 lets FFmpeg choose).
     """

@@ -69,6 +69,6 @@ def test_closing_stops_the_thread_and_the_source() -> None:
     assert source.produced == produced <= 3 + 2 + 1
 
 
-def test_a_limit_below_one_is_refused() -> None:
+def test_a_limit_below_one_is_refused_at_the_call() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        next(iterate_ahead(iter([1]), 0))
+        iterate_ahead(iter([1]), 0)
