@@ -25,6 +25,7 @@ from hflpipe.pipeline.errors import ConfigError, HflpipeError
 from hflpipe.pipeline.inference import ActorInference, start_actors
 from hflpipe.pipeline.inputs import VideoInput, collect_inputs
 from hflpipe.pipeline.progress import start_board
+from hflpipe.pipeline.ray_address import check_reachable
 from hflpipe.pipeline.run_context import (
     ObjectCache,
     RunContext,
@@ -131,6 +132,7 @@ def _process_on_ray(
     summary: RunSummary, progress: bool,
 ) -> None:
     if not ray.is_initialized():
+        check_reachable(config.address)
         try:
             ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
