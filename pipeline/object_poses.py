@@ -42,7 +42,7 @@ def solve_object_poses(
     n = len(rows)
     quat = np.full((n, 4), np.nan)
     trans = np.full((n, 3), np.nan)
-    inliers = np.zeros(n, np.int32)
+    inliers = np.full(n, np.nan)  # NaN: PnP not run (no control points for the object)
     error = np.full(n, np.nan, np.float32)
     valid = np.zeros(n, bool)
     names: list[str | None] = []
@@ -94,7 +94,7 @@ def _control_points(
 
 
 def _best_per_frame_and_track(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    score = columns["pnp_inliers"] + columns["keypoint_confidence"].mean(axis=1)
+    score = np.nan_to_num(columns["pnp_inliers"]) + columns["keypoint_confidence"].mean(axis=1)
     order = np.lexsort((-score, columns["track_id"], columns["frame_index"]))
     frame, track = columns["frame_index"][order], columns["track_id"][order]
     first = np.ones(len(order), bool)

@@ -193,9 +193,7 @@ def object_table(
             "translation": translation,
             "rotation_raw": np.nan_to_num(span.scatter(frames, obs["rotation"][rows])),
             "translation_raw": np.nan_to_num(span.scatter(frames, obs["translation"][rows])),
-            "pnp_inliers": np.nan_to_num(
-                span.scatter(frames, obs["pnp_inliers"][rows])
-            ).astype(np.int32),
+            "pnp_inliers": span.scatter(frames, obs["pnp_inliers"][rows]),
             "reprojection_error_px": np.ma.masked_invalid(
                 span.scatter(frames, obs["reprojection_error_px"][rows])
             ),
@@ -214,6 +212,10 @@ def object_table(
                                                          np.nan)}
     )
     columns["jitter_mps2"] = np.ma.masked_invalid(columns["jitter_mps2"])
+    # NaN where PnP was not run (no control points) or the frame was not observed.
+    inliers = columns["pnp_inliers"]
+    columns["pnp_inliers"] = np.ma.masked_array(np.nan_to_num(inliers).astype(np.int32),
+                                                mask=np.isnan(inliers))
     return objects_table(columns, metadata)
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -56,3 +58,11 @@ def test_an_implausible_depth_is_not_a_valid_pose():
     jobs, crops, _ = _case([np.array([0.0, 0.0, 50.0])])
     out = solve_object_poses(jobs, crops, K, _context())
     assert not out["pose_valid"][0]
+
+
+def test_without_control_points_pnp_is_not_run():
+    jobs, crops, _ = _case([np.array([0.05, -0.02, 0.6])])
+    unknown = dataclasses.replace(_context(), object_name=None, control_points=None)
+    out = solve_object_poses(jobs, crops, K, unknown)
+    assert np.isnan(out["pnp_inliers"]).all() and np.isnan(out["reprojection_error_px"]).all()
+    assert not out["pose_valid"].any()

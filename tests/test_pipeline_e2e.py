@@ -7,6 +7,7 @@ import shutil
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -80,6 +81,29 @@ def test_every_frame_is_accounted_for_and_a_rerun_does_nothing(
     again = run(config, progress=False)
     assert again.already_done == 2 and not again.statuses
     assert len(read_table(out, "hands")) == FRAMES
+
+
+def test_without_an_object_model_pnp_columns_are_null(tmp_path, checkpoint, local_ray, scenes):
+    right, _ = scenes
+    # The boxes name an object that has no control points, and no --object is given.
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text(right.boxes_path.read_text().replace(",003_cracker_box", ",my_mug"))
+    out = tmp_path / "out"
+    config = _config([right.video_path], out, checkpoint, boxes,
+                     right.intrinsics_path).model_copy(update={"object": None})
+    assert run(config, progress=False).statuses == {"ok": 1}
+    objects = read_table(out, "objects")
+    assert objects.num_rows == FRAMES and set(objects.column("object_name").to_pylist()) == {
+        "my_mug"}
+    for name in ("pnp_inliers", "reprojection_error_px", "rotation", "translation"):
+        assert objects.column(name).null_count == FRAMES, name
+    assert not any(objects.column("pose_valid").to_pylist())
+    with_model = _config([right.video_path], tmp_path / "with", checkpoint, right.boxes_path,
+                         right.intrinsics_path)
+    run(with_model, progress=False)
+    observed = read_table(tmp_path / "with", "objects").filter(
+        pc.invert(pc.field("interpolated")))
+    assert observed.num_rows > 0 and observed.column("pnp_inliers").null_count == 0
 
 
 def test_a_mirrored_video_gives_mirrored_results(tmp_path, checkpoint, local_ray, scenes):
