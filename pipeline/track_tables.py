@@ -194,25 +194,19 @@ def object_table(
             "rotation_raw": np.nan_to_num(span.scatter(frames, obs["rotation"][rows])),
             "translation_raw": np.nan_to_num(span.scatter(frames, obs["translation"][rows])),
             "pnp_inliers": span.scatter(frames, obs["pnp_inliers"][rows]),
-            "reprojection_error_px": np.ma.masked_invalid(
-                span.scatter(frames, obs["reprojection_error_px"][rows])
-            ),
+            "reprojection_error_px": span.scatter(frames, obs["reprojection_error_px"][rows]),
             "pose_valid": pose_valid,
             "jitter_mps2": acceleration_magnitude(
                 t, span.scatter(frames, obs["translation"][rows]), valid
             ),
         })
     columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-    columns["reprojection_error_px"] = np.ma.masked_invalid(
-        np.concatenate([np.ma.filled(p["reprojection_error_px"], np.nan) for p in parts])
-    )
     columns["video_id"] = np.full(len(columns["frame_index"]), video_id, dtype=object)
-    columns["suspect"], columns["suspect_reasons"] = object_suspect(
-        columns | {"reprojection_error_px": np.ma.filled(columns["reprojection_error_px"],
-                                                         np.nan)}
-    )
+    # The quality rules read NaN as "not measured"; the table wants those rows null.
+    columns["suspect"], columns["suspect_reasons"] = object_suspect(columns)
     columns["jitter_mps2"] = np.ma.masked_invalid(columns["jitter_mps2"])
     # NaN where PnP was not run (no control points) or the frame was not observed.
+    columns["reprojection_error_px"] = np.ma.masked_invalid(columns["reprojection_error_px"])
     inliers = columns["pnp_inliers"]
     columns["pnp_inliers"] = np.ma.masked_array(np.nan_to_num(inliers).astype(np.int32),
                                                 mask=np.isnan(inliers))
