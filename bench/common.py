@@ -157,7 +157,7 @@ def synthetic_checkpoint() -> Path:
 
     The recipe is deterministic, so a file already there is the same one.
     """
-    from hflpipe.pipeline.synthetic_checkpoint import write_synthetic_checkpoint
+    from hflpipe.model.synthetic_checkpoint import write_synthetic_checkpoint
 
     path = bench_cache() / "synthetic_hflnet.pth.tar"
     if not path.is_file():
@@ -187,7 +187,7 @@ def rss_mib() -> float:
 def processing_window(out: Path) -> tuple[dt.datetime, dt.datetime]:
     """First ``started_at`` and last ``finished_at`` (UTC) in a run's ``videos`` table:
     the span in which videos were processed, without the run's start-up."""
-    from hflpipe.pipeline.writer import read_table
+    from hflpipe.pipeline.output.writer import read_table
 
     videos = read_table(out, "videos", columns=["started_at", "finished_at"])
     return (min(videos.column("started_at").to_pylist()),

@@ -19,7 +19,7 @@ synthetic motion (gradients, moving shapes, noise) encoded with libx264 at
 intervals: 1 s (what cameras write) and libx264's default of 250 frames (what a
 re-encode with default settings gives; longer than these files). The interval
 matters to decord, which decodes again from the keyframe to keep its memory
-bounded (see :mod:`hflpipe.pipeline.decode_decord`).
+bounded (see :mod:`hflpipe.pipeline.decode.decord_backend`).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from bench.common import (
     rss_mib,
     write_result,
 )
-from hflpipe.pipeline.decode import DEFAULT_BACKEND
-from hflpipe.pipeline.decode_decord import DecordDecoder
-from hflpipe.pipeline.decode_pyav import PyAVDecoder
+from hflpipe.pipeline.decode.base import DEFAULT_BACKEND
+from hflpipe.pipeline.decode.decord_backend import DecordDecoder
+from hflpipe.pipeline.decode.pyav_backend import PyAVDecoder
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 FRAMES = 240
@@ -132,7 +132,7 @@ def run(*, quick: bool = False, out_dir: Path = RESULTS_DIR) -> dict[str, object
     sizes, frames = (QUICK_SIZES, QUICK_FRAMES) if quick else (SIZES, FRAMES)
     repeats = 1 if quick else 3
     # Imported here, not at the top: the measuring children must not load torch and Ray.
-    from hflpipe.pipeline.video_job import frames_per_chunk
+    from hflpipe.pipeline.run.video import frames_per_chunk
 
     context = multiprocessing.get_context("spawn")
     rows = []

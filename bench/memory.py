@@ -18,7 +18,7 @@ chunks). Then 10 vs 100 short videos one after another in one worker, one crop
 each.
 
 Then the CPU inference actor's process, which keeps freed memory instead of
-returning it (:mod:`hflpipe.pipeline.allocator`), so a heap that fragmented
+returning it (:mod:`hflpipe.pipeline.infer.freed_memory`), so a heap that fragmented
 would show as growth: the predictor over 10 vs 100 batches of seeded random
 sizes from 1 to ``ACTOR_MAX_BATCH`` crops, the first batch always the largest
 (so both cases reach the same largest activations).
@@ -45,7 +45,7 @@ from bench.common import (
     synthetic_checkpoint,
     write_result,
 )
-from hflpipe.pipeline.decode import DEFAULT_BACKEND
+from hflpipe.pipeline.decode.base import DEFAULT_BACKEND
 
 FPS = 10
 SIZE = (320, 240)
@@ -66,7 +66,7 @@ TARGET = 1.2
 
 
 def _scene(folder: Path, seconds: float) -> object:
-    from hflpipe.pipeline.demo_scene import make_demo_scene
+    from hflpipe.pipeline.demo.scene import make_demo_scene
 
     return make_demo_scene(folder, num_frames=int(seconds * FPS), fps=FPS, size=SIZE)
 
@@ -75,10 +75,10 @@ def _worker(videos: list[str], boxes: str, intrinsics: str, object_name: str, st
             batch_size: int, checkpoint: str, out: str, decoder: str) -> dict[str, float]:
     """In a fresh process: process ``videos`` in turn; RSS after loading and peak, frames done,
     and the inference process's peak."""
-    from hflpipe.pipeline.config import make_config
-    from hflpipe.pipeline.inputs import VideoInput, video_id_for
-    from hflpipe.pipeline.run_context import ObjectCache, context_for_video, prepare_context
-    from hflpipe.pipeline.video_job import process_video
+    from hflpipe.pipeline.config.run_config import make_config
+    from hflpipe.pipeline.inputs.videos import VideoInput, video_id_for
+    from hflpipe.pipeline.run.context import ObjectCache, context_for_video, prepare_context
+    from hflpipe.pipeline.run.video import process_video
 
     config = make_config(videos=videos, out=out, checkpoint=checkpoint, detector="boxes",
                          boxes=boxes, intrinsics=intrinsics, object=object_name, stride=stride,
@@ -107,7 +107,7 @@ def _serve_inference(conn: Connection, settings: object) -> None:
     ``None``; then replies its peak RSS (MiB)."""
     import torch
 
-    from hflpipe.pipeline.inference import load_actor_predictor
+    from hflpipe.pipeline.infer.actor_pool import load_actor_predictor
 
     torch.set_num_threads(1)
     predictor = load_actor_predictor(settings, cpu_threads=1)
@@ -155,8 +155,8 @@ def _actor_worker(batches: int, max_batch: int, checkpoint: str) -> dict[str, fl
     import torch
 
     from bench.model import make_crops
-    from hflpipe.pipeline.inference import load_actor_predictor
-    from hflpipe.pipeline.predictor import PredictorSettings
+    from hflpipe.pipeline.infer.actor_pool import load_actor_predictor
+    from hflpipe.pipeline.infer.predictor import PredictorSettings
 
     torch.set_num_threads(1)
     predictor = load_actor_predictor(PredictorSettings(Path(checkpoint), device="cpu"),

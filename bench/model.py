@@ -10,7 +10,7 @@ its one-off compile time), each with its error against the baseline.
 
 Each variant runs in a process of its own, because the shipped predictor
 changes process-wide state: on CPU it makes glibc keep freed memory
-(:mod:`hflpipe.pipeline.allocator`), which must not reach the baseline. The
+(:mod:`hflpipe.pipeline.infer.freed_memory`), which must not reach the baseline. The
 variant ``plain+allocator`` is the plain network in a process with that setting,
 so the table shows how much of the speed-up the setting alone brings.
 
@@ -42,9 +42,9 @@ from bench.common import (
     write_result,
 )
 from hflpipe.model.checkpoint import load_hflnet
-from hflpipe.pipeline.allocator import keep_freed_memory
-from hflpipe.pipeline.inference import load_actor_predictor
-from hflpipe.pipeline.predictor import PredictorSettings
+from hflpipe.pipeline.infer.actor_pool import load_actor_predictor
+from hflpipe.pipeline.infer.freed_memory import keep_freed_memory
+from hflpipe.pipeline.infer.predictor import PredictorSettings
 
 CPU_BATCHES = (1, 4, 16, 32)
 GPU_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)

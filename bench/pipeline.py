@@ -59,23 +59,23 @@ from bench.common import (
     write_result,
 )
 from bench.gpu_monitor import GpuMonitor
-from hflpipe.pipeline import video_job
-from hflpipe.pipeline.config import RunConfig, make_config
-from hflpipe.pipeline.decode import Decoder, get_decoder
-from hflpipe.pipeline.demo_scene import make_demo_scene
-from hflpipe.pipeline.detection import Detector
-from hflpipe.pipeline.detectors import detector_for
-from hflpipe.pipeline.inference import LocalInference, load_actor_predictor
-from hflpipe.pipeline.inputs import VideoInput, video_id_for
-from hflpipe.pipeline.predictor import HflnetPredictor
-from hflpipe.pipeline.run_context import (
+from hflpipe.pipeline.config.run_config import RunConfig, make_config
+from hflpipe.pipeline.decode.base import Decoder, get_decoder
+from hflpipe.pipeline.demo.scene import make_demo_scene
+from hflpipe.pipeline.detect.base import Detector
+from hflpipe.pipeline.infer.actor_pool import LocalInference, load_actor_predictor
+from hflpipe.pipeline.infer.predictor import HflnetPredictor
+from hflpipe.pipeline.inputs.videos import VideoInput, video_id_for
+from hflpipe.pipeline.output.writer import write_video_output
+from hflpipe.pipeline.run import video as video_job
+from hflpipe.pipeline.run.context import (
     ObjectCache,
     RunContext,
     context_for_video,
     prepare_context,
 )
-from hflpipe.pipeline.runner import run as run_pipeline
-from hflpipe.pipeline.writer import write_video_output
+from hflpipe.pipeline.run.detectors import detector_for
+from hflpipe.pipeline.run.runner import run as run_pipeline
 
 VIDEOS, FRAMES = 4, 32
 GPU_VIDEOS, GPU_FRAMES = 16, 128

@@ -32,9 +32,9 @@ from bench.common import (
     synthetic_checkpoint,
     write_result,
 )
-from hflpipe.pipeline.config import make_config
-from hflpipe.pipeline.demo_scene import make_demo_scene
-from hflpipe.pipeline.runner import run as run_pipeline
+from hflpipe.pipeline.config.run_config import make_config
+from hflpipe.pipeline.demo.scene import make_demo_scene
+from hflpipe.pipeline.run.runner import run as run_pipeline
 
 WORKERS = (1, 2, 4)
 QUICK_WORKERS = (1, 2)

@@ -27,7 +27,12 @@ import numpy as np
 import scipy
 from scipy.spatial.transform import Rotation, Slerp
 
-from hflpipe.pipeline.smoothing import METHODS, SmoothingConfig, smooth_rotations, smooth_vectors
+from hflpipe.pipeline.smooth.filters import (
+    METHODS,
+    SmoothingConfig,
+    smooth_rotations,
+    smooth_vectors,
+)
 
 FPS = 30.0
 FRAMES = 600

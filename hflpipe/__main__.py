@@ -1,3 +1,3 @@
-from hflpipe.pipeline.cli import main
+from hflpipe.pipeline.cli.main import main
 
 main()

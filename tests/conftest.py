@@ -33,7 +33,7 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The synthetic HFL-Net checkpoint (official layout, 187 MB), written once per session."""
-    from hflpipe.pipeline.synthetic_checkpoint import write_synthetic_checkpoint
+    from hflpipe.model.synthetic_checkpoint import write_synthetic_checkpoint
 
     path = write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "synthetic.pth.tar")
     yield path

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 _SCRIPT = """
 import resource, sys
 import numpy as np
-from hflpipe.pipeline.allocator import keep_freed_memory
+from hflpipe.pipeline.infer.freed_memory import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory() and keep_freed_memory()
 size = 256 * 2**20
@@ -46,7 +46,7 @@ def test_kept_memory_is_reused_without_faulting_it_in_again() -> None:
 # after one of a new shape are announced to ShapeChangeTrim (memory kept throughout).
 _TRIM_SCRIPT = """
 import numpy as np
-from hflpipe.pipeline.allocator import ShapeChangeTrim, keep_freed_memory
+from hflpipe.pipeline.infer.freed_memory import ShapeChangeTrim, keep_freed_memory
 def resident_mib():
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096 / 2**20

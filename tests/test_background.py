@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hflpipe.pipeline.background import iterate_ahead
+from hflpipe.pipeline.decode.read_ahead import iterate_ahead
 
 
 class Counted:

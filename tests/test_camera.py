@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from hflpipe.pipeline.camera import default_intrinsics, parse_intrinsics
-from hflpipe.pipeline.errors import InputError
+from hflpipe.pipeline.common.errors import InputError
+from hflpipe.pipeline.inputs.camera import default_intrinsics, parse_intrinsics
 
 
 def test_default_intrinsics_have_the_documented_field_of_view():

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import videogen
 
-from hflpipe.pipeline.decode import (
+from hflpipe.pipeline.common.errors import ConfigError, InputError
+from hflpipe.pipeline.decode.base import (
     DecodeError,
     FrameChunk,
     FrameSelector,
     decode_error,
     get_decoder,
 )
-from hflpipe.pipeline.errors import ConfigError, InputError
 
 BACKENDS = ("decord", "pyav")
 WIDTH, HEIGHT = 160, 120
@@ -155,7 +155,7 @@ def test_pyav_seeks_to_the_keyframe_before_a_late_selection(
     expected: list[int],
 ) -> None:
     path = _h264_with_keyframes_every(tmp_path / "gop10.mp4", 60, 10)
-    with caplog.at_level(logging.DEBUG, logger="hflpipe.pipeline.decode_pyav"):
+    with caplog.at_level(logging.DEBUG, logger="hflpipe.pipeline.decode.pyav_backend"):
         got = _read_all("pyav", path, chunk_size=4, **selection)
     assert "seeking to the keyframe at frame 20" in caplog.text or \
         "seeking to the keyframe at frame 30" in caplog.text
@@ -192,14 +192,14 @@ def test_pyav_numbers_frames_alike_with_and_without_seeking_in_a_cut_stream(
 def test_pyav_decodes_from_the_start_when_a_seek_misses_its_keyframe(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hflpipe.pipeline import decode_pyav
+    from hflpipe.pipeline.decode import pyav_backend as decode_pyav
 
     path = _h264_with_keyframes_every(tmp_path / "gop10.mp4", 60, 10)
     # Frame 35 is no keyframe: the seek lands on frame 30 instead, which must be noticed.
     tick = 1 / float(decode_pyav.read_container_header(str(path)).time_base)
     wrong = decode_pyav._Keyframe(position=35, pts=round(35 / 25 * tick))
     monkeypatch.setattr(decode_pyav, "_keyframe_before_selection", lambda *_: wrong)
-    with caplog.at_level(logging.DEBUG, logger="hflpipe.pipeline.decode_pyav"):
+    with caplog.at_level(logging.DEBUG, logger="hflpipe.pipeline.decode.pyav_backend"):
         got = _read_all("pyav", path, frame_indices=[36, 50])
     assert "decoding from the start" in caplog.text
     assert got.indices.tolist() == [36, 50] and _barcodes(got.frames) == [36, 50]
@@ -490,7 +490,7 @@ def test_undecodable_tail_stops_at_last_good_frame(
     _tail_zeroed(path, 0.5)
     decoder = get_decoder(backend, threads)
     assert decoder.probe(str(path)).num_frames == 60  # the container still claims all
-    with caplog.at_level(logging.WARNING, logger="hflpipe.pipeline.decode"):
+    with caplog.at_level(logging.WARNING, logger="hflpipe.pipeline.decode.base"):
         got = _read_all(backend, path, threads, chunk_size=8)
     assert 5 < len(got.indices) < 60
     np.testing.assert_array_equal(got.indices, np.arange(len(got.indices)))

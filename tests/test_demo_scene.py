@@ -11,8 +11,8 @@ import decord
 import numpy as np
 import pytest
 
-from hflpipe.pipeline.camera import parse_intrinsics
-from hflpipe.pipeline.demo_scene import (
+from hflpipe.pipeline.common.errors import ConfigError, OutputError
+from hflpipe.pipeline.demo.scene import (
     BOXES_COLUMNS,
     OBJECT_NAME,
     DemoScene,
@@ -20,8 +20,8 @@ from hflpipe.pipeline.demo_scene import (
     mirror,
     project,
 )
-from hflpipe.pipeline.detect_boxes import BoxesFile
-from hflpipe.pipeline.errors import ConfigError, OutputError
+from hflpipe.pipeline.detect.boxes import BoxesFile
+from hflpipe.pipeline.inputs.camera import parse_intrinsics
 
 # Codec chroma bleed and anti-aliasing reach a pixel or two past a shape's outline.
 PIXEL_MARGIN = 3.0

@@ -13,9 +13,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-from hflpipe.pipeline.detect_boxes import BoxesFile
-from hflpipe.pipeline.detection import Detector, make_detector
-from hflpipe.pipeline.errors import ConfigError, InputError
+from hflpipe.pipeline.common.errors import ConfigError, InputError
+from hflpipe.pipeline.detect.base import Detector, make_detector
+from hflpipe.pipeline.detect.boxes import BoxesFile
 
 ROWS = [
     {"frame_index": 3, "kind": "hand", "x0": 10, "y0": 20, "x1": 50, "y1": 80,

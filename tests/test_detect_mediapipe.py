@@ -17,16 +17,16 @@ import cv2
 import numpy as np
 import pytest
 
-from hflpipe.pipeline.detect_mediapipe import (
+from hflpipe.pipeline.common.errors import ConfigError
+from hflpipe.pipeline.detect.base import Detector, make_detector
+from hflpipe.pipeline.detect.mediapipe import (
     MEDIAPIPE_VERSION,
     HandDetectorError,
     MediaPipeHandDetector,
     env_python,
     setup_mediapipe,
 )
-from hflpipe.pipeline.detection import Detector, make_detector
-from hflpipe.pipeline.errors import ConfigError
-from hflpipe.pipeline.tracking import box_iou
+from hflpipe.pipeline.track.tracker import box_iou
 
 # A stand-in for mediapipe.solutions.hands: one "hand" whose 21 landmarks span the
 # non-black pixels, labelled by the image half it lies in (as MediaPipe would label a

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torchvision
 
-from hflpipe.pipeline.detect_torchvision import TorchvisionDetector
-from hflpipe.pipeline.detection import Detector, make_detector
-from hflpipe.pipeline.errors import ConfigError, InputError
+from hflpipe.pipeline.common.errors import ConfigError, InputError
+from hflpipe.pipeline.detect.base import Detector, make_detector
+from hflpipe.pipeline.detect.torchvision_model import TorchvisionDetector
 
 MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 NUM_CLASSES = 4

@@ -8,16 +8,16 @@ from scipy.spatial.transform import Rotation
 from test_schema import sample_hand_columns, sample_object_columns, sample_video_row
 
 from hflpipe.model.control_points import load_control_points
-from hflpipe.pipeline.errors import InputError
-from hflpipe.pipeline.evaluate import (
+from hflpipe.pipeline.common.errors import InputError
+from hflpipe.pipeline.output.schema import OutputMetadata, hands_table, objects_table
+from hflpipe.pipeline.output.writer import write_video_output
+from hflpipe.pipeline.results.evaluate import (
     evaluate_video,
     f_score,
     load_groundtruth,
     object_diameter,
     procrustes_align,
 )
-from hflpipe.pipeline.schema import OutputMetadata, hands_table, objects_table
-from hflpipe.pipeline.writer import write_video_output
 
 META = OutputMetadata(checkpoint_sha256="a" * 64, mano_sha256="b" * 64, config_hash="c0ffee")
 N = 6

@@ -15,11 +15,11 @@ from test_schema import sample_hand_columns, sample_object_columns
 from hflpipe.model.control_points import load_control_points
 from hflpipe.model.mano import ManoLayer
 from hflpipe.model.mano_file import load_mano_model
-from hflpipe.pipeline.cli_results import eval_command, export_command
-from hflpipe.pipeline.errors import InputError
-from hflpipe.pipeline.export import export_output
-from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
-from hflpipe.pipeline.writer import read_table
+from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.cli.results import eval_command, export_command
+from hflpipe.pipeline.common.errors import InputError
+from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.results.export import export_output
 
 N = 5
 

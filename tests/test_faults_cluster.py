@@ -11,8 +11,8 @@ import ray
 import test_faults_common as common
 from ray.cluster_utils import Cluster
 
-from hflpipe.pipeline.inputs import video_id_for
-from hflpipe.pipeline.runner import run
+from hflpipe.pipeline.inputs.videos import video_id_for
+from hflpipe.pipeline.run.runner import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 FRAMES = 6

@@ -32,9 +32,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import videogen
 
-from hflpipe.pipeline.config import RunConfig, make_config
-from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
-from hflpipe.pipeline.writer import read_table
+from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.config.run_config import RunConfig, make_config
+from hflpipe.pipeline.output.writer import read_table
 
 TESTS = Path(__file__).resolve().parent
 WIDTH, HEIGHT = 160, 120
@@ -95,7 +95,9 @@ def install_faults() -> None:
     """Ray worker setup hook: wrap the decoder factory, the permission check and the model."""
     import torch
 
-    from hflpipe.pipeline import decode, predictor, video_job
+    from hflpipe.pipeline.decode import base as decode
+    from hflpipe.pipeline.infer import predictor
+    from hflpipe.pipeline.run import video as video_job
 
     fault_dir = Path(os.environ["HFLPIPE_FAULT_DIR"])
     real_get_decoder = video_job.get_decoder

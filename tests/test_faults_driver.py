@@ -20,10 +20,10 @@ import pytest
 import ray
 import test_faults_common as common
 
-from hflpipe.pipeline import writer
-from hflpipe.pipeline.errors import HflpipeError, OutputError
-from hflpipe.pipeline.runner import run
-from hflpipe.pipeline.writer import read_table
+from hflpipe.pipeline.common.errors import HflpipeError, OutputError
+from hflpipe.pipeline.output import writer
+from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.run.runner import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 FRAMES = 4
@@ -56,7 +56,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, sys.argv[1])
 import test_faults_common as common
 from pathlib import Path
-from hflpipe.pipeline.runner import run
+from hflpipe.pipeline.run.runner import run
 
 real_write = pq.write_table
 calls = 0

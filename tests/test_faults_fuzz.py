@@ -29,7 +29,7 @@ TOTAL_BUDGET_S = 300.0
 
 _WORKER = """
 import json, sys
-from hflpipe.pipeline.decode import DecodeError, get_decoder
+from hflpipe.pipeline.decode.base import DecodeError, get_decoder
 decoder = get_decoder("decord")
 for line in sys.stdin:
     path = line.strip()

@@ -20,11 +20,11 @@ import ray
 import test_faults_common as common
 import videogen
 
-from hflpipe.pipeline.decode import get_decoder
-from hflpipe.pipeline.inputs import video_id_for
-from hflpipe.pipeline.runner import run
-from hflpipe.pipeline.video_job import MAX_CHUNK_BYTES, frames_per_chunk
-from hflpipe.pipeline.writer import read_table
+from hflpipe.pipeline.decode.base import get_decoder
+from hflpipe.pipeline.inputs.videos import video_id_for
+from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.run.runner import run
+from hflpipe.pipeline.run.video import MAX_CHUNK_BYTES, frames_per_chunk
 
 FRAMES = 6
 VFR_TIMES = [0.25 + 0.1 * i + (0.07 if i > 3 else 0.0) for i in range(FRAMES)]
@@ -166,8 +166,8 @@ def test_variable_frame_rate_random_access_matches_sequential(job, backend):
 
 _DECODE_STAGE = """
 import resource, sys
-from hflpipe.pipeline.decode import get_decoder
-from hflpipe.pipeline.video_job import frames_per_chunk
+from hflpipe.pipeline.decode.base import get_decoder
+from hflpipe.pipeline.run.video import frames_per_chunk
 decoder = get_decoder("decord")
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 info = decoder.probe(sys.argv[1])

@@ -12,9 +12,9 @@ import pytest
 import ray
 import test_faults_common as common
 
-from hflpipe.pipeline.inputs import video_id_for
-from hflpipe.pipeline.runner import run
-from hflpipe.pipeline.writer import read_table
+from hflpipe.pipeline.inputs.videos import video_id_for
+from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.run.runner import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 FRAMES = 6

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hflpipe.pipeline.hand_pose import (
+from hflpipe.pipeline.pose.hands import (
     fit_root_translation,
     mirror_mano_pose,
     mirror_points3d,

@@ -219,7 +219,7 @@ def test_bf16_predictor_keeps_the_heads_in_fp32_and_stays_close_to_reference(
 ) -> None:
     # bf16 over the whole network moved joints2d by 2e-2 to 4e-2 here; confined to the backbone
     # it must stay within what fp16 autocast is allowed.
-    from hflpipe.pipeline.predictor import HflnetPredictor, PredictorSettings
+    from hflpipe.pipeline.infer.predictor import HflnetPredictor, PredictorSettings
 
     data = np.load(fixtures_dir / "inputs_a.npz")
     crops = {"images": data["images"], "hand_boxes": data["bbox_hand"],

@@ -1,7 +1,7 @@
 import pytest
 
-from hflpipe.pipeline.errors import ConfigError
-from hflpipe.pipeline.inputs import expand_videos, video_id_for
+from hflpipe.pipeline.common.errors import ConfigError
+from hflpipe.pipeline.inputs.videos import expand_videos, video_id_for
 
 
 def test_ids_are_safe_unique_and_stable(tmp_path):

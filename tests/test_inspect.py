@@ -10,11 +10,11 @@ from click.testing import CliRunner
 from test_evaluate import META, write_output
 from test_schema import sample_hand_columns, sample_object_columns, sample_video_row
 
-from hflpipe.pipeline.cli_results import inspect_command
-from hflpipe.pipeline.errors import InputError
-from hflpipe.pipeline.inspection import failure_reason, find_output_roots, inspect_output
-from hflpipe.pipeline.schema import OutputMetadata
-from hflpipe.pipeline.writer import write_video_status
+from hflpipe.pipeline.cli.results import inspect_command
+from hflpipe.pipeline.common.errors import InputError
+from hflpipe.pipeline.output.schema import OutputMetadata
+from hflpipe.pipeline.output.writer import write_video_status
+from hflpipe.pipeline.results.inspect import failure_reason, find_output_roots, inspect_output
 
 OTHER = OutputMetadata(checkpoint_sha256="a" * 64, mano_sha256="b" * 64, config_hash="beef")
 

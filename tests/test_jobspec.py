@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hflpipe.pipeline.cli import main
-from hflpipe.pipeline.config import RunConfig
-from hflpipe.pipeline.errors import ConfigError
-from hflpipe.pipeline.inputs import collect_inputs, read_manifest
-from hflpipe.pipeline.jobspec import COMMAND_LINE_ONLY, SECTIONS, build_config, load_spec
+from hflpipe.pipeline.cli.main import main
+from hflpipe.pipeline.common.errors import ConfigError
+from hflpipe.pipeline.config.jobspec import COMMAND_LINE_ONLY, SECTIONS, build_config, load_spec
+from hflpipe.pipeline.config.run_config import RunConfig
+from hflpipe.pipeline.inputs.videos import collect_inputs, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,16 +16,16 @@ import ray
 import torch
 from ray.cluster_utils import Cluster
 
-from hflpipe.pipeline.config import make_config
-from hflpipe.pipeline.demo_scene import make_demo_scene
-from hflpipe.pipeline.inference import LocalInference, start_actors
-from hflpipe.pipeline.inputs import collect_inputs
-from hflpipe.pipeline.predictor import HflnetPredictor
-from hflpipe.pipeline.run_context import ObjectCache, context_for_video, prepare_context
-from hflpipe.pipeline.runner import run
-from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
-from hflpipe.pipeline.video_job import process_video
-from hflpipe.pipeline.writer import read_table
+from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.config.run_config import make_config
+from hflpipe.pipeline.demo.scene import make_demo_scene
+from hflpipe.pipeline.infer.actor_pool import LocalInference, start_actors
+from hflpipe.pipeline.infer.predictor import HflnetPredictor
+from hflpipe.pipeline.inputs.videos import collect_inputs
+from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.run.context import ObjectCache, context_for_video, prepare_context
+from hflpipe.pipeline.run.runner import run
+from hflpipe.pipeline.run.video import process_video
 
 pytestmark = pytest.mark.slow
 FRAMES = 5

@@ -4,11 +4,11 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hflpipe.model.control_points import load_control_points
-from hflpipe.pipeline.detection import Detection
-from hflpipe.pipeline.hand_pose import project
-from hflpipe.pipeline.object_poses import solve_object_poses
-from hflpipe.pipeline.run_context import RunContext
-from hflpipe.pipeline.video_job import CropJob
+from hflpipe.pipeline.detect.base import Detection
+from hflpipe.pipeline.pose.hands import project
+from hflpipe.pipeline.pose.objects import solve_object_poses
+from hflpipe.pipeline.run.context import RunContext
+from hflpipe.pipeline.run.video import CropJob
 
 K = np.array([[600.0, 0, 320], [0, 600.0, 240], [0, 0, 1]])
 POINTS = load_control_points("003_cracker_box")

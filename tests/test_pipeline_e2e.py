@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from hflpipe.pipeline.config import make_config
-from hflpipe.pipeline.demo_scene import make_demo_scene, mirror
-from hflpipe.pipeline.inputs import video_id_for
-from hflpipe.pipeline.runner import run
-from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
-from hflpipe.pipeline.writer import read_table
+from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.config.run_config import make_config
+from hflpipe.pipeline.demo.scene import make_demo_scene, mirror
+from hflpipe.pipeline.inputs.videos import video_id_for
+from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.run.runner import run
 
 pytestmark = pytest.mark.slow
 FRAMES = 12

@@ -20,12 +20,12 @@ import pytest
 import ray
 import videogen
 
-from hflpipe.pipeline.config import make_config
-from hflpipe.pipeline.decode import get_decoder
-from hflpipe.pipeline.inputs import video_id_for
-from hflpipe.pipeline.runner import run
-from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
-from hflpipe.pipeline.writer import read_table
+from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.config.run_config import make_config
+from hflpipe.pipeline.decode.base import get_decoder
+from hflpipe.pipeline.inputs.videos import video_id_for
+from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.run.runner import run
 
 pytestmark = pytest.mark.slow
 

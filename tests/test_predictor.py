@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from hflpipe.pipeline.predictor import HflnetPredictor, PredictorSettings, fold_batch_norms
+from hflpipe.pipeline.infer.predictor import HflnetPredictor, PredictorSettings, fold_batch_norms
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hflpipe.pipeline.decode import FrameChunk
-from hflpipe.pipeline.detection import Detection
-from hflpipe.pipeline.errors import InputError
-from hflpipe.pipeline.frame_mapping import crops_to_frame
-from hflpipe.pipeline.propagation import (
+from hflpipe.pipeline.common.errors import InputError
+from hflpipe.pipeline.crop.to_frame import crops_to_frame
+from hflpipe.pipeline.decode.base import FrameChunk
+from hflpipe.pipeline.detect.base import Detection
+from hflpipe.pipeline.run.video import CropJob
+from hflpipe.pipeline.track.propagation import (
     HAND_MARGIN,
     OBJECT_MARGIN,
     keyframe_mask,
@@ -26,7 +27,6 @@ from hflpipe.pipeline.propagation import (
     propagate_video,
     usable_boxes,
 )
-from hflpipe.pipeline.video_job import CropJob
 
 WIDTH, HEIGHT = 200, 150
 HAND_SIDE, OBJECT_SIDE = 30, 24
@@ -296,11 +296,11 @@ def test_real_predictor_outputs_drive_the_propagation(tmp_path, synthetic_checkp
     """The seam with HflnetPredictor: its keys and crop-pixel units, on the demo scene."""
     import torch
 
-    from hflpipe.pipeline.decode import get_decoder
-    from hflpipe.pipeline.demo_scene import make_demo_scene
-    from hflpipe.pipeline.inference import LocalInference
-    from hflpipe.pipeline.predictor import HflnetPredictor, PredictorSettings
-    from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
+    from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+    from hflpipe.pipeline.decode.base import get_decoder
+    from hflpipe.pipeline.demo.scene import make_demo_scene
+    from hflpipe.pipeline.infer.actor_pool import LocalInference
+    from hflpipe.pipeline.infer.predictor import HflnetPredictor, PredictorSettings
 
     torch.set_num_threads(1)
     scene = make_demo_scene(tmp_path, num_frames=4, size=(320, 240))

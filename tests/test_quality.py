@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from hflpipe.model.control_points import load_control_points
-from hflpipe.pipeline.config import make_config
-from hflpipe.pipeline.quality import (
+from hflpipe.pipeline.config.run_config import make_config
+from hflpipe.pipeline.output.quality import (
     MAX_JITTER_MPS2,
     acceleration_magnitude,
     distance_to_box,
     hand_suspect,
     object_suspect,
 )
-from hflpipe.pipeline.schema import OutputMetadata, column_numpy, hands_table
-from hflpipe.pipeline.track_tables import video_tables
+from hflpipe.pipeline.output.schema import OutputMetadata, column_numpy, hands_table
+from hflpipe.pipeline.smooth.tables import video_tables
 
 META = OutputMetadata(checkpoint_sha256="a" * 64, mano_sha256="b" * 64, config_hash="c0ffee")
 CRACKER = load_control_points("003_cracker_box")
@@ -182,8 +182,8 @@ def test_builder_without_quality_columns_leaves_them_unassessed() -> None:
 def test_track_quality_groups_interleaved_rows_of_many_videos() -> None:
     from test_schema import sample_object_columns
 
-    from hflpipe.pipeline.quality import track_quality
-    from hflpipe.pipeline.schema import empty_hands, objects_table, rows_by_value
+    from hflpipe.pipeline.output.quality import track_quality
+    from hflpipe.pipeline.output.schema import empty_hands, objects_table, rows_by_value
 
     parts = []
     for video, track, suspect in (("b", 2, [True, False, False]), ("a", 5, [True, True, False]),

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from hflpipe.pipeline.demo_scene import make_demo_scene
-from hflpipe.pipeline.errors import ConfigError
-from hflpipe.pipeline.ray_address import check_reachable
-from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.common.errors import ConfigError
+from hflpipe.pipeline.demo.scene import make_demo_scene
+from hflpipe.pipeline.run.ray_address import check_reachable
 
 
 @pytest.fixture

@@ -11,9 +11,12 @@ from test_evaluate import META
 from test_schema import sample_hand_columns, sample_object_columns, sample_video_row
 
 from hflpipe.model.control_points import load_control_points
-from hflpipe.pipeline.errors import InputError
-from hflpipe.pipeline.hand_pose import project
-from hflpipe.pipeline.overlay import (
+from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.common.errors import InputError
+from hflpipe.pipeline.output.schema import hands_table, objects_table
+from hflpipe.pipeline.output.writer import read_table, write_video_output
+from hflpipe.pipeline.pose.hands import project
+from hflpipe.pipeline.results.render import (
     BOX_EDGES,
     OBJECT_COLOUR,
     RIGHT_COLOUR,
@@ -23,9 +26,6 @@ from hflpipe.pipeline.overlay import (
     render,
     render_overlay,
 )
-from hflpipe.pipeline.schema import hands_table, objects_table
-from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
-from hflpipe.pipeline.writer import read_table, write_video_output
 
 W, H, N = 320, 240, 4
 K = np.array([[300.0, 0.0, 160.0], [0.0, 300.0, 120.0], [0.0, 0.0, 1.0]])
@@ -160,7 +160,7 @@ def test_object_without_a_usable_pose_falls_back_to_its_2d_corners() -> None:
 def test_render_command(scene, tmp_path) -> None:
     from click.testing import CliRunner
 
-    from hflpipe.pipeline.cli_results import render_command
+    from hflpipe.pipeline.cli.results import render_command
 
     runner = CliRunner()
     result = runner.invoke(render_command, [str(scene["video"]), str(scene["out"]), "-o",

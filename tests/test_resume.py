@@ -18,13 +18,16 @@ import pyarrow.dataset as ds
 import pytest
 import yaml
 
-from hflpipe.pipeline.camera import Intrinsics
-from hflpipe.pipeline.config import RunConfig
-from hflpipe.pipeline.demo_scene import make_demo_scene
-from hflpipe.pipeline.errors import ConfigError, OutputError
-from hflpipe.pipeline.inputs import VideoInput
-from hflpipe.pipeline.predictor import PredictorSettings
-from hflpipe.pipeline.run_context import (
+from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.common.errors import ConfigError, OutputError
+from hflpipe.pipeline.config.run_config import RunConfig
+from hflpipe.pipeline.demo.scene import make_demo_scene
+from hflpipe.pipeline.infer.predictor import PredictorSettings
+from hflpipe.pipeline.inputs.camera import Intrinsics
+from hflpipe.pipeline.inputs.videos import VideoInput
+from hflpipe.pipeline.output.schema import OutputMetadata
+from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.run.context import (
     JOB_RECORD,
     ObjectCache,
     RunContext,
@@ -33,10 +36,7 @@ from hflpipe.pipeline.run_context import (
     output_folder,
     video_config_hash,
 )
-from hflpipe.pipeline.runner import estimate_progress
-from hflpipe.pipeline.schema import OutputMetadata
-from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
-from hflpipe.pipeline.writer import read_table
+from hflpipe.pipeline.run.runner import estimate_progress
 
 FRAMES = 6
 VIDEOS = 3
@@ -223,7 +223,7 @@ def test_a_killed_run_resumes_to_the_same_rows_as_an_uninterrupted_one(archive):
 
 
 def test_per_video_progress_lists_the_furthest_videos_first():
-    from hflpipe.pipeline.runner import per_video_progress
+    from hflpipe.pipeline.run.runner import per_video_progress
 
     states = {"a-1": (10, 100, 0.0), "b-2": (90, 100, 0.0), "c-3": (0, 0, 0.0),
               "d-4": (50, 100, 0.0), "e-5": (1, 100, 0.0)}

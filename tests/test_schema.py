@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hflpipe.pipeline.schema import (
+from hflpipe.pipeline.output.schema import (
     ROTATION_FORMAT,
     SCHEMA_VERSION,
     OutputMetadata,

@@ -9,8 +9,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from hflpipe.pipeline.cli import cli
-from hflpipe.pipeline.errors import redact
+from hflpipe.pipeline.cli.main import cli
+from hflpipe.pipeline.common.errors import redact
 
 SECRET = "s3cr3t-Zq81"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
 
-from hflpipe.pipeline.smoothing import (
+from hflpipe.pipeline.smooth.filters import (
     METHODS,
     SmoothingConfig,
     plan_track,

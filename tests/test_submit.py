@@ -25,11 +25,11 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from hflpipe.pipeline.demo_scene import make_demo_scene
-from hflpipe.pipeline.errors import ConfigError
-from hflpipe.pipeline.submit import ClusterError, submit
-from hflpipe.pipeline.synthetic_checkpoint import synthetic_mano_path
-from hflpipe.pipeline.writer import read_table
+from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.common.errors import ConfigError
+from hflpipe.pipeline.demo.scene import make_demo_scene
+from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.run.submit import ClusterError, submit
 
 FRAMES = 6
 RAY = Path(sys.executable).with_name("ray")

@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from hflpipe.model.checkpoint import load_hflnet
+from hflpipe.model.errors import ModelFileError
 from hflpipe.model.mano_file import load_mano_model
-from hflpipe.pipeline.errors import OutputError
-from hflpipe.pipeline.synthetic_checkpoint import (
+from hflpipe.model.synthetic_checkpoint import (
     MANIFEST_FILE,
     MANO_FILE,
     synthetic_mano_path,
     write_synthetic_checkpoint,
 )
 
-PACKAGE_DATA = Path(__file__).resolve().parents[1] / "pipeline" / "data"
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "model" / "data"
 
 
 def _load(path: Path) -> dict:
@@ -98,10 +98,10 @@ def test_write_replaces_an_old_file_and_leaves_no_temporary(tmp_path: Path) -> N
         target.unlink()
 
 
-def test_unwritable_folder_is_a_one_line_output_error(tmp_path: Path) -> None:
+def test_unwritable_folder_is_a_one_line_model_file_error(tmp_path: Path) -> None:
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
-    with pytest.raises(OutputError, match=r"not_a_folder") as info:
+    with pytest.raises(ModelFileError, match=r"not_a_folder") as info:
         write_synthetic_checkpoint(blocker / "synthetic.pth.tar")
     assert "\n" not in str(info.value)
     assert list(tmp_path.iterdir()) == [blocker]

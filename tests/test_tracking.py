@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hflpipe.pipeline.detection import Detection
-from hflpipe.pipeline.tracking import (
+from hflpipe.pipeline.detect.base import Detection
+from hflpipe.pipeline.track.tracker import (
     Pairing,
     TrackingConfig,
     box_iou,

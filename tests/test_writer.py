@@ -11,16 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 from test_schema import META, sample_hand_columns, sample_object_columns, sample_video_row
 
-from hflpipe.pipeline import writer
-from hflpipe.pipeline.errors import InputError, OutputError
-from hflpipe.pipeline.schema import (
+from hflpipe.pipeline.common.errors import InputError, OutputError
+from hflpipe.pipeline.output import writer
+from hflpipe.pipeline.output.schema import (
     empty_hands,
     empty_objects,
     hands_table,
     objects_table,
     read_file_metadata,
 )
-from hflpipe.pipeline.writer import (
+from hflpipe.pipeline.output.writer import (
     finished_videos,
     read_table,
     remove_stale_temp_files,

@@ -1,0 +1,4 @@
+"""The ``hflpipe`` command line: thin commands over the library.
+
+May import every subpackage; nothing imports it.
+"""

@@ -1,0 +1,183 @@
+"""Run configuration: every option of ``hflpipe run``, validated, with a stable hash.
+
+The same model backs command-line flags and job specs, so a job spec and the
+equivalent command line produce the same configuration and the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hflpipe import __version__
+from hflpipe.pipeline.common.errors import ConfigError
+from hflpipe.pipeline.decode.base import DEFAULT_BACKEND
+from hflpipe.pipeline.output.schema import SCHEMA_VERSION
+
+#: Options that change what lands in the output files; the config hash covers
+#: exactly these (plus the model file hashes and the package version), so that
+#: resources or logging never force a re-run.
+RESULT_FIELDS = (
+    "intrinsics",
+    "hfov_deg",
+    "object",
+    "detector",
+    "boxes",
+    "torchvision_model",
+    "torchvision_weights",
+    "torchvision_classes",
+    "score_threshold",
+    "stride",
+    "start_s",
+    "end_s",
+    "max_gap",
+    "detect_every",
+    "smoothing_cutoff_hz",
+    "with_vertices",
+    "precision",
+)
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs. Paths are kept as given; checks happen in :func:`validate_paths`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    videos: list[str] = Field(default_factory=list, description="video files or glob patterns")
+    video_list: Path | None = Field(None, description="text file, one video path or glob a line")
+    manifest: Path | None = Field(
+        None, description="CSV/JSON table of videos with per-video object, intrinsics, boxes"
+    )
+    out: Path = Field(description="output directory")
+    checkpoint: Path | None = Field(None, description="official HFL-Net checkpoint (.pth.tar)")
+    mano: Path | None = Field(None, description="MANO_RIGHT.pkl or a converted .npz")
+    intrinsics: str | None = Field(None, description="'fx,fy,cx,cy' or a JSON file")
+    hfov_deg: float = Field(60.0, gt=1.0, lt=179.0, description="FOV assumed without intrinsics")
+    object: str | None = Field(None, description="YCB object name or a mesh/point file")
+    detector: Literal["boxes", "mediapipe", "torchvision"] = "mediapipe"
+    boxes: Path | None = Field(None, description="boxes file (CSV, JSON or Parquet)")
+    torchvision_model: str | None = None
+    torchvision_weights: Path | None = None
+    torchvision_classes: dict[int, str] | None = None
+    score_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    decoder: Literal["decord", "pyav"] = DEFAULT_BACKEND
+    chunk_size: int = Field(64, ge=1, le=4096, description="frames decoded at once")
+    stride: int = Field(1, ge=1, description="process every n-th frame")
+    start_s: float | None = Field(None, ge=0.0)
+    end_s: float | None = Field(None, gt=0.0)
+    max_gap: int = Field(
+        5, ge=0, description="longest gap (selected frames) filled by interpolation"
+    )
+    detect_every: int = Field(
+        1, ge=1, le=1000,
+        description="run the detector on every n-th selected frame; boxes propagated between",
+    )
+    smoothing_cutoff_hz: float = Field(
+        4.0, gt=0.0, description="smoothing bandwidth; raw values are kept beside"
+    )
+    with_vertices: bool = False
+    batch_size: int = Field(32, ge=1, le=4096, description="crops per inference batch")
+    num_actors: int | None = Field(None, ge=1, description="inference actors (default: GPUs or 1)")
+    gpus_per_actor: float = Field(1.0, ge=0.0)
+    cpus_per_task: float = Field(1.0, gt=0.0)
+    max_concurrent_videos: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = Field(
+        False, description="torch.compile the predictor: minutes once per actor, faster batches"
+    )
+    max_retries: int = Field(2, ge=0, le=20, description="retries of a video whose worker died")
+    stall_timeout_s: float = Field(
+        600.0, gt=0.0, description="a video making no progress for this long fails"
+    )
+    retry_failed: bool = False
+    new_version: bool = Field(
+        False, description="write a changed config's results to OUT/versions/<hash>"
+    )
+    address: str | None = None
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> RunConfig:
+        if not (self.videos or self.video_list or self.manifest):
+            raise ValueError("no inputs: give videos, a video_list or a manifest")
+        if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError(f"end_s ({self.end_s}) must be after start_s ({self.start_s})")
+        if self.detector == "boxes" and self.boxes is None and self.manifest is None:
+            raise ValueError("detector 'boxes' needs a boxes file (--boxes, or a manifest's boxes)")
+        if self.detector == "torchvision" and (
+            self.torchvision_model is None or self.torchvision_weights is None
+        ):
+            raise ValueError(
+                "detector 'torchvision' needs --torchvision-model and --torchvision-weights"
+            )
+        return self
+
+    def result_hash(self, checkpoint_sha256: str, mano_sha256: str) -> str:
+        """Hash of everything that determines the output rows (16 hex digits)."""
+        fields = {name: _jsonable(getattr(self, name)) for name in RESULT_FIELDS}
+        fields |= {"checkpoint": checkpoint_sha256, "mano": mano_sha256, "version": __version__,
+                   "schema": SCHEMA_VERSION}
+        blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+#: Fields naming files that must exist before a run starts.
+FILE_FIELDS = ("checkpoint", "mano", "boxes", "torchvision_weights", "video_list", "manifest")
+
+
+def validate_paths(config: RunConfig, describe: Callable[[str], str] | None = None) -> None:
+    """Raise ConfigError naming the first input file that does not exist (cheap, no reads).
+
+    ``describe`` turns a field name into how the user wrote it (a spec key or a flag);
+    by default ``option 'field'``.
+    """
+    describe = describe or (lambda name: f"option '{name}'")
+    for name in FILE_FIELDS:
+        path = getattr(config, name)
+        if path is not None and not Path(path).is_file():
+            cause = "is a directory, not a file" if Path(path).is_dir() else "file not found"
+            raise ConfigError(f"{describe(name)}: {cause}: {path}")
+    intrinsics = config.intrinsics
+    if intrinsics and not looks_like_values(intrinsics) and not Path(intrinsics).is_file():
+        raise ConfigError(
+            f"{describe('intrinsics')}: file not found (or give 'fx,fy,cx,cy'): {intrinsics}"
+        )
+    # A name with a suffix is a mesh/point file; YCB catalogue names have none.
+    if config.object and Path(config.object).suffix and not Path(config.object).is_file():
+        raise ConfigError(f"{describe('object')}: mesh/point file not found: {config.object}")
+
+
+def looks_like_values(text: str) -> bool:
+    """True for an inline ``'fx,fy,cx,cy'`` intrinsics string (four comma-separated parts)."""
+    return len(str(text).split(",")) == 4 and not Path(text).exists()
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value.resolve())
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    return value
+
+
+def make_config(**options: object) -> RunConfig:
+    """Build a :class:`RunConfig`, turning validation errors into one-line :class:`ConfigError`."""
+    try:
+        return RunConfig(**options)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the option: ``option 'batch_size': Input should be ...``."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"option '{where}': {message}" if where else message)
+    return "; ".join(problems)

@@ -1,0 +1,353 @@
+"""PyAV (FFmpeg) decoding backend, and the container facts both backends share."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from hflpipe.pipeline.decode.base import (
+    FrameChunk,
+    FrameSelector,
+    VideoInfo,
+    check_chunk_size,
+    check_video_path,
+    decode_error,
+    is_variable_frame_rate,
+    log_truncated,
+)
+from hflpipe.pipeline.decode.read_ahead import iterate_ahead
+
+logger = logging.getLogger(__name__)
+
+#: Frames the decoding thread may queue ahead of the conversion (it holds one more); YUV,
+#: about 3 MiB each at 1080p.
+DECODE_AHEAD = 4
+
+
+@dataclass(frozen=True)
+class ContainerHeader:
+    """What the container header says about its first video stream (nothing decoded).
+
+    ``time_base``: seconds per pts tick. ``start_pts``: presentation time of
+    the first frame, in ticks. ``average_fps``: the container's average rate, or None
+    when it does not say.
+    """
+
+    time_base: Fraction
+    start_pts: int
+    average_fps: float | None
+    width: int
+    height: int
+
+
+def _open(path: str) -> av.container.InputContainer:
+    try:
+        # Damaged or foreign metadata (a handler name, a title) is not UTF-8 often enough;
+        # it must not make the frames unreadable.
+        container = av.open(path, mode="r", metadata_errors="replace")
+    except (av.error.FFmpegError, OSError) as exc:
+        # strerror drops FFmpeg's errno and its repeat of the path.
+        cause = getattr(exc, "strerror", None) or exc
+        raise decode_error(path, f"not a readable video container ({cause})") from exc
+    if not container.streams.video:
+        container.close()
+        raise decode_error(path, "no video stream (or a video stream without frames)")
+    return container
+
+
+def _header(path: str, stream: av.video.stream.VideoStream) -> ContainerHeader:
+    # A damaged codec tag leaves the stream without a decoder (and without a frame size).
+    if stream.codec_context is None:
+        raise decode_error(path, "video stream has an unknown codec (no decoder for it)")
+    if stream.time_base is None or not stream.width or not stream.height:
+        raise decode_error(path, "video stream has no frame size or time base")
+    rate = stream.average_rate or stream.guessed_rate
+    return ContainerHeader(
+        time_base=Fraction(stream.time_base),
+        start_pts=stream.start_time or 0,
+        average_fps=float(rate) if rate else None,
+        width=stream.width,
+        height=stream.height,
+    )
+
+
+def read_container_header(path: str) -> ContainerHeader:
+    """Read the header of ``path``'s first video stream; :class:`DecodeError` if there is none."""
+    path = check_video_path(path)
+    with _open(path) as container:
+        return _header(path, container.streams.video[0])
+
+
+def video_info(
+    path: str, header: ContainerHeader, timestamps_s: np.ndarray, backend: str
+) -> VideoInfo:
+    """Assemble :class:`VideoInfo` from a header and the ``(n,)`` presentation times of all frames.
+
+    Both backends call this so their metadata agrees whenever their frame
+    tables do. A 0-frame table raises :class:`DecodeError`.
+    """
+    n = len(timestamps_s)
+    if n == 0:
+        raise decode_error(path, "video stream has no frames")
+    fps = header.average_fps
+    if not fps:
+        span = float(timestamps_s[-1] - timestamps_s[0])
+        # A single frame has no rate; 1 fps keeps duration_s = num_frames / fps honest.
+        fps = (n - 1) / span if n > 1 and span > 0 else 1.0
+    return VideoInfo(
+        path=path,
+        num_frames=n,
+        fps=fps,
+        width=header.width,
+        height=header.height,
+        duration_s=n / fps,
+        backend=backend,
+        variable_frame_rate=is_variable_frame_rate(timestamps_s, float(header.time_base)),
+    )
+
+
+@dataclass(frozen=True)
+class PacketTable:
+    """Every video packet of a file, from a demux (nothing decoded).
+
+    ``pts``: ``(n,)`` int64 presentation times in ticks, sorted (presentation
+    order); ``keyframe_pts``: ``(k,)`` int64 sorted ticks of the keyframe packets.
+    """
+
+    header: ContainerHeader
+    pts: np.ndarray
+    keyframe_pts: np.ndarray
+
+    @property
+    def timestamps_s(self) -> np.ndarray:
+        return self.pts * float(self.header.time_base)
+
+
+def _packet_table(path: str, container: av.container.InputContainer) -> PacketTable:
+    stream = container.streams.video[0]
+    header = _header(path, stream)
+    pts: list[int] = []
+    keyframes: list[int] = []
+    try:
+        for packet in container.demux(stream):
+            # The demuxer's final flush packet carries no data.
+            if packet.size == 0:
+                continue
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if stamp is None:
+                raise decode_error(path, "packets carry no timestamps")
+            pts.append(stamp)
+            if packet.is_keyframe:
+                keyframes.append(stamp)
+    except av.error.FFmpegError as exc:
+        log_truncated(path, len(pts), exc)
+    return PacketTable(header, np.sort(np.asarray(pts, dtype=np.int64)),
+                       np.sort(np.asarray(keyframes, dtype=np.int64)))
+
+
+def packet_timestamps(path: str) -> tuple[ContainerHeader, np.ndarray]:
+    """The header and the sorted ``(n,)`` float64 presentation times of every video packet.
+
+    A demux only (nothing is decoded); a damaged tail ends the list where it starts.
+    """
+    with _open(path) as container:
+        table = _packet_table(path, container)
+    return table.header, table.timestamps_s
+
+
+class PyAVDecoder:
+    """Decodes with PyAV: every frame in order, converting only those selected.
+
+    A read whose first selectable frame lies past a keyframe (a start time, or
+    frame indices that begin later) first seeks to the last keyframe before it,
+    in a stream that starts on a keyframe. A demux of the whole file tells which
+    frame that keyframe is; the first frame decoded after the seek must be it, or
+    the read starts again from the beginning, so frame numbers are those of a
+    read from the start.
+
+    Frames are decoded on a thread of their own, at most :data:`DECODE_AHEAD`
+    frames queued ahead, and converted to RGB on the caller's thread, so the two
+    overlap.
+
+    ``threads``: FFmpeg decoding threads (0 lets FFmpeg choose).
+    """
+
+    name = "pyav"
+
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads
+
+    def probe(self, path: str) -> VideoInfo:
+        """Metadata from the header plus a demux of every packet (no decoding)."""
+        path = check_video_path(path)
+        header, timestamps = packet_timestamps(path)
+        return video_info(path, header, timestamps, self.name)
+
+    def read_chunks(
+        self,
+        path: str,
+        *,
+        chunk_size: int = 64,
+        stride: int = 1,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        frame_indices: Sequence[int] | None = None,
+    ) -> Iterator[FrameChunk]:
+        """See :meth:`hflpipe.pipeline.decode.base.Decoder.read_chunks`."""
+        check_chunk_size(chunk_size)
+        selector = FrameSelector(
+            stride=stride, start_s=start_s, end_s=end_s, frame_indices=frame_indices
+        )
+        path = check_video_path(path)
+        return self._read(path, chunk_size, selector)
+
+    def _read(self, path: str, chunk_size: int, selector: FrameSelector) -> Iterator[FrameChunk]:
+        keyframe = None
+        if selector.may_pass_over_leading_frames:
+            keyframe = _keyframe_before_selection(path, selector)
+        if keyframe is not None:
+            logger.debug("%s: seeking to the keyframe at frame %d", path, keyframe.position)
+            try:
+                yield from self._decode(path, chunk_size, selector, keyframe)
+                return
+            except _MissedKeyframe as exc:
+                logger.debug("%s: seeking to frame %d failed (%s); decoding from the start",
+                             path, keyframe.position, exc)
+        yield from self._decode(path, chunk_size, selector, None)
+
+    def _decode(self, path: str, chunk_size: int, selector: FrameSelector,
+                keyframe: _Keyframe | None) -> Iterator[FrameChunk]:
+        """Decode from the start or from ``keyframe``; :class:`_MissedKeyframe` if the seek
+        to it fails (before any frame is selected)."""
+        with _open(path) as container:
+            stream = container.streams.video[0]
+            header = _header(path, stream)
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = self.threads
+            time_base = float(header.time_base)
+            chunk = _ChunkBuffer(chunk_size, header.height, header.width)
+            received = 0 if keyframe is None else keyframe.position
+            # The thread decodes (FFmpeg releases the GIL) while this one converts to RGB.
+            decoded = iterate_ahead(_frames_from(container, keyframe), DECODE_AHEAD,
+                                    "hflpipe-decode")
+            try:
+                with contextlib.closing(decoded):
+                    for frame in decoded:
+                        index = received
+                        received += 1
+                        if frame.pts is None:
+                            raise decode_error(path, f"frame {index} has no timestamp")
+                        timestamp = frame.pts * time_base
+                        if selector.finished(index, timestamp):
+                            break
+                        if selector.take(index, timestamp):
+                            chunk.add(index, timestamp, frame)
+                            if chunk.full:
+                                yield chunk.take()
+            except av.error.FFmpegError as exc:
+                if received == 0:
+                    raise decode_error(path, f"no frame could be decoded ({exc})") from exc
+                log_truncated(path, received, exc)
+            if received == 0:
+                raise decode_error(path, "video stream has no frames")
+            if chunk.indices:
+                yield chunk.take()
+
+
+@dataclass(frozen=True)
+class _Keyframe:
+    """A keyframe to start decoding from: its frame number and presentation time in ticks."""
+
+    position: int
+    pts: int
+
+
+class _MissedKeyframe(Exception):
+    """A seek did not land on the keyframe asked for (raised before any frame is used)."""
+
+
+def _keyframe_before_selection(path: str, selector: FrameSelector) -> _Keyframe | None:
+    """The last keyframe at or before the first frame ``selector`` could select; None
+    when that is the first frame anyway, or when the stream does not start on a keyframe.
+
+    A stream cut in the middle of a keyframe interval starts with frames that cannot
+    be decoded; a read from the start drops them and numbers the first frame it can
+    decode 0, so the packet table's positions would not match its frame numbers.
+    """
+    with _open(path) as container:
+        table = _packet_table(path, container)
+    if not len(table.keyframe_pts) or table.keyframe_pts[0] != table.pts[0]:
+        return None
+    first = min(selector.first_candidate(table.timestamps_s), len(table.pts) - 1)
+    earlier = table.keyframe_pts[table.keyframe_pts <= table.pts[first]]
+    if not len(earlier) or earlier[-1] <= table.pts[0]:
+        return None
+    pts = int(earlier[-1])
+    return _Keyframe(position=int(np.searchsorted(table.pts, pts)), pts=pts)
+
+
+def _frames_from(container: av.container.InputContainer, keyframe: _Keyframe | None
+                 ) -> Iterator[av.VideoFrame]:
+    """Decoded frames from the start, or from ``keyframe`` after seeking to it."""
+    stream = container.streams.video[0]
+    if keyframe is None:
+        return container.decode(stream)
+    try:
+        container.seek(keyframe.pts, stream=stream, backward=True)
+        frames = container.decode(stream)
+        landed = next(frames, None)
+    except av.error.FFmpegError as exc:
+        raise _MissedKeyframe(str(exc)) from exc
+    if landed is None or landed.pts != keyframe.pts:
+        raise _MissedKeyframe(f"landed at pts {None if landed is None else landed.pts}")
+    return itertools.chain([landed], frames)
+
+
+class _ChunkBuffer:
+    """Collects one chunk: each frame converted to RGB and copied once, into the chunk's array.
+
+    Frames are scaled to the header's size, so a mid-stream size change cannot break
+    the ``(n, H, W, 3)`` chunk shape.
+    """
+
+    def __init__(self, size: int, height: int, width: int) -> None:
+        self.size, self.height, self.width = size, height, width
+        self.indices: list[int] = []
+        self.stamps: list[float] = []
+        self._frames: np.ndarray | None = None
+
+    @property
+    def full(self) -> bool:
+        return len(self.indices) == self.size
+
+    def add(self, index: int, timestamp: float, frame: av.VideoFrame) -> None:
+        if self._frames is None:
+            self._frames = np.empty((self.size, self.height, self.width, 3), dtype=np.uint8)
+        # swscale's own threads (one per core by default) slow the conversion down
+        # next to a decoding thread; one is enough.
+        rgb = frame.reformat(format="rgb24", width=self.width, height=self.height, threads=1)
+        plane = rgb.planes[0]
+        # FFmpeg pads each row to line_size bytes; the view drops the padding.
+        rows = np.frombuffer(plane, dtype=np.uint8).reshape(self.height, plane.line_size)
+        self._frames[len(self.indices)] = rows[:, : 3 * self.width].reshape(
+            self.height, self.width, 3)
+        self.indices.append(index)
+        self.stamps.append(timestamp)
+
+    def take(self) -> FrameChunk:
+        """The chunk collected so far; the buffer starts a new one."""
+        assert self._frames is not None
+        chunk = FrameChunk(
+            indices=np.asarray(self.indices, dtype=np.int64),
+            timestamps_s=np.asarray(self.stamps, dtype=np.float64),
+            frames=self._frames[: len(self.indices)],
+        )
+        self.indices, self.stamps, self._frames = [], [], None
+        return chunk

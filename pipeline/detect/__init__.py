@@ -1,0 +1,4 @@
+"""Hands and objects per frame: boxes files, MediaPipe, torchvision models.
+
+Imports only ``common`` and ``hflpipe.model``; detectors take explicit options.
+"""

@@ -1,0 +1,148 @@
+"""Where crops meet the model: in-process, or on a pool of Ray actors (one per GPU).
+
+Both implement :class:`InferenceClient`: ``submit`` a batch, later ``result``
+it, so that a video can keep a few batches in flight while it decodes and
+crops the next ones. Batches are numpy dicts (see :class:`HflnetPredictor`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any, Protocol
+
+import numpy as np
+import ray
+import torch
+from ray.exceptions import RayActorError
+
+from hflpipe.pipeline.common.errors import HflpipeError
+from hflpipe.pipeline.infer.freed_memory import keep_freed_memory
+from hflpipe.pipeline.infer.predictor import HflnetPredictor, PredictorSettings
+
+
+class InferenceClient(Protocol):
+    """Asynchronous access to the model."""
+
+    def submit(self, batch: dict[str, np.ndarray]) -> Any:
+        """Start inference on a batch; returns a handle for :meth:`result`."""
+        ...
+
+    def result(self, handle: Any) -> dict[str, np.ndarray]:
+        """Wait for and return a batch's outputs."""
+        ...
+
+    def hand_mesh(
+        self, pose: np.ndarray, shape: np.ndarray, with_vertices: bool
+    ) -> dict[str, np.ndarray]:
+        """MANO joints (and vertices) relative to the wrist for (N,48) poses and (N,10) shapes."""
+        ...
+
+
+class LocalInference:
+    """Runs the predictor in this process (tests, single-process runs)."""
+
+    def __init__(self, predictor: HflnetPredictor) -> None:
+        self.predictor = predictor
+
+    def submit(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.predictor(batch)
+
+    def result(self, handle: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return handle
+
+    def hand_mesh(
+        self, pose: np.ndarray, shape: np.ndarray, with_vertices: bool
+    ) -> dict[str, np.ndarray]:
+        return self.predictor.hand_mesh(pose, shape, with_vertices)
+
+
+def load_actor_predictor(settings: PredictorSettings, cpu_threads: int) -> HflnetPredictor:
+    """The predictor in the process setup of an inference actor (benchmarks measure this).
+
+    Without CUDA, torch gets ``cpu_threads`` threads; a predictor on the CPU makes the
+    process keep freed memory, since the process does nothing but run batches and each
+    one reuses the last one's memory.
+    """
+    if not torch.cuda.is_available():
+        torch.set_num_threads(cpu_threads)
+    predictor = HflnetPredictor(settings)
+    if predictor.device.type == "cpu":
+        keep_freed_memory()
+    return predictor
+
+
+class PredictorActor:
+    """Ray actor holding one model replica; declared with ``num_gpus`` by :func:`start_actors`."""
+
+    def __init__(self, settings: PredictorSettings, cpu_threads: int) -> None:
+        self.predictor = load_actor_predictor(settings, cpu_threads)
+
+    def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return self.predictor(batch)
+        except torch.OutOfMemoryError:
+            # Hand the failed batch's blocks back, so that the smaller batches the caller
+            # retries with (video_job splits failed batches) find the memory free.
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise
+
+    def hand_mesh(
+        self, pose: np.ndarray, shape: np.ndarray, with_vertices: bool
+    ) -> dict[str, np.ndarray]:
+        return self.predictor.hand_mesh(pose, shape, with_vertices)
+
+    def ready(self) -> str:
+        return str(self.predictor.device)
+
+
+def start_actors(
+    settings: PredictorSettings, num_actors: int, gpus_per_actor: float, cpus_per_actor: float
+) -> list[ray.actor.ActorHandle]:
+    """Start the pool and wait until every replica has loaded its weights.
+
+    Actors restart when their process dies (an out-of-memory kill, a node lost),
+    and calls that were in flight are retried on the restarted replica.
+    """
+    remote = ray.remote(
+        num_gpus=gpus_per_actor, num_cpus=cpus_per_actor, max_restarts=-1, max_task_retries=3
+    )(PredictorActor)
+    threads = max(1, int(cpus_per_actor))
+    actors = [remote.remote(settings, threads) for _ in range(num_actors)]
+    try:
+        ray.get([a.ready.remote() for a in actors])
+    except RayActorError as exc:
+        cause = _last_error_line(exc)
+        raise HflpipeError(f"the inference actors could not start: {cause}") from None
+    return actors
+
+
+def _last_error_line(exc: BaseException) -> str:
+    """The innermost ``SomeError: message`` line of a Ray error's text (its remote cause)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line)]
+    return (causes or lines or [type(exc).__name__])[-1]
+
+
+class ActorInference:
+    """Spreads one video's batches over the actor pool, round-robin from a per-video offset."""
+
+    def __init__(self, actors: list[ray.actor.ActorHandle], offset: int = 0) -> None:
+        if not actors:
+            raise ValueError("ActorInference needs at least one actor")
+        self.actors = actors
+        self._next = itertools.cycle(range(len(actors)))
+        for _ in range(offset % len(actors)):
+            next(self._next)
+
+    def submit(self, batch: dict[str, np.ndarray]) -> ray.ObjectRef:
+        return self.actors[next(self._next)].infer.remote(batch)
+
+    def result(self, handle: ray.ObjectRef) -> dict[str, np.ndarray]:
+        return ray.get(handle)
+
+    def hand_mesh(
+        self, pose: np.ndarray, shape: np.ndarray, with_vertices: bool
+    ) -> dict[str, np.ndarray]:
+        return ray.get(self.actors[next(self._next)].hand_mesh.remote(pose, shape, with_vertices))

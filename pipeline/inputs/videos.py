@@ -1,0 +1,234 @@
+"""Turning the user's video arguments into a list of inputs with stable, safe ids.
+
+Three sources, combined in :func:`collect_inputs`: file names and glob patterns, a
+list file (one name or pattern a line) and a manifest (a table of videos, each with
+its own object, intrinsics and boxes file).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from hflpipe.model.control_points import load_control_points
+from hflpipe.pipeline.common.errors import ConfigError, InputError
+from hflpipe.pipeline.config.run_config import RunConfig, looks_like_values
+from hflpipe.pipeline.inputs.camera import intrinsics_from_mapping, parse_intrinsics
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+#: Manifest columns: ``video`` is required, the others override the run's value per video.
+MANIFEST_COLUMNS = ("video", "object", "intrinsics", "boxes")
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """One input: its path, its id in the output, why it cannot be processed (if so), and
+    the manifest's per-video overrides of the run's ``object``, ``intrinsics`` and ``boxes``.
+    """
+
+    path: Path
+    video_id: str
+    problem: str | None = None
+    object: str | None = None
+    intrinsics: str | None = None
+    boxes: Path | None = None
+
+    def overrides(self) -> dict[str, str]:
+        """The per-video overrides that are set, as strings (for hashing and display)."""
+        values = {"object": self.object, "intrinsics": self.intrinsics, "boxes": self.boxes}
+        return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def video_id_for(path: Path) -> str:
+    """``<stem>-<8 hex>``: readable, unique per absolute path, and a safe file name.
+
+    The hash keeps ``a/clip.mp4`` and ``b/clip.mp4`` apart; the sanitising keeps a
+    name such as ``../../x`` from ever leaving the output directory.
+    """
+    absolute = str(Path(path).absolute())
+    digest = hashlib.sha1(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    stem = _UNSAFE.sub("_", Path(path).stem).strip("._-")[:80] or "video"
+    return f"{stem}-{digest}"
+
+
+def collect_inputs(config: RunConfig) -> list[VideoInput]:
+    """Every input of a run: manifest rows first, then ``videos`` and the list file's lines.
+
+    A video named twice is kept once; a manifest row wins, since it carries overrides.
+    """
+    inputs = read_manifest(config.manifest) if config.manifest else []
+    patterns = list(config.videos)
+    if config.video_list:
+        patterns += read_video_list(config.video_list)
+    seen = {video.path.absolute() for video in inputs}
+    for video in expand_videos(patterns) if patterns else []:
+        if video.path.absolute() not in seen:
+            inputs.append(video)
+    return inputs
+
+
+def expand_videos(patterns: list[str]) -> list[VideoInput]:
+    """Expand files and glob patterns, in sorted order, each path once.
+
+    A pattern that matches nothing is a configuration error (a typo should not
+    produce an empty run); a directory that matches is kept as an input with a
+    problem, so that it gets a ``failed`` row rather than vanishing.
+    """
+    seen: dict[Path, VideoInput] = {}
+    for pattern in patterns:
+        matches = [pattern]
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern, recursive=True))
+            if not matches:
+                raise ConfigError(f"videos '{pattern}': no files match")
+        for match in matches:
+            path = Path(match)
+            seen.setdefault(path.absolute(), VideoInput(path, video_id_for(path), _problem(path)))
+    return list(seen.values())
+
+
+def read_video_list(path: Path) -> list[str]:
+    """Names or glob patterns from a text file, one a line; ``#`` starts a comment line.
+
+    Relative names are relative to the list file's folder, so the list can travel with
+    the videos.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"video list {path}: cannot be read: {_cause(exc)}") from None
+    names = [line.strip() for line in lines]
+    patterns = [_beside(path, name) for name in names if name and not name.startswith("#")]
+    if not patterns:
+        raise ConfigError(f"video list {path}: names no videos")
+    return patterns
+
+
+def read_manifest(path: Path) -> list[VideoInput]:
+    """Read a manifest (``.csv``, ``.json`` list of objects, or ``.jsonl``); checks every row.
+
+    Columns: ``video`` (required) and optional ``object`` (YCB name or mesh/point file),
+    ``intrinsics`` (``"fx,fy,cx,cy"``, a JSON file, or in JSON an object with fx/fy/cx/cy
+    or K) and ``boxes`` (a boxes file). Empty cells mean "use the run's value". Relative
+    paths are relative to the manifest's folder. Raises ConfigError naming the row.
+    """
+    path = Path(path)
+    rows = _manifest_rows(path)
+    if not rows:
+        raise ConfigError(f"manifest {path}: has no rows")
+    inputs: list[VideoInput] = []
+    seen: set[Path] = set()
+    known_objects: set[str] = set()
+    for number, row in enumerate(rows, start=1):
+        where = f"manifest {path}: row {number}"
+        unknown = sorted(set(row) - set(MANIFEST_COLUMNS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown column '{unknown[0]}' "
+                              f"(expected {', '.join(MANIFEST_COLUMNS)})")
+        values = {k: _cell(row.get(k), f"{where}: {k}") for k in ("video", "object", "boxes")}
+        if values["video"] is None:
+            raise ConfigError(f"{where}: 'video' is empty")
+        video = Path(_beside(path, values["video"]))
+        if video.absolute() in seen:
+            raise ConfigError(f"{where}: video {video} is listed twice")
+        seen.add(video.absolute())
+        obj = _manifest_object(path, values["object"], where, known_objects)
+        intrinsics = _manifest_intrinsics(path, row.get("intrinsics"), where)
+        boxes = Path(_beside(path, values["boxes"])) if values["boxes"] else None
+        if boxes is not None and not boxes.is_file():
+            raise ConfigError(f"{where}: boxes file not found: {boxes}")
+        inputs.append(VideoInput(video, video_id_for(video), _problem(video), obj, intrinsics,
+                                 boxes))
+    return inputs
+
+
+def _manifest_rows(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".csv":
+            reader = csv.DictReader(text.splitlines())
+            if reader.fieldnames is None or "video" not in reader.fieldnames:
+                raise ConfigError(f"manifest {path}: needs a header with a 'video' column")
+            return [dict(row) for row in reader]
+        if suffix == ".json":
+            rows = json.loads(text)
+        elif suffix in (".jsonl", ".ndjson"):
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            raise ConfigError(f"manifest {path}: unknown format '{suffix}' (use .csv, .json "
+                              "or .jsonl)")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"manifest {path}: cannot be read: {_cause(exc)}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ConfigError(f"manifest {path}: expected a list of objects, one per video")
+    return rows
+
+
+def _cell(value: object, where: str) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected text, got {type(value).__name__}")
+    return value.strip()
+
+
+def _manifest_object(manifest: Path, value: str | None, where: str, known: set[str]
+                     ) -> str | None:
+    if value is None:
+        return None
+    if Path(value).suffix:
+        file = Path(_beside(manifest, value))
+        if not file.is_file():
+            raise ConfigError(f"{where}: object mesh/point file not found: {file}")
+        return str(file)
+    if value not in known:
+        try:
+            load_control_points(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: object '{value}': {exc}") from None
+        known.add(value)
+    return value
+
+
+def _manifest_intrinsics(manifest: Path, value: object, where: str) -> str | None:
+    """Check a row's intrinsics now; returns them as 'fx,fy,cx,cy' or a file path."""
+    if isinstance(value, dict):
+        try:
+            K = intrinsics_from_mapping(value, where).K
+        except InputError as exc:
+            raise ConfigError(str(exc)) from None
+        return ",".join(repr(float(K[i, j])) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
+    text = _cell(value, f"{where}: intrinsics")
+    if text is None:
+        return None
+    spec = text if looks_like_values(text) else _beside(manifest, text)
+    try:
+        parse_intrinsics(spec)
+    except InputError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return spec
+
+
+def _beside(anchor: Path, name: str) -> str:
+    """``name`` with ``~`` expanded, relative names joined to ``anchor``'s folder."""
+    expanded = Path(name).expanduser()
+    return str(expanded if expanded.is_absolute() else Path(anchor).parent / expanded)
+
+
+def _cause(exc: BaseException) -> str:
+    return " ".join(str(getattr(exc, "strerror", None) or exc).split()) or type(exc).__name__
+
+
+def _problem(path: Path) -> str | None:
+    if not path.exists():
+        return "no such file"
+    if path.is_dir():
+        return "is a directory, not a video file"
+    return None

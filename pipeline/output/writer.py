@@ -1,0 +1,359 @@
+"""Per-video atomic Parquet output, and reading back what is finished.
+
+Layout: ``OUT/hands/<video_id>.parquet``, ``OUT/objects/<video_id>.parquet`` and
+``OUT/videos/<video_id>.parquet``; each folder is a Parquet dataset on its own
+(``pq.read_table(OUT / "hands")``, DuckDB ``read_parquet('OUT/hands/*.parquet')``).
+
+Commit protocol, so that a crash at any point loses nothing and duplicates nothing:
+
+1. the video's old ``videos`` file (its commit marker) is removed first, so a re-run that
+   dies half-way never leaves an old marker vouching for new, partial data;
+2. ``hands`` then ``objects`` are written, each to a hidden temporary file in the target
+   folder (dataset readers skip names starting with ``.``), fsynced, then ``os.replace``d;
+3. the ``videos`` row is written last, the same way: a video is finished exactly when its
+   ``videos`` file exists and reads.
+
+Writers for different videos touch disjoint files, so Ray workers may write concurrently.
+``remove_stale_temp_files`` and ``remove_uncommitted_outputs`` must run only while no
+writer is running (at job start), since an in-flight write looks exactly like a stale one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from hflpipe.pipeline.common.errors import InputError, OutputError
+from hflpipe.pipeline.output.schema import (
+    TABLES,
+    OutputMetadata,
+    hands_schema,
+    objects_schema,
+    table_schema,
+    videos_table,
+)
+
+logger = logging.getLogger(__name__)
+
+SUFFIX = ".parquet"
+TEMP_SUFFIX = ".tmp"
+# Uncompressed bytes per row group: big enough for efficient scans, small enough that
+# readers can parallelise over row groups within one long video's file.
+ROW_GROUP_BYTES = 64 * 1024 * 1024
+MIN_ROW_GROUP_ROWS = 1024
+# Leaves room for ".parquet" and the temporary-name decoration under the 255-byte limit.
+MAX_VIDEO_ID_BYTES = 200
+
+
+def check_video_id(video_id: str) -> str:
+    """Return ``video_id`` if it is a safe file stem, else raise InputError naming the cause.
+
+    Refused: empty, over 200 bytes, a leading dot (hidden/temporary names), path separators,
+    ``..``, NUL or other control characters, surrounding whitespace.
+    """
+    if not isinstance(video_id, str) or not video_id:
+        cause = "it is empty or not a string"
+    elif len(video_id.encode("utf-8", "surrogatepass")) > MAX_VIDEO_ID_BYTES:
+        cause = f"it is longer than {MAX_VIDEO_ID_BYTES} bytes"
+    elif video_id.startswith("."):
+        cause = "it starts with a dot"
+    elif "/" in video_id or "\\" in video_id:
+        cause = "it contains a path separator"
+    elif ".." in video_id:
+        cause = "it contains '..'"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in video_id):
+        cause = "it contains a NUL or control character"
+    elif video_id != video_id.strip():
+        cause = "it has leading or trailing whitespace"
+    else:
+        return video_id
+    raise InputError(f"video id {video_id!r} is not a safe file name: {cause}")
+
+
+def output_path(out_dir: str | Path, table: str, video_id: str) -> Path:
+    """``OUT/<table>/<video_id>.parquet``, refusing ids that would escape ``OUT/<table>``."""
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}: expected one of {', '.join(TABLES)}")
+    folder = Path(out_dir) / table
+    path = folder / f"{check_video_id(video_id)}{SUFFIX}"
+    if path.resolve().parent != folder.resolve():
+        raise InputError(f"video id {video_id!r} is not a safe file name: it leaves {folder}")
+    return path
+
+
+def write_video_output(
+    out_dir: str | Path,
+    video_id: str,
+    hands: pa.Table,
+    objects: pa.Table,
+    video_row: Mapping[str, object],
+    metadata: OutputMetadata,
+) -> list[Path]:
+    """Write one processed video: hands, objects, then its ``videos`` row (the commit marker).
+
+    ``hands``/``objects`` come from ``schema.hands_table``/``objects_table`` (or the
+    ``empty_*`` helpers) and hold only this video's rows. Returns the three final paths.
+    Raises OutputError (one line) if the disk refuses; files already replaced stay valid and
+    the video stays unfinished.
+    """
+    paths = [output_path(out_dir, t, video_id) for t in TABLES]
+    _check_table(hands, "hands", video_id)
+    _check_table(objects, "objects", video_id)
+    videos = _video_table(video_id, video_row, metadata)
+    _make_folders(out_dir)
+    _remove(paths[2])
+    for table, name, path in zip((hands, objects, videos), TABLES, paths, strict=True):
+        _write_atomic(table.replace_schema_metadata(metadata.key_values(name)), path)
+    return paths
+
+
+def write_video_status(
+    out_dir: str | Path,
+    video_id: str,
+    video_row: Mapping[str, object],
+    metadata: OutputMetadata,
+) -> Path:
+    """Record a failed or skipped video: only a ``videos`` row, replacing any earlier output.
+
+    Earlier hands/objects files of the video are removed first, so the tables never hold
+    rows that its status row does not vouch for.
+    """
+    marker = output_path(out_dir, "videos", video_id)
+    videos = _video_table(video_id, video_row, metadata)
+    _make_folders(out_dir)
+    _remove(marker)
+    for name in ("hands", "objects"):
+        _remove(output_path(out_dir, name, video_id))
+    _write_atomic(videos, marker)
+    return marker
+
+
+@dataclass
+class OutputScan:
+    """What an output folder holds.
+
+    ``finished``: video id -> its ``videos`` row (any status) for committed videos.
+    ``unreadable``: file -> one-line reason, for corrupt or truncated files (their videos
+    are not finished and will be redone).
+    """
+
+    finished: dict[str, dict] = field(default_factory=dict)
+    unreadable: dict[Path, str] = field(default_factory=dict)
+
+
+def scan_output(out_dir: str | Path) -> OutputScan:
+    """Read the commit markers in ``OUT/videos`` and check the data files they vouch for."""
+    scan = OutputScan()
+    for marker in _visible_files(Path(out_dir) / "videos"):
+        video_id = marker.name[: -len(SUFFIX)]
+        try:
+            row = _read_marker(marker, video_id)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            scan.unreadable[marker] = _one_line(exc)
+            continue
+        if row["status"] == "ok":
+            problems = {}
+            for name in ("hands", "objects"):
+                data = output_path(out_dir, name, video_id)
+                try:
+                    pq.read_metadata(data)
+                except (OSError, pa.ArrowException) as exc:
+                    problems[data] = _one_line(exc)
+            if problems:
+                scan.unreadable.update(problems)
+                continue
+        scan.finished[video_id] = row
+    for path, reason in scan.unreadable.items():
+        logger.warning("unreadable output file %s (its video will be redone): %s", path, reason)
+    return scan
+
+
+def finished_videos(out_dir: str | Path) -> dict[str, dict]:
+    """Video id -> ``videos`` row for every committed video (unreadable files are logged)."""
+    return scan_output(out_dir).finished
+
+
+def read_table(
+    out_dir: str | Path, table: str, *, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """One output table across all committed videos, as a pyarrow Table.
+
+    Only files vouched for by a readable ``videos`` row with status ``ok`` are read
+    (``videos`` itself: every committed row), so a crash's leftovers never show up.
+    If only some hands files have ``vertices``, the column is null for the others.
+    """
+    scan = scan_output(out_dir)
+    if table == "videos":
+        ids = sorted(scan.finished)
+    else:
+        ids = sorted(v for v, row in scan.finished.items() if row["status"] == "ok")
+    paths = [output_path(out_dir, table, v) for v in ids]
+    schema = table_schema(table)
+    if table == "hands":
+        with_vertices = [("vertices" in pq.read_schema(p).names) for p in paths]
+        if any(with_vertices):
+            schema = hands_schema(with_vertices=True)
+            if not all(with_vertices):
+                index = schema.get_field_index("vertices")
+                schema = schema.set(index, schema.field(index).with_nullable(True))
+    if not paths:
+        result = schema.empty_table()
+        return result.select(list(columns)) if columns is not None else result
+    dataset = ds.dataset([str(p) for p in paths], schema=schema, format="parquet")
+    return dataset.to_table(columns=list(columns) if columns is not None else None)
+
+
+def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
+    """Delete hidden temporary files left by interrupted writes; returns what was removed.
+
+    Call only while no writer runs on ``out_dir``.
+    """
+    removed = []
+    for name in TABLES:
+        folder = Path(out_dir) / name
+        if folder.is_dir():
+            for path in sorted(folder.glob(f".*{TEMP_SUFFIX}")):
+                _remove(path)
+                removed.append(path)
+    return removed
+
+
+def remove_uncommitted_outputs(out_dir: str | Path) -> list[Path]:
+    """Delete hands/objects files that no readable ``ok`` videos row vouches for.
+
+    These are what a crash between the data files and the commit marker leaves; raw
+    dataset readers (DuckDB globs) would otherwise see them. Call only while no writer runs.
+    """
+    scan = scan_output(out_dir)
+    ok = {v for v, row in scan.finished.items() if row["status"] == "ok"}
+    removed = []
+    for name in ("hands", "objects"):
+        for path in _visible_files(Path(out_dir) / name):
+            if path.name[: -len(SUFFIX)] not in ok:
+                _remove(path)
+                removed.append(path)
+    return removed
+
+
+def _read_marker(marker: Path, video_id: str) -> dict:
+    rows = pq.read_table(marker).to_pylist()
+    if len(rows) != 1 or rows[0].get("video_id") != video_id or "status" not in rows[0]:
+        raise ValueError(f"expected one videos row for {video_id!r}, found {len(rows)}")
+    return rows[0]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"*{SUFFIX}") if not p.name.startswith("."))
+
+
+def _check_table(table: pa.Table, name: str, video_id: str) -> None:
+    if name == "hands":
+        expected = hands_schema(with_vertices="vertices" in table.column_names)
+    else:
+        expected = objects_schema()
+    if not table.schema.equals(expected, check_metadata=False):
+        raise ValueError(f"{name} table for video {video_id!r} does not have the {name} schema")
+    ids = table.column("video_id")
+    if table.num_rows and not pc.all(pc.equal(ids, video_id)).as_py():
+        raise ValueError(f"{name} table for video {video_id!r} holds rows of other videos")
+
+
+def _video_table(
+    video_id: str, video_row: Mapping[str, object], metadata: OutputMetadata
+) -> pa.Table:
+    row = dict(video_row)
+    if row.setdefault("video_id", video_id) != video_id:
+        raise ValueError(f"videos row names {row['video_id']!r}, expected {video_id!r}")
+    return videos_table([row], metadata)
+
+
+def _make_folders(out_dir: str | Path) -> None:
+    for name in TABLES:
+        folder = Path(out_dir) / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {folder}: {_os_cause(exc)}") from exc
+
+
+def _row_group_size(table: pa.Table) -> int:
+    if table.num_rows == 0:
+        return MIN_ROW_GROUP_ROWS
+    bytes_per_row = max(1, table.nbytes // table.num_rows)
+    return max(MIN_ROW_GROUP_ROWS, ROW_GROUP_BYTES // bytes_per_row)
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to a hidden temporary file beside ``path``, fsync, rename over it."""
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as sink:
+            pq.write_table(
+                table, sink, row_group_size=_row_group_size(table), compression="zstd"
+            )
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temp, path)
+        _fsync_folder(path.parent)
+    except OSError as exc:
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError:
+            logger.warning("could not remove temporary file %s", temp)
+        raise OutputError(f"cannot write {path}: {_os_cause(exc)}") from exc
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot remove {path}: {_os_cause(exc)}") from exc
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename or unlink in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        logger.debug("fsync of folder %s not supported", folder)
+    finally:
+        os.close(fd)
+
+
+def _os_cause(exc: OSError) -> str:
+    return exc.strerror or _one_line(exc)
+
+
+__all__ = [
+    "OutputScan",
+    "check_video_id",
+    "finished_videos",
+    "output_path",
+    "read_table",
+    "remove_stale_temp_files",
+    "remove_uncommitted_outputs",
+    "scan_output",
+    "write_video_output",
+    "write_video_status",
+]

@@ -1,0 +1,4 @@
+"""Tools over finished output: inspect, render, plots, evaluate, export.
+
+Read only the output tables: import ``common``, ``output`` and ``hflpipe.model``.
+"""

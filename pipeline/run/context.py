@@ -1,0 +1,231 @@
+"""What every video of a run shares (model settings, hashes, camera, object, boxes file),
+what one video overrides, and the output folder the run owns.
+
+Built once on the driver (so a bad checkpoint, MANO file, boxes file,
+intrinsics or object name fails the run before any video starts) and shipped
+to the video tasks. A manifest row's own object, intrinsics or boxes file gives
+that video a copy of the context with those replaced and its own config hash.
+
+Output versions: ``OUT/_job.json`` records the config hash of the results in
+``OUT``. A run whose config hashes differently refuses to mix its rows in; with
+``new_version`` it writes to ``OUT/versions/<hash>/`` instead (the same layout).
+``OUT/_hflpipe.lock`` keeps two runs from writing one folder at once. Both names
+start with ``_``, so Parquet dataset readers skip them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from hflpipe.model.checkpoint import file_sha256, load_hflnet
+from hflpipe.model.control_points import control_points_from_file, load_control_points
+from hflpipe.model.mano_file import load_mano_model
+from hflpipe.pipeline.common.errors import ConfigError, InputError, OutputError
+from hflpipe.pipeline.config.run_config import RESULT_FIELDS, RunConfig
+from hflpipe.pipeline.detect.boxes import BoxesFile
+from hflpipe.pipeline.infer.predictor import PredictorSettings
+from hflpipe.pipeline.inputs.camera import Intrinsics, parse_intrinsics
+from hflpipe.pipeline.inputs.videos import VideoInput
+from hflpipe.pipeline.output.schema import OutputMetadata
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Shared, validated inputs of one run."""
+
+    config_hash: str
+    metadata: OutputMetadata
+    predictor_settings: PredictorSettings
+    intrinsics: Intrinsics | None
+    object_name: str | None
+    control_points: np.ndarray | None  # (21, 3) metres, object frame
+    boxes: BoxesFile | None
+
+
+def prepare_context(config: RunConfig) -> RunContext:
+    """Validate the run's shared inputs and hash them into the config hash."""
+    if config.checkpoint is None:
+        raise ConfigError("a checkpoint is required (--checkpoint HFL-Net .pth.tar)")
+    # Loading once here turns a wrong or corrupted file into one line before Ray starts.
+    load_hflnet(config.checkpoint, mano=config.mano, device="cpu")
+    checkpoint_sha = file_sha256(config.checkpoint)
+    mano_sha = load_mano_model(config.mano).sha256 if config.mano else "from-checkpoint"
+    config_hash = config.result_hash(checkpoint_sha, mano_sha)
+    intrinsics = parse_intrinsics(config.intrinsics) if config.intrinsics else None
+    object_name, control_points = resolve_object(config.object)
+    boxes = BoxesFile.load(config.boxes) if config.detector == "boxes" else None
+    return RunContext(
+        config_hash=config_hash,
+        metadata=OutputMetadata(checkpoint_sha256=checkpoint_sha, mano_sha256=mano_sha,
+                                config_hash=config_hash),
+        predictor_settings=PredictorSettings(
+            checkpoint=Path(config.checkpoint).resolve(),
+            mano=Path(config.mano).resolve() if config.mano else None,
+            device=config.device, precision=config.precision, compile=config.compile,
+        ),
+        intrinsics=intrinsics,
+        object_name=object_name,
+        control_points=control_points,
+        boxes=boxes,
+    )
+
+
+def resolve_object(spec: str | None) -> tuple[str | None, np.ndarray | None]:
+    """A YCB catalogue name or a mesh / point file -> (name, (21, 3) control points)."""
+    if spec is None:
+        return None, None
+    path = Path(spec)
+    if path.suffix and path.exists():
+        return path.stem, control_points_from_file(path)
+    try:
+        return spec, load_control_points(spec)
+    except ValueError as exc:
+        raise InputError(f"object '{spec}': {exc}") from None
+
+
+def video_config_hash(job_hash: str, video: VideoInput) -> str:
+    """The config hash of one video: the job's, or with its manifest overrides mixed in."""
+    overrides = video.overrides()
+    if "boxes" in overrides:
+        overrides["boxes"] = str(Path(overrides["boxes"]).resolve())
+    if not overrides:
+        return job_hash
+    blob = json.dumps({"job": job_hash, **overrides}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class ObjectCache:
+    """Resolved objects by name or file, so that a manifest's thousand rows load each once."""
+
+    def __init__(self) -> None:
+        self._resolved: dict[str, tuple[str | None, np.ndarray | None]] = {}
+
+    def get(self, spec: str) -> tuple[str | None, np.ndarray | None]:
+        if spec not in self._resolved:
+            self._resolved[spec] = resolve_object(spec)
+        return self._resolved[spec]
+
+
+def context_for_video(context: RunContext, video: VideoInput, objects: ObjectCache
+                      ) -> RunContext:
+    """``context`` with ``video``'s manifest overrides applied (the same object when none).
+
+    Raises InputError when the video's own boxes file or object cannot be loaded.
+    """
+    video_hash = video_config_hash(context.config_hash, video)
+    if video_hash == context.config_hash:
+        return context
+    changes: dict[str, object] = {}
+    if video.intrinsics is not None:
+        changes["intrinsics"] = parse_intrinsics(video.intrinsics)
+    if video.object is not None:
+        changes["object_name"], changes["control_points"] = objects.get(video.object)
+    if video.boxes is not None:
+        changes["boxes"] = BoxesFile.load(video.boxes)
+    return replace(with_config_hash(context, video_hash), **changes)
+
+
+def with_config_hash(context: RunContext, config_hash: str) -> RunContext:
+    """``context`` whose rows and file metadata carry ``config_hash``."""
+    return replace(context, config_hash=config_hash,
+                   metadata=replace(context.metadata, config_hash=config_hash))
+
+
+JOB_RECORD = "_job.json"
+LOCK_FILE = "_hflpipe.lock"
+VERSIONS_FOLDER = "versions"
+
+
+def output_folder(
+    config: RunConfig, job_hash: str, committed: Mapping[str, Mapping], expected: Mapping[str, str]
+) -> Path:
+    """The folder this run writes to: ``OUT``, or ``OUT/versions/<hash>`` for a new version.
+
+    ``committed``: video id -> ``videos`` row already in ``OUT``; ``expected``: video id ->
+    the config hash this run gives it. Raises ConfigError when ``OUT`` holds another
+    config's results and ``new_version`` is off.
+    """
+    out = Path(config.out)
+    recorded = _recorded_hash(out, job_hash, committed, expected)
+    if recorded is None or recorded == job_hash:
+        return out
+    version = out / VERSIONS_FOLDER / job_hash
+    if config.new_version:
+        log.warning("%s holds config %s; writing config %s to %s", out, recorded, job_hash,
+                    version)
+        return version
+    raise ConfigError(
+        f"out {out}: holds results of another configuration (config hash {recorded}, this "
+        f"run's is {job_hash}); choose another out, or pass --new-version to write to {version}"
+    )
+
+
+def _recorded_hash(out: Path, job_hash: str, committed: Mapping[str, Mapping],
+                   expected: Mapping[str, str]) -> str | None:
+    record = out / JOB_RECORD
+    if record.is_file():
+        try:
+            return str(json.loads(record.read_text(encoding="utf-8"))["config_hash"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise OutputError(f"job record {record}: unreadable ({exc})") from None
+    # A folder written before job records existed: judge it by its rows.
+    for video_id, row in committed.items():
+        if row.get("config_hash") != expected.get(video_id, job_hash):
+            return str(row.get("config_hash"))
+    return None
+
+
+@contextmanager
+def claim_output(folder: Path, config: RunConfig, job_hash: str) -> Iterator[None]:
+    """Hold ``folder``'s lock for the run and make sure its job record exists.
+
+    The lock is an ``flock`` on ``_hflpipe.lock``: the kernel drops it when the process
+    dies, so a killed run never blocks the next one. Raises OutputError when another run
+    holds it or the folder cannot be written.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(f"out {folder}: cannot be written: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(
+                f"out {folder}: another hflpipe run is writing to it; wait for it to finish"
+            ) from None
+        if not (folder / JOB_RECORD).is_file():
+            _write_job_record(folder, config, job_hash)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_job_record(folder: Path, config: RunConfig, job_hash: str) -> None:
+    record = {
+        "config_hash": job_hash,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "result_options": config.model_dump(mode="json", include=set(RESULT_FIELDS)),
+    }
+    temp = folder / f".{JOB_RECORD}.{uuid.uuid4().hex}.tmp"
+    try:
+        temp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(temp, folder / JOB_RECORD)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OutputError(f"out {folder}: cannot write {JOB_RECORD}: {exc.strerror}") from None

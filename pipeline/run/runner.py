@@ -1,0 +1,318 @@
+"""``hflpipe run``: plan the videos, start Ray and the predictor pool, process, write.
+
+One Ray task per video decodes, detects, tracks and crops it, sends crop
+batches to the predictor actors (a few in flight per video, so memory stays
+bounded), smooths the tracks and returns the video's tables. The driver
+writes each video's files atomically as its task finishes, so a crash loses at
+most the videos in flight, and a re-run does only what is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError, RayTaskError
+from tqdm import tqdm
+
+from hflpipe.pipeline.common.errors import ConfigError, HflpipeError
+from hflpipe.pipeline.config.run_config import RunConfig, validate_paths
+from hflpipe.pipeline.infer.actor_pool import ActorInference, start_actors
+from hflpipe.pipeline.inputs.videos import VideoInput, collect_inputs
+from hflpipe.pipeline.output.writer import (
+    finished_videos,
+    remove_stale_temp_files,
+    remove_uncommitted_outputs,
+    write_video_output,
+    write_video_status,
+)
+from hflpipe.pipeline.run.context import (
+    ObjectCache,
+    RunContext,
+    claim_output,
+    context_for_video,
+    output_folder,
+    prepare_context,
+    video_config_hash,
+    with_config_hash,
+)
+from hflpipe.pipeline.run.progress import start_board
+from hflpipe.pipeline.run.ray_address import check_reachable
+from hflpipe.pipeline.run.video import VideoOutcome, failed_outcome, process_video
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.5
+#: tqdm counts videos; frames, rate and the frame-based ETA are in the postfix.
+BAR_FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} videos [{elapsed}{postfix}]"
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the CLI's summary table and for tests."""
+
+    out: Path
+    config_hash: str
+    statuses: Counter = field(default_factory=Counter)
+    already_done: int = 0
+    frames: int = 0
+    hand_rows: int = 0
+    object_rows: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
+    """Process every video of ``config``; returns a summary. Raises HflpipeError on setup errors.
+
+    Resumable: videos already committed with the same config hash are skipped (failed ones
+    too, unless ``retry_failed``). Results of a different config are never mixed in: see
+    :func:`~hflpipe.pipeline.run.context.output_folder`.
+    """
+    started = time.monotonic()
+    validate_paths(config)
+    inputs = collect_inputs(config)
+    context = prepare_context(config)
+    expected = {v.video_id: video_config_hash(context.config_hash, v) for v in inputs}
+    out = output_folder(config, context.config_hash, finished_videos(config.out), expected)
+    summary = RunSummary(out=out, config_hash=context.config_hash)
+    with claim_output(out, config, context.config_hash):
+        # Leftovers of a killed run: hidden temporaries, and data files without a marker.
+        remove_stale_temp_files(out)
+        remove_uncommitted_outputs(out)
+        done = finished_videos(out)
+        todo: list[VideoInput] = []
+        for video in inputs:
+            previous = done.get(video.video_id)
+            if previous is not None and previous["config_hash"] == expected[video.video_id] and (
+                previous["status"] == "ok" or not config.retry_failed
+            ):
+                summary.already_done += 1
+                continue
+            todo.append(video)
+        log.info("%d videos, %d already done, %d to process", len(inputs),
+                 summary.already_done, len(todo))
+        runnable = _record_unusable(todo, config, context, summary)
+        if runnable:
+            _process_on_ray(runnable, config, context, summary, progress)
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def _record_unusable(
+    todo: list[VideoInput], config: RunConfig, context: RunContext, summary: RunSummary
+) -> list[tuple[VideoInput, RunContext]]:
+    """Record failed rows for inputs that cannot start; the rest with their own contexts."""
+    objects = ObjectCache()
+    runnable = []
+    for video in todo:
+        try:
+            video_context = context_for_video(context, video, objects)
+        except HflpipeError as exc:
+            video_context = with_config_hash(context, video_config_hash(context.config_hash,
+                                                                        video))
+            _record(summary, config, video_context, failed_outcome(video, video_context,
+                                                                   str(exc)))
+            continue
+        if video.problem is not None:
+            _record(summary, config, video_context,
+                    failed_outcome(video, video_context, video.problem))
+            continue
+        runnable.append((video, video_context))
+    return runnable
+
+
+def _process_on_ray(
+    todo: list[tuple[VideoInput, RunContext]], config: RunConfig, context: RunContext,
+    summary: RunSummary, progress: bool,
+) -> None:
+    if not ray.is_initialized():
+        check_reachable(config.address)
+        try:
+            ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        except ConnectionError as exc:
+            raise ConfigError(f"ray cluster '{config.address}': {_one_line(exc)}") from None
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    use_gpu = config.device != "cpu" and gpus > 0 and config.gpus_per_actor > 0
+    num_actors = config.num_actors or (max(1, int(gpus // config.gpus_per_actor)) if use_gpu else 1)
+    actors = start_actors(context.predictor_settings, num_actors,
+                          config.gpus_per_actor if use_gpu else 0.0, config.cpus_per_task)
+    board = start_board()
+    task = ray.remote(num_cpus=config.cpus_per_task, max_retries=config.max_retries,
+                      retry_exceptions=False)(_video_task)
+    concurrency = config.max_concurrent_videos or max(
+        2, int(ray.cluster_resources().get("CPU", 2) // config.cpus_per_task)
+    )
+    pending = list(reversed(todo))
+    contexts = {video.video_id: video_context for video, video_context in todo}
+    running: dict[ray.ObjectRef, tuple[VideoInput, float]] = {}
+    bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True,
+               bar_format=BAR_FORMAT)
+    try:
+        while pending or running:
+            while pending and len(running) < concurrency:
+                video, video_context = pending.pop()
+                ref = task.remote(video, config, video_context, actors, board, len(running))
+                running[ref] = (video, time.time())
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_INTERVAL_S)
+            for ref in ready:
+                video, _ = running.pop(ref)
+                video_context = contexts[video.video_id]
+                _record(summary, config, video_context,
+                        _collect(ref, video, video_context, config))
+                ray.get(board.forget.remote(video.video_id))
+                bar.update(1)
+            _fail_stalled(running, board, config, contexts, summary, bar)
+            _show_frames(bar, board, summary, len(pending))
+    finally:
+        bar.close()
+        for ref in running:
+            ray.cancel(ref, force=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _video_task(
+    video: VideoInput, config: RunConfig, context: RunContext, actors: list, board, slot: int
+) -> VideoOutcome:
+    def report(done: int, total: int) -> None:
+        board.report.remote(video.video_id, done, total)
+
+    return process_video(video, config, context, ActorInference(actors, offset=slot), report)
+
+
+def _collect(
+    ref: ray.ObjectRef, video: VideoInput, context: RunContext, config: RunConfig
+) -> VideoOutcome:
+    try:
+        outcome = ray.get(ref)
+    except RayTaskError as exc:
+        cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+        text = str(cause).strip()
+        message = text.splitlines()[-1] if text else type(cause).__name__
+        return failed_outcome(video, context, f"internal error: {type(cause).__name__}: {message}")
+    except RayError as exc:
+        attempts = config.max_retries + 1
+        return failed_outcome(
+            video, context, f"worker died while processing ({attempts} attempts): "
+            f"{type(exc).__name__}"
+        )
+    if outcome.failed_crop_frames:
+        log.warning("%s: the model failed on %d crops (frames %s); their rows are missing "
+                    "or interpolated", video.path, len(outcome.failed_crop_frames),
+                    outcome.failed_crop_frames)
+    return outcome
+
+
+def _fail_stalled(
+    running: dict[ray.ObjectRef, tuple[VideoInput, float]], board: ray.actor.ActorHandle,
+    config: RunConfig, contexts: dict[str, RunContext], summary: RunSummary, bar: tqdm,
+) -> None:
+    try:
+        states = ray.get(board.snapshot.remote(), timeout=10)
+    except GetTimeoutError:
+        return
+    now = time.time()
+    for ref, (video, submitted) in list(running.items()):
+        # A task waiting for a free CPU has sent no heartbeat yet (process_video sends one
+        # first thing): it is queued, not hung, and its clock has not started.
+        if video.video_id not in states:
+            continue
+        last = states[video.video_id][2]
+        if now - max(last, submitted) > config.stall_timeout_s:
+            ray.cancel(ref, force=True)
+            running.pop(ref)
+            context = contexts[video.video_id]
+            _record(summary, config, context, failed_outcome(
+                video, context, f"no progress for {config.stall_timeout_s:.0f} s (hung decoder?)"
+            ))
+            bar.update(1)
+
+
+def _show_frames(bar: tqdm, board, summary: RunSummary, not_started: int) -> None:
+    if bar.disable:
+        return
+    try:
+        states = ray.get(board.snapshot.remote(), timeout=10)
+    except GetTimeoutError:
+        return
+    estimate = estimate_progress(summary.frames, bar.n, list(states.values()), not_started,
+                                 bar.format_dict["elapsed"])
+    bar.set_postfix_str(f"{estimate.describe()} | {per_video_progress(states)}", refresh=False)
+
+
+def per_video_progress(states: dict[str, tuple[int, int, float]], most: int = 3) -> str:
+    """``clip-1a2b 40%, clip-3c4d 5% (+2)``: the videos in flight, furthest along first."""
+    started = sorted(((done / total, video_id) for video_id, (done, total, _) in states.items()
+                      if total > 0), reverse=True)
+    shown = ", ".join(f"{video_id} {min(fraction, 1.0):.0%}" for fraction, video_id
+                      in started[:most])
+    more = len(states) - min(len(started), most)
+    return shown + (f" (+{more})" if more > 0 else "")
+
+
+@dataclass(frozen=True)
+class ProgressEstimate:
+    """Frames done and expected over a run; ``None`` where there is nothing to go on yet."""
+
+    frames_done: int
+    frames_total: int | None
+    frames_per_s: float
+    eta_s: float | None
+
+    def describe(self) -> str:
+        """``frames 120/~480, 12.3 frames/s, ETA 0:00:29`` for the progress bar."""
+        total = f"/~{self.frames_total}" if self.frames_total is not None else ""
+        eta = "?" if self.eta_s is None else str(dt.timedelta(seconds=round(self.eta_s)))
+        return f"frames {self.frames_done}{total}, {self.frames_per_s:.1f} frames/s, ETA {eta}"
+
+
+def estimate_progress(
+    finished_frames: int, finished_videos: int, in_flight: list[tuple[int, int, float]],
+    not_started: int, elapsed_s: float,
+) -> ProgressEstimate:
+    """Frames done, the run's expected total and the time left.
+
+    ``in_flight``: (frames done, frames total, heartbeat time) per running video, as the
+    ProgressBoard holds them. Videos not started yet are assumed as long as the average of
+    those seen so far (finished and running), the best guess without probing them all.
+    """
+    # A video's first heartbeat (0, 0) says it started, not how long it is.
+    in_flight = [state for state in in_flight if state[1] > 0]
+    done = finished_frames + sum(d for d, _, _ in in_flight)
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    seen_videos = finished_videos + len(in_flight)
+    if seen_videos == 0:
+        return ProgressEstimate(done, None, rate, None)
+    seen_frames = finished_frames + sum(t for _, t, _ in in_flight)
+    total = seen_frames + round(not_started * seen_frames / seen_videos)
+    eta = (total - done) / rate if rate > 0 else None
+    return ProgressEstimate(done, max(total, done), rate, eta)
+
+
+def _record(summary: RunSummary, config: RunConfig, context: RunContext,
+            outcome: VideoOutcome) -> None:
+    row = outcome.video_row
+    row.setdefault("finished_at", dt.datetime.now(dt.UTC))
+    if outcome.hands is not None and outcome.objects is not None:
+        write_video_output(summary.out, outcome.video_id, outcome.hands, outcome.objects, row,
+                           context.metadata)
+    else:
+        write_video_status(summary.out, outcome.video_id, row, context.metadata)
+    summary.statuses[row["status"]] += 1
+    summary.frames += int(row.get("frames_processed") or 0)
+    if outcome.hands is not None:
+        summary.hand_rows += outcome.hands.num_rows
+    if outcome.objects is not None:
+        summary.object_rows += outcome.objects.num_rows
+    if row["status"] == "failed":
+        summary.failures.append((str(row["path"]), str(row["error"])))
+        log.warning("%s", row["error"])

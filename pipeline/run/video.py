@@ -1,0 +1,417 @@
+"""One video, start to finish: decode, detect, track, crop, infer, map back, smooth.
+
+:func:`process_video` is a plain function: the Ray runner calls it inside a
+task with an actor-pool inference client, tests call it in-process. It never
+raises for a problem with the video itself: those become a ``failed`` outcome
+with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from hflpipe.hashing import sha256_file
+from hflpipe.pipeline.common.errors import HflpipeError
+from hflpipe.pipeline.config.run_config import RunConfig
+from hflpipe.pipeline.crop.batch import add_crop, empty_fields, split_batch
+from hflpipe.pipeline.crop.to_frame import crops_to_frame
+from hflpipe.pipeline.decode.base import Decoder, VideoInfo, get_decoder
+from hflpipe.pipeline.detect.base import Detection, Detector
+from hflpipe.pipeline.infer.actor_pool import InferenceClient
+from hflpipe.pipeline.inputs.camera import default_intrinsics
+from hflpipe.pipeline.inputs.videos import VideoInput
+from hflpipe.pipeline.pose.hands import fit_root_translation, mirror_mano_pose, mirror_points3d
+from hflpipe.pipeline.pose.objects import solve_object_poses
+from hflpipe.pipeline.run.context import RunContext
+from hflpipe.pipeline.run.detectors import detector_for
+from hflpipe.pipeline.smooth.tables import video_tables
+from hflpipe.pipeline.track.propagation import keyframe_mask, propagate_video
+from hflpipe.pipeline.track.tracker import TrackingConfig, pair_hands_with_objects, track
+
+log = logging.getLogger(__name__)
+
+#: Batches a video keeps in flight while it decodes and crops the next ones.
+MAX_IN_FLIGHT = 2
+#: Most bytes of decoded frames one read holds: ``chunk_size`` is lowered for large frames,
+#: so a 4K video (25 MB a frame) reads 2 frames at a time instead of 64 (1.6 GB).
+MAX_CHUNK_BYTES = 64 * 1024 * 1024
+
+Report = Callable[[int, int], None]
+
+
+@dataclass
+class VideoOutcome:
+    """A video's tables (None when it failed) and its ``videos`` row."""
+
+    video_id: str
+    video_row: dict[str, Any]
+    hands: pa.Table | None = None
+    objects: pa.Table | None = None
+    failed_crop_frames: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CropJob:
+    """One hand-object pair on one frame: what the network is run on."""
+
+    frame_index: int
+    hand: Detection
+    obj: Detection | None
+    #: The detector's own handedness for this hand, before the track's vote replaced it.
+    detected_handedness: str | None = None
+
+
+def base_row(video: VideoInput, context: RunContext) -> dict[str, Any]:
+    """The ``videos`` row fields known before anything is decoded."""
+    row: dict[str, Any] = {
+        "video_id": video.video_id,
+        "path": str(video.path),
+        "config_hash": context.config_hash,
+        "started_at": dt.datetime.now(dt.UTC),
+    }
+    with contextlib.suppress(OSError):
+        row["size_bytes"] = video.path.stat().st_size
+    return row
+
+
+def failed_outcome(
+    video: VideoInput, context: RunContext, error: str, row: dict[str, Any] | None = None
+) -> VideoOutcome:
+    """A ``failed`` outcome with a one-line error that starts with the input's path."""
+    row = dict(row or base_row(video, context))
+    message = " ".join(str(error).split()) or "unknown error"
+    if not message.startswith(str(video.path)):
+        message = f"{video.path}: {message}"
+    row.update(status="failed", error=message)
+    return VideoOutcome(video.video_id, row)
+
+
+def process_video(
+    video: VideoInput,
+    config: RunConfig,
+    context: RunContext,
+    inference: InferenceClient,
+    report: Report | None = None,
+) -> VideoOutcome:
+    """Process one video; problems with the video come back as a ``failed`` outcome."""
+    row = base_row(video, context)
+    report = report or _no_report
+    # The first heartbeat starts the driver's stall clock only once the task really runs.
+    report(0, 0)
+    try:
+        return _process(video, config, context, inference, report, row)
+    except HflpipeError as exc:
+        return failed_outcome(video, context, str(exc), row)
+
+
+def _no_report(done: int, total: int) -> None:
+    return None
+
+
+def _process(
+    video: VideoInput, config: RunConfig, context: RunContext, inference: InferenceClient,
+    report: Report, row: dict[str, Any],
+) -> VideoOutcome:
+    path = str(video.path)
+    # Ray reserved cpus_per_task cores for this task; the libraries' own choice would be
+    # a thread per core of the machine in every one of the concurrent tasks.
+    decoder = get_decoder(config.decoder, threads=max(1, int(config.cpus_per_task)))
+    info = decoder.probe(path)
+    camera = context.intrinsics or default_intrinsics(info.width, info.height, config.hfov_deg)
+    row.update(
+        content_sha256=sha256_file(video.path), fps=info.fps, width=info.width,
+        height=info.height, duration_s=info.duration_s, decoder=decoder.name,
+        intrinsics=camera.K, intrinsics_source=camera.source,
+    )
+    chunk_frames = frames_per_chunk(config.chunk_size, info.width, info.height)
+    detector = detector_for(config, context, video.path)
+    try:
+        indices, keyframes, detections, decoded = _detect(
+            decoder, detector, path, config, info, chunk_frames, report
+        )
+    finally:
+        detector.close()
+    # The tracker counts frame indices; max_gap counts detector runs.
+    step = config.stride * config.detect_every
+    tracked = track(keyframes, detections,
+                    TrackingConfig(max_gap=(config.max_gap + 1) * step - 1))
+    seeds = [
+        CropJob(int(frame_index), frame[h], frame[o] if o is not None else None,
+                detected_handedness=raw[h].handedness)
+        for frame_index, frame, raw in zip(keyframes.tolist(), tracked, detections, strict=True)
+        for h, o in pair_hands_with_objects(frame)
+    ]
+    if config.detect_every == 1:
+        crops, failed = _infer(
+            decoder, path, config, chunk_frames, seeds, inference, report, len(indices),
+            info.num_frames,
+        )
+        jobs = seeds
+    else:
+        jobs, crops, failed = _propagate(decoder, path, config, chunk_frames, indices, seeds,
+                                         inference, report)
+    failed_frames = sorted({jobs[position].frame_index for position in failed})
+    if failed:
+        if len(failed) == len(jobs):
+            raise HflpipeError(
+                f"{path}: the model failed on all {len(jobs)} crops "
+                f"({next(iter(failed.values()))})"
+            )
+        log.warning("%s: the model failed on %d crops (frames %s): %s", path, len(failed),
+                    failed_frames, next(iter(failed.values())))
+        jobs = [job for position, job in enumerate(jobs) if position not in failed]
+    hands = _hand_observations(jobs, crops, camera.K)
+    objects = solve_object_poses(jobs, crops, camera.K, context)
+    for obs in (hands, objects):
+        obs["position"] = np.searchsorted(indices, obs.get("frame_index", np.zeros(0, int)))
+    hand_rows, object_rows = video_tables(
+        video.video_id, indices, hands, objects, config, context.metadata, inference,
+        context.control_points,
+    )
+    row.update(
+        status="ok",
+        num_frames=decoded if decoded is not None else info.num_frames,
+        frames_processed=len(indices),
+        hand_tracks=len(np.unique(hands["track_id"])),
+        object_tracks=len(np.unique(objects["track_id"])),
+        failed_crops=len(failed),
+    )
+    return VideoOutcome(video.video_id, row, hand_rows, object_rows,
+                        failed_crop_frames=failed_frames)
+
+
+def _propagate(
+    decoder: Decoder, path: str, config: RunConfig, chunk_frames: int, indices: np.ndarray,
+    seeds: list[CropJob], inference: InferenceClient, report: Report,
+) -> tuple[list[CropJob], dict[str, np.ndarray], dict[int, str]]:
+    """Detector boxes on keyframes, boxes propagated from the predictions in between."""
+    keyframes: dict[int, list[CropJob]] = {}
+    for job in seeds:
+        keyframes.setdefault(job.frame_index, []).append(job)
+    done = 0
+
+    def progress(frames: int) -> None:
+        nonlocal done
+        done += frames
+        report(len(indices) // 2 + done // 2, len(indices))
+
+    result = propagate_video(
+        decoder.read_chunks(path, chunk_size=chunk_frames, frame_indices=indices.tolist()),
+        keyframes, inference, video=path, batch_size=config.batch_size, progress=progress,
+    )
+    return result.jobs, result.outputs, {}
+
+
+def frames_per_chunk(chunk_size: int, width: int, height: int) -> int:
+    """``chunk_size`` lowered so that one chunk of RGB frames fits in :data:`MAX_CHUNK_BYTES`."""
+    return max(1, min(chunk_size, MAX_CHUNK_BYTES // max(1, width * height * 3)))
+
+
+def _stopped_early(path: str, next_frame: int, listed: int) -> HflpipeError:
+    return HflpipeError(
+        f"{path}: decoding stopped before frame {next_frame} although the container lists "
+        f"{listed} frames (the file is damaged or cut short)"
+    )
+
+
+def _detect(
+    decoder: Decoder, detector: Detector, path: str, config: RunConfig, info: VideoInfo,
+    chunk_frames: int, report: Report,
+) -> tuple[np.ndarray, np.ndarray, list[list[Detection]], int | None]:
+    """Run the detector on the keyframes (every ``detect_every``-th selected frame).
+
+    Returns the selected frame indices, the keyframe indices, the keyframes' detections
+    and the number of frames decoded (None when the detector needs no pixels).
+    """
+    if not detector.needs_frames:
+        indices = _select_without_decoding(info, config)
+        keys = indices[keyframe_mask(0, len(indices), config.detect_every)]
+        return indices, keys, detector.detect(keys, keys / max(info.fps, 1e-9), None), None
+    all_indices, all_keys, all_detections = [], [], []
+    position = 0
+    for chunk in decoder.read_chunks(path, chunk_size=chunk_frames, stride=config.stride,
+                                     start_s=config.start_s, end_s=config.end_s):
+        mask = keyframe_mask(position, len(chunk), config.detect_every)
+        position += len(chunk)
+        all_indices.append(chunk.indices)
+        all_keys.append(chunk.indices[mask])
+        if mask.any():
+            all_detections.extend(detector.detect(chunk.indices[mask],
+                                                  chunk.timestamps_s[mask], chunk.frames[mask]))
+        report(position // 2, info.num_frames)
+    indices = np.concatenate(all_indices) if all_indices else np.zeros(0, np.int64)
+    if len(indices) == 0:
+        raise HflpipeError(f"{path}: no frames decoded in the selected range")
+    # The decoders end a read quietly at the first undecodable frame; a video that stops
+    # short of what its container lists is damaged, and half a video must not pass as whole.
+    if config.end_s is None and indices[-1] + config.stride < info.num_frames:
+        raise _stopped_early(path, int(indices[-1]) + config.stride, info.num_frames)
+    return indices, np.concatenate(all_keys), all_detections, len(indices) * config.stride
+
+
+def _select_without_decoding(info: VideoInfo, config: RunConfig) -> np.ndarray:
+    """The frames a decoder would select, from the frame count and the average rate."""
+    indices = np.arange(info.num_frames, dtype=np.int64)
+    times = indices / max(info.fps, 1e-9)
+    keep = np.ones(len(indices), dtype=bool)
+    if config.start_s is not None:
+        keep &= times >= config.start_s
+    if config.end_s is not None:
+        keep &= times < config.end_s
+    return indices[keep][:: config.stride]
+
+
+def _infer(
+    decoder: Decoder, path: str, config: RunConfig, chunk_frames: int, jobs: list[CropJob],
+    inference: InferenceClient, report: Report, total_frames: int, listed_frames: int,
+) -> tuple[dict[str, np.ndarray], dict[int, str]]:
+    """Crop every job's frame region and run the network in batches.
+
+    Returns per-job arrays, in job order, for the jobs the model ran on, and job position ->
+    one-line cause for the crops it failed on (see :func:`_split_failed`).
+    """
+    if not jobs:
+        return {}, {}
+    by_frame: dict[int, list[int]] = {}
+    for position, job in enumerate(jobs):
+        by_frame.setdefault(job.frame_index, []).append(position)
+    frames_needed = sorted(by_frame)
+    batch = empty_fields("position")
+    pending: deque[tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]] = deque()
+    outputs: list[dict[str, np.ndarray]] = []
+    failed: dict[int, str] = {}
+    progress = 0
+
+    def collect() -> None:
+        handle, inputs, meta = pending.popleft()
+        try:
+            if isinstance(handle, _SubmitError):
+                raise handle.error
+            outputs.append(inference.result(handle) | meta)
+        except Exception as exc:  # any model failure: bisected
+            _split_failed(inference, inputs, meta, exc, outputs, failed)
+        # A heartbeat per batch: inference can take longer than decoding a chunk.
+        report(progress, total_frames)
+
+    def flush() -> None:
+        if batch["images"]:
+            inputs, stacked = split_batch(batch)
+            pending.append((_submit(inference, inputs), inputs, stacked))
+            batch.update(empty_fields("position"))
+        while len(pending) > MAX_IN_FLIGHT:
+            collect()
+
+    done = 0
+    for chunk in decoder.read_chunks(path, chunk_size=chunk_frames,
+                                     frame_indices=frames_needed):
+        for frame_index, timestamp, frame in zip(
+            chunk.indices.tolist(), chunk.timestamps_s.tolist(), chunk.frames, strict=True
+        ):
+            for position in by_frame.pop(frame_index, []):
+                add_crop(batch, frame, jobs[position], timestamp)
+                batch["position"].append(position)
+                if len(batch["images"]) >= config.batch_size:
+                    flush()
+        done += len(chunk)
+        progress = total_frames // 2 + done * total_frames // max(2 * len(frames_needed), 1)
+        report(progress, total_frames)
+    if by_frame:
+        raise _stopped_early(path, min(by_frame), listed_frames)
+    flush()
+    while pending:
+        collect()
+    if not outputs:
+        return {}, failed
+    merged = {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
+    order = np.argsort(merged.pop("position"), kind="stable")
+    return {key: value[order] for key, value in merged.items()}, failed
+
+
+@dataclass(frozen=True)
+class _SubmitError:
+    """An error raised by ``submit`` itself (in-process inference runs the batch there)."""
+
+    error: Exception
+
+
+def _submit(inference: InferenceClient, inputs: dict[str, np.ndarray]) -> Any:
+    try:
+        return inference.submit(inputs)
+    except Exception as exc:  # raised again in collect()
+        return _SubmitError(exc)
+
+
+def _split_failed(
+    inference: InferenceClient, inputs: dict[str, np.ndarray], meta: dict[str, np.ndarray],
+    error: Exception, outputs: list[dict[str, np.ndarray]], failed: dict[int, str],
+) -> None:
+    """Re-run a failed batch in halves until every failing crop is alone, and record it.
+
+    A batch fails as a whole: CUDA out of memory, one crop a kernel rejects, an actor that
+    died more often than its task retries. Halves that run keep their results, so a crop
+    that fails deterministically costs that crop (``failed[position] = cause``), not the
+    video; a bad crop costs about ``2 log2(batch)`` extra calls.
+    """
+    positions = meta["position"]
+    if len(positions) == 1:
+        failed[int(positions[0])] = _cause(error)
+        return
+    middle = len(positions) // 2
+    for part in (slice(0, middle), slice(middle, None)):
+        part_inputs = {key: value[part] for key, value in inputs.items()}
+        part_meta = {key: value[part] for key, value in meta.items()}
+        try:
+            outputs.append(inference.result(inference.submit(part_inputs)) | part_meta)
+        except Exception as exc:
+            _split_failed(inference, part_inputs, part_meta, exc, outputs, failed)
+
+
+def _cause(error: BaseException) -> str:
+    """``"Type: first line"`` of an error, unwrapping the one Ray wraps a remote error in."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        error = cause
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _hand_observations(
+    jobs: list[CropJob], crops: dict[str, np.ndarray], K: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per-crop hand results in frame pixels and the camera frame (one row per job)."""
+    n = len(jobs)
+    if n == 0:
+        return {"track_id": np.zeros(0, np.int32)}
+    mirrored = crops["mirrored"].astype(bool)
+    joints2d = crops_to_frame(crops["joints2d"], crops["affine"], mirrored, crops["frame_width"])
+    joints_rel = crops["joints3d"].astype(np.float64)
+    pose = crops["mano_pose"].astype(np.float64)
+    joints_rel[mirrored] = mirror_points3d(joints_rel[mirrored])
+    pose[mirrored] = mirror_mano_pose(pose[mirrored])
+    confidence = crops["joint_confidence"]
+    translation = fit_root_translation(joints_rel, joints2d, K, weights=confidence)
+    return {
+        "frame_index": np.array([j.frame_index for j in jobs], np.int64),
+        "timestamp_s": crops["timestamp_s"].astype(np.float64),
+        "track_id": np.array([j.hand.track_id for j in jobs], np.int32),
+        "handedness": np.array([j.hand.handedness or "right" for j in jobs]),
+        "detected_handedness": np.array([j.detected_handedness for j in jobs], dtype=object),
+        "box": np.stack([j.hand.box for j in jobs]).astype(np.float32),
+        "detector_score": np.array([j.hand.score for j in jobs], np.float32),
+        "confidence": confidence.mean(axis=1).astype(np.float32),
+        "joints2d": joints2d,
+        "joints_rel": joints_rel,
+        "mano_pose": pose,
+        "mano_shape": crops["mano_shape"].astype(np.float64),
+        "translation": translation,
+        "mirrored": mirrored,
+    }
