@@ -34,3 +34,15 @@ def redact(text: str) -> str:
     """
     text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
     return _SECRET_PARAMS.sub(r"\g<key>***", text)
+
+
+def one_line(error: BaseException | str) -> str:
+    """``error``'s text with every run of whitespace (newlines too) folded to one space.
+
+    Messages end up in one-line CLI output and in single Parquet cells; an exception whose
+    text is empty gives its type name, so the line never says nothing.
+    """
+    text = " ".join(str(error).split())
+    if not text and isinstance(error, BaseException):
+        return type(error).__name__
+    return text

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hflpipe.model.control_points import load_control_points
-from hflpipe.pipeline.common.errors import ConfigError, InputError
+from hflpipe.pipeline.common.errors import ConfigError, InputError, one_line
 from hflpipe.pipeline.config.run_config import RunConfig, looks_like_values
 from hflpipe.pipeline.inputs.camera import intrinsics_from_mapping, parse_intrinsics
 
@@ -223,7 +223,8 @@ def _beside(anchor: Path, name: str) -> str:
 
 
 def _cause(exc: BaseException) -> str:
-    return " ".join(str(getattr(exc, "strerror", None) or exc).split()) or type(exc).__name__
+    # An OSError's strerror leaves out the path, which the message names already.
+    return one_line(getattr(exc, "strerror", None) or exc)
 
 
 def _problem(path: Path) -> str | None:

@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hflpipe import __version__
+from hflpipe.pipeline.common.errors import one_line
 
 # 2: quality columns (jitter_mps2, handedness_flip, hand_object_distance_m, suspect,
 # suspect_reasons) appended to hands and objects.
@@ -380,14 +381,14 @@ def videos_table(rows: Sequence[Mapping[str, object]], metadata: OutputMetadata)
             if not isinstance(stamp, dt.datetime) or stamp.tzinfo is None:
                 raise ValueError(f"videos row {i}: {name!r} must be a timezone-aware datetime")
         if clean["error"] is not None:
-            clean["error"] = " ".join(str(clean["error"]).split())
+            clean["error"] = one_line(str(clean["error"]))
         if clean["status"] == "failed" and not clean["error"]:
             raise ValueError(f"videos row {i}: a 'failed' row needs an 'error'")
         clean_rows.append(clean)
     try:
         table = pa.Table.from_pylist(clean_rows, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-        raise ValueError(f"videos rows do not fit the schema: {_one_line(exc)}") from exc
+        raise ValueError(f"videos rows do not fit the schema: {one_line(exc)}") from exc
     _check_values("videos", "status", table, VIDEO_STATUSES)
     _check_values("videos", "intrinsics_source", table, INTRINSICS_SOURCES)
     return table.replace_schema_metadata(metadata.key_values("videos"))
@@ -438,10 +439,6 @@ def rows_by_value(column: pa.ChunkedArray | pa.Array) -> dict[object, np.ndarray
     bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
     return {values[order[bounds[k]]]: order[bounds[k]:bounds[k + 1]]
             for k in range(len(names))}
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def _leaf_dtype(typ: pa.DataType) -> tuple[pa.DataType, tuple[int, ...]]:

@@ -20,7 +20,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from tqdm import tqdm
 
-from hflpipe.pipeline.common.errors import ConfigError, HflpipeError
+from hflpipe.pipeline.common.errors import ConfigError, HflpipeError, one_line
 from hflpipe.pipeline.config.run_config import RunConfig, validate_paths
 from hflpipe.pipeline.infer.actor_pool import ActorInference, start_actors
 from hflpipe.pipeline.inputs.videos import VideoInput, collect_inputs
@@ -77,7 +77,9 @@ def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
     started = time.monotonic()
     validate_paths(config)
     inputs = collect_inputs(config)
-    context = prepare_context(config)
+    # Where "auto" runs the model decides its precision and so the config hash.
+    gpus = _connect(config).get("GPU", 0.0) if config.device == "auto" else 0.0
+    context = prepare_context(config, cluster_gpus=gpus)
     expected = {v.video_id: video_config_hash(context.config_hash, v) for v in inputs}
     out = output_folder(config, context.config_hash, finished_videos(config.out), expected)
     summary = RunSummary(out=out, config_hash=context.config_hash)
@@ -131,15 +133,9 @@ def _process_on_ray(
     todo: list[tuple[VideoInput, RunContext]], config: RunConfig, context: RunContext,
     summary: RunSummary, progress: bool,
 ) -> None:
-    if not ray.is_initialized():
-        check_reachable(config.address)
-        try:
-            ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-        except ConnectionError as exc:
-            raise ConfigError(f"ray cluster '{config.address}': {_one_line(exc)}") from None
-    gpus = ray.cluster_resources().get("GPU", 0.0)
-    use_gpu = config.device != "cpu" and gpus > 0 and config.gpus_per_actor > 0
+    resources = _connect(config)
+    gpus = resources.get("GPU", 0.0)
+    use_gpu = context.predictor_settings.device == "cuda" and gpus > 0 and config.gpus_per_actor > 0
     num_actors = config.num_actors or (max(1, int(gpus // config.gpus_per_actor)) if use_gpu else 1)
     actors = start_actors(context.predictor_settings, num_actors,
                           config.gpus_per_actor if use_gpu else 0.0, config.cpus_per_task)
@@ -147,7 +143,7 @@ def _process_on_ray(
     task = ray.remote(num_cpus=config.cpus_per_task, max_retries=config.max_retries,
                       retry_exceptions=False)(_video_task)
     concurrency = config.max_concurrent_videos or max(
-        2, int(ray.cluster_resources().get("CPU", 2) // config.cpus_per_task)
+        2, int(resources.get("CPU", 2) // config.cpus_per_task)
     )
     pending = list(reversed(todo))
     contexts = {video.video_id: video_context for video, video_context in todo}
@@ -176,8 +172,16 @@ def _process_on_ray(
             ray.cancel(ref, force=True)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def _connect(config: RunConfig) -> dict[str, float]:
+    """Join (or start) the run's Ray cluster once; returns its resources."""
+    if not ray.is_initialized():
+        check_reachable(config.address)
+        try:
+            ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        except ConnectionError as exc:
+            raise ConfigError(f"ray cluster '{config.address}': {one_line(exc)}") from None
+    return ray.cluster_resources()
 
 
 def _video_task(

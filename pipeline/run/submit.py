@@ -23,7 +23,7 @@ from pathlib import Path
 from ray.exceptions import RayError
 
 from hflpipe import __version__
-from hflpipe.pipeline.common.errors import ConfigError, HflpipeError
+from hflpipe.pipeline.common.errors import ConfigError, HflpipeError, one_line
 from hflpipe.pipeline.config.jobspec import build_config, load_spec
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -156,5 +156,4 @@ def _call(address: str | None, request: Callable):
         raise
     except (ConnectionError, RuntimeError, ValueError, OSError, RayError) as exc:
         where = address or "the cluster (RAY_API_SERVER_ADDRESS / RAY_ADDRESS / local)"
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        raise ClusterError(f"ray job server {where}: {text}") from None
+        raise ClusterError(f"ray job server {where}: {one_line(exc)}") from None
