@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hflpipe.atomic import atomic_write_text
+from hflpipe.jsonable import to_jsonable
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
 #: CPU flags that decide which fast paths a CPU has (bf16 and int8 matrix units).
@@ -128,20 +131,9 @@ def write_result(name: str, payload: Mapping[str, object], out_dir: Path = RESUL
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     document = {"benchmark": name, **payload, "machine": machine_info()}
-    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".json.tmp", dir=out_dir)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps(document, indent=2, default=_jsonable) + "\n")
-    os.replace(temp, path)
+    atomic_write_text(path, json.dumps(to_jsonable(document), indent=2, allow_nan=False) + "\n")
     print(f"wrote {path}")
     return path
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 def bench_cache() -> Path:

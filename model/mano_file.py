@@ -15,7 +15,6 @@ import hashlib
 import io
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
+from hflpipe.atomic import atomic_path
 from hflpipe.model.errors import ModelFileError
 from hflpipe.model.mano import MANO_PARENTS, NUM_BETAS, NUM_FACES, NUM_JOINTS, NUM_VERTS
 
@@ -347,23 +347,12 @@ def save_mano_npz(model: ManoModel, path: str | os.PathLike[str]) -> None:
     arrays = {
         field_to_key[f.name]: getattr(model, f.name) for f in fields(model) if f.name != "sha256"
     }
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise _file_error(path, f"cannot be written ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    with atomic_path(path, ModelFileError) as temp:
+        # Through a file object: numpy would add ".npz" to a name without it.
+        with open(temp, "xb") as handle:
             np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private; a model file is shared data.
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _file_error(path, f"cannot be written ({exc.strerror or exc})") from None
-        raise
+        # A model file is shared data: readable by all whatever the writer's umask.
+        os.chmod(temp, 0o644)
 
 
 def convert_mano(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> ManoModel:

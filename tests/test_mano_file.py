@@ -126,13 +126,19 @@ def test_convert_writes_an_npz_that_loads_identically(tmp_path: Path, pkl_path: 
 def test_save_replaces_an_existing_file(tmp_path: Path, pkl_path: Path) -> None:
     destination = tmp_path / "mano_right.npz"
     destination.write_bytes(b"old content")
-    save_mano_npz(load_mano_model(pkl_path), destination)
+    # A private umask must not make the shared model file private.
+    umask = os.umask(0o077)
+    try:
+        save_mano_npz(load_mano_model(pkl_path), destination)
+    finally:
+        os.umask(umask)
     assert_same_arrays(load_mano_model(destination), load_mano_model(pkl_path))
     assert sorted(os.listdir(tmp_path)) == ["mano_right.npz"]
+    assert destination.stat().st_mode & 0o777 == 0o644
 
 
 def test_save_into_a_missing_folder_is_a_clear_error(tmp_path: Path, pkl_path: Path) -> None:
-    with pytest.raises(ModelFileError, match="cannot be written"):
+    with pytest.raises(ModelFileError, match=r"^cannot write .*mano\.npz: No such file"):
         save_mano_npz(load_mano_model(pkl_path), tmp_path / "absent" / "mano.npz")
 
 

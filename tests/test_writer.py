@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_schema import META, sample_hand_columns, sample_object_columns, sample_video_row
 
+from hflpipe.atomic import temporary_name
 from hflpipe.pipeline.common.errors import InputError, OutputError
 from hflpipe.pipeline.output import writer
 from hflpipe.pipeline.output.schema import (
@@ -148,15 +150,15 @@ def test_disk_full_mid_video_keeps_written_files_valid(tmp_path, monkeypatch) ->
 
 def test_read_only_folder_is_one_line_output_error(tmp_path, monkeypatch) -> None:
     _write(tmp_path, "a")
-    real_open = os.open
+    real_open = builtins.open
 
-    def read_only(path, flags, *args, **kwargs):
+    def read_only(path, mode="r", *args, **kwargs):
         # Root ignores chmod, so the refusal a read-only mount would give is simulated.
-        if flags & os.O_CREAT and str(path).startswith(str(tmp_path)):
+        if "r" not in mode and str(path).startswith(str(tmp_path)):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-        return real_open(path, flags, *args, **kwargs)
+        return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(writer.os, "open", read_only)
+    monkeypatch.setattr(builtins, "open", read_only)
     with pytest.raises(OutputError, match=r"^cannot write .*hands/b\.parquet: Permission denied$"):
         _write(tmp_path, "b")
     monkeypatch.undo()
@@ -188,7 +190,9 @@ def test_corrupt_files_are_reported_not_fatal(tmp_path, caplog) -> None:
 
 def test_remove_stale_temp_files(tmp_path) -> None:
     _write(tmp_path, "a")
-    stale = [tmp_path / "hands" / ".a.parquet.1.tmp", tmp_path / "videos" / ".b.parquet.2.tmp"]
+    # Earlier versions' temporary names end in ".tmp", this version's in the file's suffix.
+    stale = [tmp_path / "hands" / ".a.parquet.1.tmp", tmp_path / "videos" / ".b.parquet.2.tmp",
+             temporary_name(tmp_path / "objects" / "c.parquet")]
     for path in stale:
         path.write_bytes(b"x")
     assert remove_stale_temp_files(tmp_path) == sorted(stale)

@@ -27,15 +27,14 @@ import csv
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from hflpipe.atomic import atomic_path
 from hflpipe.model.control_points import load_control_points
 from hflpipe.pipeline.common.errors import ConfigError, OutputError
 
@@ -343,24 +342,10 @@ def _mirror_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     )
 
 
-@contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` that replaces it once the block succeeds."""
-    # Same suffix, so cv2 picks the container and numpy adds no extension.
-    temporary = path.with_name(f".{uuid.uuid4().hex}.{path.name}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write demo scene file {path}: {exc}") from exc
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _write_video(
     path: Path, frames: Iterator[np.ndarray], fps: float, size: tuple[int, int]
 ) -> None:
-    with _replacing(path) as temporary:
+    with atomic_path(path, OutputError) as temporary:
         writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not writer.isOpened():
             raise OutputError(f"cannot write demo scene file {path}: OpenCV cannot encode mp4v")
@@ -372,7 +357,7 @@ def _write_video(
 
 
 def _write_boxes(path: Path, scene: DemoScene) -> None:
-    with _replacing(path) as temporary, temporary.open("w", newline="") as handle:
+    with atomic_path(path, OutputError) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(BOXES_COLUMNS)
         for index in range(scene.num_frames):
@@ -387,12 +372,12 @@ def _write_intrinsics(path: Path, K: np.ndarray, size: tuple[int, int]) -> None:
     values = {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2]}
     document = {key: float(value) for key, value in values.items()}
     document.update(width=size[0], height=size[1])
-    with _replacing(path) as temporary:
+    with atomic_path(path, OutputError) as temporary:
         temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
 def _write_groundtruth(path: Path, scene: DemoScene) -> None:
-    with _replacing(path) as temporary:
+    with atomic_path(path, OutputError) as temporary:
         np.savez(
             temporary,
             R=scene.R,

@@ -9,7 +9,8 @@ Commit protocol, so that a crash at any point loses nothing and duplicates nothi
 1. the video's old ``videos`` file (its commit marker) is removed first, so a re-run that
    dies half-way never leaves an old marker vouching for new, partial data;
 2. ``hands`` then ``objects`` are written, each to a hidden temporary file in the target
-   folder (dataset readers skip names starting with ``.``), fsynced, then ``os.replace``d;
+   folder (dataset readers skip names starting with ``.``), fsynced, then renamed over the
+   old file (``hflpipe.atomic``);
 3. the ``videos`` row is written last, the same way: a video is finished exactly when its
    ``videos`` file exists and reads.
 
@@ -21,18 +22,18 @@ writer is running (at job start), since an in-flight write looks exactly like a 
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from hflpipe.pipeline.common.errors import InputError, OutputError
+from hflpipe.atomic import atomic_write, fsync_folder, is_temporary
+from hflpipe.pipeline.common.errors import InputError, OutputError, one_line
 from hflpipe.pipeline.output.schema import (
     TABLES,
     OutputMetadata,
@@ -45,7 +46,6 @@ from hflpipe.pipeline.output.schema import (
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".parquet"
-TEMP_SUFFIX = ".tmp"
 # Uncompressed bytes per row group: big enough for efficient scans, small enough that
 # readers can parallelise over row groups within one long video's file.
 ROW_GROUP_BYTES = 64 * 1024 * 1024
@@ -158,7 +158,7 @@ def scan_output(out_dir: str | Path) -> OutputScan:
         try:
             row = _read_marker(marker, video_id)
         except (OSError, ValueError, pa.ArrowException) as exc:
-            scan.unreadable[marker] = _one_line(exc)
+            scan.unreadable[marker] = one_line(exc)
             continue
         if row["status"] == "ok":
             problems = {}
@@ -167,7 +167,7 @@ def scan_output(out_dir: str | Path) -> OutputScan:
                 try:
                     pq.read_metadata(data)
                 except (OSError, pa.ArrowException) as exc:
-                    problems[data] = _one_line(exc)
+                    problems[data] = one_line(exc)
             if problems:
                 scan.unreadable.update(problems)
                 continue
@@ -221,7 +221,7 @@ def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
     for name in TABLES:
         folder = Path(out_dir) / name
         if folder.is_dir():
-            for path in sorted(folder.glob(f".*{TEMP_SUFFIX}")):
+            for path in sorted(p for p in folder.iterdir() if is_temporary(p)):
                 _remove(path)
                 removed.append(path)
     return removed
@@ -249,10 +249,6 @@ def _read_marker(marker: Path, video_id: str) -> dict:
     if len(rows) != 1 or rows[0].get("video_id") != video_id or "status" not in rows[0]:
         raise ValueError(f"expected one videos row for {video_id!r}, found {len(rows)}")
     return rows[0]
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _visible_files(folder: Path) -> list[Path]:
@@ -299,24 +295,10 @@ def _row_group_size(table: pa.Table) -> int:
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to a hidden temporary file beside ``path``, fsync, rename over it."""
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as sink:
-            pq.write_table(
-                table, sink, row_group_size=_row_group_size(table), compression="zstd"
-            )
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(temp, path)
-        _fsync_folder(path.parent)
-    except OSError as exc:
-        try:
-            temp.unlink(missing_ok=True)
-        except OSError:
-            logger.warning("could not remove temporary file %s", temp)
-        raise OutputError(f"cannot write {path}: {_os_cause(exc)}") from exc
+    def write(sink: BinaryIO) -> None:
+        pq.write_table(table, sink, row_group_size=_row_group_size(table), compression="zstd")
+
+    atomic_write(path, write, OutputError)
 
 
 def _remove(path: Path) -> None:
@@ -324,25 +306,11 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot remove {path}: {_os_cause(exc)}") from exc
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename or unlink in ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        logger.debug("fsync of folder %s not supported", folder)
-    finally:
-        os.close(fd)
+    fsync_folder(path.parent)
 
 
 def _os_cause(exc: OSError) -> str:
-    return exc.strerror or _one_line(exc)
+    return exc.strerror or one_line(exc)
 
 
 __all__ = [

@@ -47,15 +47,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
 
+from hflpipe.atomic import atomic_write
+from hflpipe.jsonable import to_jsonable
 from hflpipe.model.mano_file import load_mano_model
 from hflpipe.pipeline.common.errors import InputError, OutputError
 from hflpipe.pipeline.output.quality import quaternion_to_matrix
@@ -139,16 +139,17 @@ def export_output(
             body = {
                 "format": "hflpipe-export", "schema_version": SCHEMA_VERSION,
                 "coordinates": COORDINATES, "rotation_format": ROTATION_FORMAT,
-                "mano_note": MANO_NOTE, "video": _jsonable(video), **document,
+                "mano_note": MANO_NOTE, "video": video, **document,
             }
-            text = json.dumps(_jsonable(body), separators=(",", ":"))
-            written.append(_atomic(dest / f"{vid}.json",
-                                   lambda f, text=text: f.write(text.encode())))
+            text = json.dumps(to_jsonable(body), separators=(",", ":"), allow_nan=False)
+            written.append(atomic_write(dest / f"{vid}.json",
+                                        lambda f, text=text: f.write(text.encode()), OutputError))
         else:
             arrays = _npz_arrays(document)
-            arrays["video"] = np.array(json.dumps(_jsonable(video)))
-            written.append(_atomic(dest / f"{vid}.npz",
-                                   lambda f, arrays=arrays: np.savez_compressed(f, **arrays)))
+            arrays["video"] = np.array(json.dumps(to_jsonable(video), allow_nan=False))
+            written.append(atomic_write(dest / f"{vid}.npz",
+                                        lambda f, arrays=arrays: np.savez_compressed(f, **arrays),
+                                        OutputError))
     return written
 
 
@@ -217,26 +218,6 @@ def _npz_arrays(document: dict) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _jsonable(value: object) -> object:
-    """numpy and Arrow values -> JSON types; NaN becomes null, an all-NaN row one null."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray) and value.ndim >= 2:
-        # A row with no value at all (an object frame without a pose) is one null.
-        return [None if np.isnan(row).all() else _jsonable(row) for row in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
-
-
 def _csv_columns(table: pa.Table, mano: str | Path | None) -> dict[str, list]:
     """Flat CSV columns: fixed-size lists spread out, plus ``mano_transl_*`` for hands."""
     arrays: dict[str, object] = {name: table.column(name) for name in table.column_names}
@@ -245,11 +226,11 @@ def _csv_columns(table: pa.Table, mano: str | Path | None) -> dict[str, list]:
     columns: dict[str, list] = {}
     for name, column in arrays.items():
         if isinstance(column, pa.ChunkedArray) and not pa.types.is_fixed_size_list(column.type):
-            columns[name] = [_jsonable(v) for v in column.to_pylist()]
+            columns[name] = [to_jsonable(v) for v in column.to_pylist()]
             continue
         values = column if isinstance(column, np.ndarray) else column_numpy(column)
         for suffix, flat in _spread(name, values):
-            columns[name + suffix] = [_jsonable(v) for v in flat]
+            columns[name + suffix] = [to_jsonable(v) for v in flat]
     return columns
 
 
@@ -284,17 +265,4 @@ def _write_csv(path: Path, table: pa.Table, mano: str | Path | None) -> Path:
         text.flush()
         text.detach()
 
-    return _atomic(path, write)
-
-
-def _atomic(path: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Write through ``write(binary file)`` to a hidden temporary name, then rename."""
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temp, "wb") as sink:
-            write(sink)
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    return path
+    return atomic_write(path, write, OutputError)

@@ -11,7 +11,6 @@ pyplot state, safe in worker processes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from hflpipe.atomic import atomic_path
 from hflpipe.pipeline.common.errors import OutputError
 from hflpipe.pipeline.output.quality import MAX_JITTER_MPS2, MAX_REPROJECTION_ERROR_PX
 from hflpipe.pipeline.output.schema import column_numpy, rows_by_value
@@ -52,13 +52,8 @@ def _shade(ax, t: np.ndarray, flags: np.ndarray, colour: str, label: str) -> Non
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    temp = path.with_name(f".{path.name}.tmp.png")
-    try:
+    with atomic_path(path, OutputError) as temp:
         FigureCanvasAgg(fig).print_png(str(temp))
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write plot {path}: {exc.strerror or exc}") from exc
     return path
 
 

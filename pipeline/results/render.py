@@ -13,7 +13,6 @@ exactly where the camera model puts the 3D output. Hand vertices come from the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from hflpipe.atomic import atomic_path
 from hflpipe.hashing import sha256_file
 from hflpipe.model.control_points import load_control_points
 from hflpipe.model.mano import ManoLayer
@@ -316,25 +316,24 @@ def _write_stills(dec, video: Path, indices: list[int], scene: FrameDrawer,
         scene.draw(image, index)
         path = output if len(indices) == 1 else output.with_name(
             f"{output.stem}_{index:06d}.png")
-        temp = path.with_name(f".{path.name}.tmp.png")
-        if not cv2.imwrite(str(temp), image):
-            raise OutputError(f"cannot write {path}")
-        os.replace(temp, path)
+        with atomic_path(path, OutputError) as temp:
+            if not cv2.imwrite(str(temp), image):
+                raise OutputError(f"cannot write {path}")
         written.append(path)
     return written
 
 
 def _write_video(dec, video: Path, indices: list[int], scene: FrameDrawer, output: Path,
                  fps: float, size: tuple[int, int]) -> Path:
-    temp = output.with_name(f".{output.name}.tmp.mp4")
-    writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        raise OutputError(f"cannot write {output}: OpenCV could not open a video writer there")
-    try:
-        for index, image in _frames(dec, video, indices):
-            scene.draw(image, index)
-            writer.write(image)
-    finally:
-        writer.release()
-    os.replace(temp, output)
+    with atomic_path(output, OutputError) as temp:
+        writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        if not writer.isOpened():
+            raise OutputError(
+                f"cannot write {output}: OpenCV could not open a video writer there")
+        try:
+            for index, image in _frames(dec, video, indices):
+                scene.draw(image, index)
+                writer.write(image)
+        finally:
+            writer.release()
     return output
