@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import (
+from hflpipe.bench.common import (
     RESULTS_DIR,
     bench_cache,
     peak_rss_mib,
@@ -111,11 +111,8 @@ def _serve_inference(conn: Connection, settings: object) -> None:
 
     torch.set_num_threads(1)
     predictor = load_actor_predictor(settings, cpu_threads=1)
-    while (request := conn.recv()) is not None:
-        if request[0] == "infer":
-            conn.send(predictor(request[1]))
-        else:
-            conn.send(predictor.hand_mesh(*request[1:]))
+    while (batch := conn.recv()) is not None:
+        conn.send(predictor(batch))
     conn.send(peak_rss_mib())
 
 
@@ -131,16 +128,11 @@ class _InferenceProcess:
         child.close()
 
     def submit(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._conn.send(("infer", batch))
+        self._conn.send(batch)
         return self._conn.recv()
 
     def result(self, handle: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return handle
-
-    def hand_mesh(self, pose: np.ndarray, shape: np.ndarray,
-                  with_vertices: bool) -> dict[str, np.ndarray]:
-        self._conn.send(("mesh", pose, shape, with_vertices))
-        return self._conn.recv()
 
     def close(self) -> float:
         """Stop the child; its peak RSS (MiB)."""
@@ -154,7 +146,7 @@ def _actor_worker(batches: int, max_batch: int, checkpoint: str) -> dict[str, fl
     """In a fresh process set up as the CPU inference actor: run ``batches`` batches."""
     import torch
 
-    from bench.model import make_crops
+    from hflpipe.bench.model import make_crops
     from hflpipe.pipeline.infer.actor_pool import load_actor_predictor
     from hflpipe.pipeline.infer.predictor import PredictorSettings
 

@@ -190,6 +190,37 @@ def _check_mano(path: Path, state: Mapping[str, torch.Tensor],
         )
 
 
+def load_hand_layer(path: str | os.PathLike[str]) -> ManoLayer:
+    """The hand layer stored in a checkpoint, without building the rest of the network.
+
+    The same buffers :func:`load_hflnet` gives the network, so meshes re-posed from
+    smoothed parameters match the network's own. The file is memory-mapped, so only
+    the hand layer's ~2 MB are read.
+
+    Raises:
+        ModelFileError: unreadable file, or no complete hand layer in it.
+    """
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise ModelFileError(
+            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+            f"{_first_line(exc)})"
+        ) from None
+    state = payload.get("state_dict", payload) if isinstance(payload, Mapping) else {}
+    buffers = {
+        key[len(_MANO_PREFIX):]: value for key, value in to_network_keys(state).items()
+        if key.startswith(_MANO_PREFIX)
+    }
+    layer = ManoLayer()
+    try:
+        layer.load_state_dict(buffers, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{path}: no complete hand layer ({_first_line(exc)})") from None
+    return layer.eval()
+
+
 def load_hflnet(path: str | os.PathLike[str], mano: str | os.PathLike[str] | None = None,
                 device: str | torch.device = "cpu") -> HFLNet:
     """HFL-Net with the weights of a checkpoint, in eval mode.

@@ -98,6 +98,11 @@ class HFLNet(nn.Module):
         self.transformer_obj = CrossAttention(CHANNELS, attention_depth, num_heads)
         self.transformer_hand = CrossAttention(2 * CHANNELS, attention_depth, num_heads)
 
+    @property
+    def hand_layer(self) -> ManoLayer:
+        """The MANO layer the network poses its hands with (right hand, flat mean)."""
+        return self.mano_branch.mano_layer
+
     def _pool(self, feature_map: torch.Tensor, *boxes: torch.Tensor) -> list[torch.Tensor]:
         """Float32 RoI features ``(B, C, 32, 32)`` of each ``(B, 4)`` box set, in one call."""
         batch = feature_map.shape[0]

@@ -19,7 +19,8 @@ from ray.cluster_utils import Cluster
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.config.run_config import make_config
 from hflpipe.pipeline.demo.scene import make_demo_scene
-from hflpipe.pipeline.infer.actor_pool import LocalInference, start_actors
+from hflpipe.pipeline.infer.actor_pool import start_actors
+from hflpipe.pipeline.infer.client import LocalInference
 from hflpipe.pipeline.infer.predictor import HflnetPredictor
 from hflpipe.pipeline.inputs.videos import collect_inputs
 from hflpipe.pipeline.output.writer import read_table

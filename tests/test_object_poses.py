@@ -1,22 +1,14 @@
-import dataclasses
-
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hflpipe.model.control_points import load_control_points
+from hflpipe.pipeline.crop.batch import CropJob
 from hflpipe.pipeline.detect.base import Detection
 from hflpipe.pipeline.pose.hands import project
 from hflpipe.pipeline.pose.objects import solve_object_poses
-from hflpipe.pipeline.run.context import RunContext
-from hflpipe.pipeline.run.video import CropJob
 
 K = np.array([[600.0, 0, 320], [0, 600.0, 240], [0, 0, 1]])
 POINTS = load_control_points("003_cracker_box")
-
-
-def _context() -> RunContext:
-    return RunContext(config_hash="x", metadata=None, predictor_settings=None, intrinsics=None,
-                      object_name="003_cracker_box", control_points=POINTS, boxes=None)
 
 
 def _case(translations):
@@ -45,7 +37,7 @@ def _case(translations):
 
 def test_poses_are_recovered_from_vote_candidates():
     jobs, crops, R = _case([np.array([0.05, -0.02, 0.6]), np.array([0.0, 0.03, 0.8])])
-    out = solve_object_poses(jobs, crops, K, _context())
+    out = solve_object_poses(jobs, crops, K, "003_cracker_box", POINTS)
     assert out["pose_valid"].all() and (out["pnp_inliers"] == 21).all()
     assert np.allclose(out["translation"], [[0.05, -0.02, 0.6], [0.0, 0.03, 0.8]], atol=1e-6)
     q = Rotation.from_matrix(R).as_quat(scalar_first=True)
@@ -56,13 +48,12 @@ def test_poses_are_recovered_from_vote_candidates():
 
 def test_an_implausible_depth_is_not_a_valid_pose():
     jobs, crops, _ = _case([np.array([0.0, 0.0, 50.0])])
-    out = solve_object_poses(jobs, crops, K, _context())
+    out = solve_object_poses(jobs, crops, K, "003_cracker_box", POINTS)
     assert not out["pose_valid"][0]
 
 
 def test_without_control_points_pnp_is_not_run():
     jobs, crops, _ = _case([np.array([0.05, -0.02, 0.6])])
-    unknown = dataclasses.replace(_context(), object_name=None, control_points=None)
-    out = solve_object_poses(jobs, crops, K, unknown)
+    out = solve_object_poses(jobs, crops, K, None, None)
     assert np.isnan(out["pnp_inliers"]).all() and np.isnan(out["reprojection_error_px"]).all()
     assert not out["pose_valid"].any()

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from hflpipe.pipeline.common.errors import InputError
+from hflpipe.pipeline.crop.batch import CropJob
 from hflpipe.pipeline.crop.to_frame import crops_to_frame
 from hflpipe.pipeline.decode.base import FrameChunk
 from hflpipe.pipeline.detect.base import Detection
-from hflpipe.pipeline.run.video import CropJob
 from hflpipe.pipeline.track.propagation import (
     HAND_MARGIN,
     OBJECT_MARGIN,
@@ -299,7 +299,7 @@ def test_real_predictor_outputs_drive_the_propagation(tmp_path, synthetic_checkp
     from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
     from hflpipe.pipeline.decode.base import get_decoder
     from hflpipe.pipeline.demo.scene import make_demo_scene
-    from hflpipe.pipeline.infer.actor_pool import LocalInference
+    from hflpipe.pipeline.infer.client import LocalInference
     from hflpipe.pipeline.infer.predictor import HflnetPredictor, PredictorSettings
 
     torch.set_num_threads(1)
@@ -332,3 +332,28 @@ def test_real_predictor_outputs_drive_the_propagation(tmp_path, synthetic_checkp
         np.testing.assert_allclose(result.jobs[f].obj.box,
                                    points_box(keypoints, OBJECT_MARGIN, scene.size)[0], atol=1e-3)
         np.testing.assert_array_equal(result.jobs[f - 1].hand.box, keyframes[f - 1][0].hand.box)
+
+
+class FailsOnBlue(PixelModel):
+    """Raises for any batch holding a crop with a blue mark, as a kernel rejecting a crop."""
+
+    def submit(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images = batch["images"]
+        blue = (images[..., 2] > 200) & (images[..., 0] < 60) & (images[..., 1] < 60)
+        if blue.any():
+            raise RuntimeError("kernel rejected the crop")
+        return super().submit(batch)
+
+
+def test_a_crop_the_model_fails_on_costs_that_pair_until_the_next_keyframe() -> None:
+    chunk = render()
+    x, y = hand_corner(5)
+    chunk.frames[5, y + 10:y + 14, x + 10:x + 14] = (0, 0, 255)
+    model = FailsOnBlue()
+    # Three segments: each step's batch holds one crop of each, so frame 5's crop fails
+    # together with frames 1 and 9, and the split keeps theirs.
+    result = propagate_chunk(chunk, detector_jobs([0, 4, 8]), model)
+    assert result.failed == [(5, "RuntimeError: kernel rejected the crop")]
+    assert [j.frame_index for j in result.jobs] == [0, 1, 2, 3, 4, 8, 9, 10, 11]
+    assert len(result.outputs["joints2d"]) == len(result.jobs)
+    assert np.isfinite(result.outputs["joints2d"]).all()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hflpipe.model.control_points import load_control_points
-from hflpipe.pipeline.config.run_config import make_config
+from hflpipe.model.mano import ManoLayer
 from hflpipe.pipeline.output.quality import (
     MAX_JITTER_MPS2,
     acceleration_magnitude,
@@ -15,20 +15,14 @@ from hflpipe.pipeline.output.quality import (
     object_suspect,
 )
 from hflpipe.pipeline.output.schema import OutputMetadata, column_numpy, hands_table
-from hflpipe.pipeline.smooth.tables import video_tables
+from hflpipe.pipeline.smooth.tables import TableSettings, video_tables
 
 META = OutputMetadata(checkpoint_sha256="a" * 64, mano_sha256="b" * 64, config_hash="c0ffee")
 CRACKER = load_control_points("003_cracker_box")
 
 
-class FlatHands:
-    """Inference stand-in: every hand's joints and vertices sit on its wrist."""
-
-    def hand_mesh(self, pose: np.ndarray, shape: np.ndarray, with_vertices: bool = False):
-        out = {"joints": np.zeros((len(pose), 21, 3))}
-        if with_vertices:
-            out["vertices"] = np.zeros((len(pose), 778, 3))
-        return out
+#: A hand layer with zero buffers: every hand's joints and vertices sit on its wrist.
+FLAT_HANDS = ManoLayer()
 
 
 def test_acceleration_of_a_parabola_with_uneven_steps_and_gaps() -> None:
@@ -141,11 +135,11 @@ def test_video_tables_write_quality_columns(tmp_path) -> None:
     detected = ["right", "right", None, "left", "right", "right", "right", "right"]
     obj_t = np.tile(CRACKER.mean(axis=0) * -1 + [0.0, 0.0, 0.5], (len(frames), 1))
     obj_t[-1, 0] += 0.5  # the box moves 50 cm away on the last frame
-    config = make_config(videos=["x.mp4"], out=tmp_path, max_gap=2)
+    settings = TableSettings(max_gap=2)
     position = {"position": np.array(frames)}
     hands, objects = video_tables(
         "clip", np.arange(9), _hand_obs(frames, translation, detected) | position,
-        _object_obs(frames, obj_t) | position, config, META, FlatHands(), CRACKER,
+        _object_obs(frames, obj_t) | position, settings, META, FLAT_HANDS, CRACKER,
     )
     assert hands.num_rows == objects.num_rows == 9
     rows = hands.to_pylist()

@@ -298,13 +298,15 @@ def convert_mano_command(src: Path, dst: Path) -> None:
 
 
 @cli.command("setup-hand-detector")
-@click.option("--env-dir", type=click.Path(path_type=Path), default=None,
-              help="Where to create the detector's own virtualenv.")
-def setup_hand_detector_command(env_dir: Path | None) -> None:
-    """Create the isolated environment of the offline MediaPipe hand detector (once)."""
+def setup_hand_detector_command() -> None:
+    """Create the isolated environment of the offline MediaPipe hand detector (once).
+
+    It goes where ``hflpipe run`` looks for it: $HFLPIPE_HOME/mediapipe-<version>, else
+    ~/.cache/hflpipe/mediapipe-<version>.
+    """
     from hflpipe.pipeline.detect.mediapipe import setup_mediapipe
 
-    path = setup_mediapipe(env_dir)
+    path = setup_mediapipe()
     click.echo(f"hand detector ready in {path}")
 
 

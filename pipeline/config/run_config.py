@@ -6,22 +6,18 @@ equivalent command line produce the same configuration and the same hash.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hflpipe import __version__
 from hflpipe.pipeline.common.errors import ConfigError
-from hflpipe.pipeline.decode.base import DEFAULT_BACKEND
-from hflpipe.pipeline.output.schema import SCHEMA_VERSION
 
-#: Options that change what lands in the output files; the config hash covers
-#: exactly these (plus the model file hashes and the package version), so that
-#: resources or logging never force a re-run.
+#: Options that can change what lands in the output files; the config hash covers those
+#: of them that do for a given run (see :func:`result_options`), plus the device and
+#: precision the model really runs with, the model file hashes and the package version,
+#: so that resources or logging never force a re-run.
 RESULT_FIELDS = (
     "intrinsics",
     "hfov_deg",
@@ -39,7 +35,6 @@ RESULT_FIELDS = (
     "detect_every",
     "smoothing_cutoff_hz",
     "with_vertices",
-    "precision",
 )
 
 
@@ -65,7 +60,7 @@ class RunConfig(BaseModel):
     torchvision_weights: Path | None = None
     torchvision_classes: dict[int, str] | None = None
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    decoder: Literal["decord", "pyav"] = DEFAULT_BACKEND
+    decoder: Literal["decord", "pyav"] = "pyav"
     chunk_size: int = Field(64, ge=1, le=4096, description="frames decoded at once")
     stride: int = Field(1, ge=1, description="process every n-th frame")
     start_s: float | None = Field(None, ge=0.0)
@@ -117,13 +112,35 @@ class RunConfig(BaseModel):
             )
         return self
 
-    def result_hash(self, checkpoint_sha256: str, mano_sha256: str) -> str:
-        """Hash of everything that determines the output rows (16 hex digits)."""
-        fields = {name: _jsonable(getattr(self, name)) for name in RESULT_FIELDS}
-        fields |= {"checkpoint": checkpoint_sha256, "mano": mano_sha256, "version": __version__,
-                   "schema": SCHEMA_VERSION}
-        blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+
+def result_options(config: RunConfig) -> dict[str, object]:
+    """The options among :data:`RESULT_FIELDS` that change this run's results.
+
+    Left out where the run ignores them: the score threshold and torchvision settings
+    unless a pixel detector uses them, the boxes file unless the boxes detector reads it,
+    the assumed field of view when intrinsics are given. Paths are made absolute, so the
+    same file named two ways is one option.
+    """
+    ignored = set()
+    if config.detector != "torchvision":
+        ignored |= {"torchvision_model", "torchvision_weights", "torchvision_classes"}
+    if config.detector == "boxes":
+        ignored.add("score_threshold")
+    else:
+        ignored.add("boxes")
+    if config.intrinsics is not None:
+        ignored.add("hfov_deg")
+    options: dict[str, object] = {}
+    for name in RESULT_FIELDS:
+        if name in ignored:
+            continue
+        value = getattr(config, name)
+        if isinstance(value, Path):
+            value = str(value.resolve())
+        elif isinstance(value, dict):
+            value = {str(key): item for key, item in value.items()}
+        options[name] = value
+    return options
 
 
 #: Fields naming files that must exist before a run starts.
@@ -155,14 +172,6 @@ def validate_paths(config: RunConfig, describe: Callable[[str], str] | None = No
 def looks_like_values(text: str) -> bool:
     """True for an inline ``'fx,fy,cx,cy'`` intrinsics string (four comma-separated parts)."""
     return len(str(text).split(",")) == 4 and not Path(text).exists()
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, Path):
-        return str(value.resolve())
-    if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
-    return value
 
 
 def make_config(**options: object) -> RunConfig:

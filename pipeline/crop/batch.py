@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from hflpipe.model.crop import crop_hand_object
-
-if TYPE_CHECKING:
-    from hflpipe.pipeline.run.video import CropJob
+from hflpipe.pipeline.detect.base import Detection
 
 #: What the network takes; the rest of a batch's fields map its results back.
 MODEL_INPUTS = ("images", "hand_boxes", "object_boxes")
 CROP_FIELDS = (*MODEL_INPUTS, "affine", "mirrored", "frame_width", "timestamp_s")
+
+
+@dataclass(frozen=True)
+class CropJob:
+    """One hand-object pair on one frame: what the network is run on."""
+
+    frame_index: int
+    hand: Detection
+    obj: Detection | None
+    #: The detector's own handedness for this hand, before the track's vote replaced it.
+    detected_handedness: str | None = None
 
 
 def empty_fields(*extra: str) -> dict[str, list[Any]]:

@@ -1,15 +1,13 @@
-"""Where crops meet the model: in-process, or on a pool of Ray actors (one per GPU).
+"""The model on a pool of Ray actors, one per GPU (or one CPU actor), shared by all videos.
 
-Both implement :class:`InferenceClient`: ``submit`` a batch, later ``result``
-it, so that a video can keep a few batches in flight while it decodes and
-crops the next ones. Batches are numpy dicts (see :class:`HflnetPredictor`).
+:class:`ActorInference` is the pool's :class:`~hflpipe.pipeline.infer.client.InferenceClient`.
+This is the one module of the stages that imports Ray.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from typing import Any, Protocol
 
 import numpy as np
 import ray
@@ -19,42 +17,6 @@ from ray.exceptions import RayActorError
 from hflpipe.pipeline.common.errors import HflpipeError
 from hflpipe.pipeline.infer.freed_memory import keep_freed_memory
 from hflpipe.pipeline.infer.predictor import HflnetPredictor, PredictorSettings
-
-
-class InferenceClient(Protocol):
-    """Asynchronous access to the model."""
-
-    def submit(self, batch: dict[str, np.ndarray]) -> Any:
-        """Start inference on a batch; returns a handle for :meth:`result`."""
-        ...
-
-    def result(self, handle: Any) -> dict[str, np.ndarray]:
-        """Wait for and return a batch's outputs."""
-        ...
-
-    def hand_mesh(
-        self, pose: np.ndarray, shape: np.ndarray, with_vertices: bool
-    ) -> dict[str, np.ndarray]:
-        """MANO joints (and vertices) relative to the wrist for (N,48) poses and (N,10) shapes."""
-        ...
-
-
-class LocalInference:
-    """Runs the predictor in this process (tests, single-process runs)."""
-
-    def __init__(self, predictor: HflnetPredictor) -> None:
-        self.predictor = predictor
-
-    def submit(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.predictor(batch)
-
-    def result(self, handle: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return handle
-
-    def hand_mesh(
-        self, pose: np.ndarray, shape: np.ndarray, with_vertices: bool
-    ) -> dict[str, np.ndarray]:
-        return self.predictor.hand_mesh(pose, shape, with_vertices)
 
 
 def load_actor_predictor(settings: PredictorSettings, cpu_threads: int) -> HflnetPredictor:
@@ -88,10 +50,6 @@ class PredictorActor:
                 torch.cuda.empty_cache()
             raise
 
-    def hand_mesh(
-        self, pose: np.ndarray, shape: np.ndarray, with_vertices: bool
-    ) -> dict[str, np.ndarray]:
-        return self.predictor.hand_mesh(pose, shape, with_vertices)
 
     def ready(self) -> str:
         return str(self.predictor.device)
@@ -142,7 +100,3 @@ class ActorInference:
     def result(self, handle: ray.ObjectRef) -> dict[str, np.ndarray]:
         return ray.get(handle)
 
-    def hand_mesh(
-        self, pose: np.ndarray, shape: np.ndarray, with_vertices: bool
-    ) -> dict[str, np.ndarray]:
-        return ray.get(self.actors[next(self._next)].hand_mesh.remote(pose, shape, with_vertices))

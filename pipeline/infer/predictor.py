@@ -19,7 +19,6 @@ disk for the next one), then each batch shape runs the compiled code.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,12 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from hflpipe.model.backbone import ResNetBottleneck
 from hflpipe.model.checkpoint import load_hflnet
-from hflpipe.model.object_head import ObjectVoteHead
+from hflpipe.model.inference_speed import autocast_backbone, fold_batch_norms
 from hflpipe.model.object_pose import select_vote_candidates
 from hflpipe.pipeline.infer.freed_memory import ShapeChangeTrim
 
@@ -95,8 +91,7 @@ class HflnetPredictor:
         # Autocast around the whole network; bf16 is confined to the backbone instead.
         self._network_autocast = self.autocast_dtype
         if self.autocast_dtype == torch.bfloat16:
-            self.net.base_net = BackboneAutocast(self.net.base_net, self.device.type,
-                                                 torch.bfloat16)
+            autocast_backbone(self.net, self.device.type, torch.bfloat16)
             self._network_autocast = None
         if self.device.type == "cuda":
             # Every batch but a video's last has the same shape: tuned kernels pay off.
@@ -164,24 +159,6 @@ class HflnetPredictor:
             out = self._forward(images, hand_boxes, obj_boxes)
         return {name: value[:size] for name, value in out.items()}
 
-    @torch.inference_mode()
-    def hand_mesh(
-        self, pose: np.ndarray, shape: np.ndarray, with_vertices: bool = False
-    ) -> dict[str, np.ndarray]:
-        """MANO ``joints`` (N,21,3) and optionally ``vertices`` (N,778,3), metres from the wrist.
-
-        Used to turn smoothed MANO parameters back into geometry with the model's
-        own hand layer (fp32, whatever the inference precision).
-        """
-        layer = self.net.mano_branch.mano_layer
-        pose_t = torch.as_tensor(pose, dtype=torch.float32, device=self.device)
-        shape_t = torch.as_tensor(shape, dtype=torch.float32, device=self.device)
-        verts, joints = layer(pose_t, shape_t, center_idx=0)
-        result = {"joints": joints.cpu().numpy()}
-        if with_vertices:
-            result["vertices"] = verts.cpu().numpy()
-        return result
-
     def _summarise(
         self, out: dict[str, torch.Tensor], hand_boxes: torch.Tensor, obj_boxes: torch.Tensor
     ) -> dict[str, np.ndarray]:
@@ -206,56 +183,6 @@ class HflnetPredictor:
             "obj_candidate_valid": cand.valid,
         }
         return {k: v.cpu().numpy() for k, v in result.items()}
-
-
-class BackboneAutocast(nn.Module):
-    """Runs a backbone under autocast to ``dtype`` and hands its feature maps on as float32."""
-
-    def __init__(self, backbone: nn.Module, device_type: str, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.device_type = device_type
-        self.dtype = dtype
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            maps = self.backbone(images)
-        return tuple(m.float() for m in maps)
-
-
-def fold_batch_norms(net: nn.Module) -> int:
-    """Fold every eval-mode BatchNorm that directly follows a convolution into it, in place.
-
-    The pairs are those the forward passes apply back to back: the convolutions
-    and norms of :class:`ResNetBottleneck` and :class:`ObjectVoteHead`, and a
-    ``Conv2d`` followed by a ``BatchNorm2d`` inside any ``nn.Sequential``. Each
-    folded norm becomes an ``nn.Identity``. Pre-activation blocks (norm before
-    convolution) are left alone. Returns how many norms were folded.
-    """
-    if net.training:
-        raise ValueError("fold_batch_norms needs a network in eval mode (running statistics)")
-    folded = 0
-    for module in net.modules():
-        if isinstance(module, ResNetBottleneck):
-            pairs = [(f"conv{i}", f"bn{i}") for i in (1, 2, 3)]
-        elif isinstance(module, ObjectVoteHead):
-            pairs = [(f"conv{s}_{p}", f"bn{s}_{p}") for s in (1, 2, 3) for p in (1, 2)]
-        elif isinstance(module, nn.Sequential):
-            children = list(module.named_children())
-            pairs = [
-                (conv_name, bn_name)
-                for (conv_name, conv), (bn_name, bn) in itertools.pairwise(children)
-                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-            ]
-        else:
-            continue
-        for conv_name, bn_name in pairs:
-            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
-            if isinstance(bn, nn.BatchNorm2d):
-                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
-                setattr(module, bn_name, nn.Identity())
-                folded += 1
-    return folded
 
 
 def _pad_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:

@@ -8,18 +8,14 @@ the most confident keypoints).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hflpipe.model.control_points import load_control_points
 from hflpipe.model.object_pose import solve_object_pose
+from hflpipe.pipeline.crop.batch import CropJob
 from hflpipe.pipeline.crop.to_frame import crops_to_frame
-from hflpipe.pipeline.run.context import RunContext
-
-if TYPE_CHECKING:
-    from hflpipe.pipeline.run.video import CropJob
 
 #: A pose needs at least this many RANSAC inliers to count as valid.
 MIN_INLIERS = 6
@@ -29,9 +25,14 @@ MAX_DEPTH_M = 10.0
 
 
 def solve_object_poses(
-    jobs: Sequence[CropJob], crops: dict[str, np.ndarray], K: np.ndarray, context: RunContext
+    jobs: Sequence[CropJob], crops: dict[str, np.ndarray], K: np.ndarray,
+    object_name: str | None, control_points: np.ndarray | None,
 ) -> dict[str, np.ndarray]:
-    """One row per (frame, object track) seen in a crop; columns as the ``objects`` table's."""
+    """One row per (frame, object track) seen in a crop; columns as the ``objects`` table's.
+
+    ``object_name`` and ``control_points`` ((21, 3) metres): the run's object, used where
+    the detector names none.
+    """
     rows = [i for i, job in enumerate(jobs) if job.obj is not None]
     if not rows:
         return {"track_id": np.zeros(0, np.int32)}
@@ -47,7 +48,7 @@ def solve_object_poses(
     valid = np.zeros(n, bool)
     names: list[str | None] = []
     for k, i in enumerate(rows):
-        name, points = _control_points(jobs[i].obj.object_name, context)
+        name, points = _control_points(jobs[i].obj.object_name, object_name, control_points)
         names.append(name)
         if points is None:
             continue
@@ -82,7 +83,7 @@ def solve_object_poses(
 
 
 def _control_points(
-    detected_name: str | None, context: RunContext
+    detected_name: str | None, object_name: str | None, control_points: np.ndarray | None
 ) -> tuple[str | None, np.ndarray | None]:
     """The object's name and control points: a name the detector gives wins if it is known."""
     if detected_name:
@@ -90,7 +91,7 @@ def _control_points(
             return detected_name, load_control_points(detected_name)
         except ValueError:
             return detected_name, None
-    return context.object_name, context.control_points
+    return object_name, control_points
 
 
 def _best_per_frame_and_track(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

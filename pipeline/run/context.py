@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -29,16 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
+from hflpipe import __version__
+from hflpipe.atomic import atomic_write_text
+from hflpipe.jsonable import to_jsonable
 from hflpipe.model.checkpoint import file_sha256, load_hflnet
 from hflpipe.model.control_points import control_points_from_file, load_control_points
 from hflpipe.model.mano_file import load_mano_model
 from hflpipe.pipeline.common.errors import ConfigError, InputError, OutputError
-from hflpipe.pipeline.config.run_config import RESULT_FIELDS, RunConfig
+from hflpipe.pipeline.config.run_config import RunConfig, result_options
 from hflpipe.pipeline.detect.boxes import BoxesFile
 from hflpipe.pipeline.infer.predictor import PredictorSettings
 from hflpipe.pipeline.inputs.camera import Intrinsics, parse_intrinsics
 from hflpipe.pipeline.inputs.videos import VideoInput
-from hflpipe.pipeline.output.schema import OutputMetadata
+from hflpipe.pipeline.output.schema import SCHEMA_VERSION, OutputMetadata
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +58,62 @@ class RunContext:
     boxes: BoxesFile | None
 
 
-def prepare_context(config: RunConfig) -> RunContext:
-    """Validate the run's shared inputs and hash them into the config hash."""
+def run_device(config: RunConfig, cluster_gpus: float) -> str:
+    """``cpu`` or ``cuda``: where the inference actors run, given the cluster's GPU count."""
+    if config.device != "auto":
+        return config.device
+    return "cuda" if cluster_gpus > 0 and config.gpus_per_actor > 0 else "cpu"
+
+
+def run_precision(config: RunConfig, device: str) -> str:
+    """``fp32``, ``fp16`` or ``bf16``: ``auto`` is fp16 on CUDA and fp32 on the CPU."""
+    if config.precision != "auto":
+        return config.precision
+    return "fp16" if device == "cuda" else "fp32"
+
+
+def config_hash(
+    config: RunConfig, checkpoint_sha256: str, mano_sha256: str, device: str, precision: str
+) -> str:
+    """Hash of everything that determines the output rows (16 hex digits).
+
+    Device and precision are the resolved ones: an fp32 run on the CPU and an fp16 run
+    on a GPU give different numbers, so their rows never share a hash.
+    """
+    fields = to_jsonable(result_options(config) | {
+        "device": device, "precision": precision, "checkpoint": checkpoint_sha256,
+        "mano": mano_sha256, "version": __version__, "schema": SCHEMA_VERSION,
+    })
+    blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def prepare_context(config: RunConfig, cluster_gpus: float = 0.0) -> RunContext:
+    """Validate the run's shared inputs and hash them into the config hash.
+
+    ``cluster_gpus``: the GPUs of the Ray cluster the run uses, which decide where
+    ``device: auto`` runs (and so the precision ``auto`` means).
+    """
     if config.checkpoint is None:
         raise ConfigError("a checkpoint is required (--checkpoint HFL-Net .pth.tar)")
     # Loading once here turns a wrong or corrupted file into one line before Ray starts.
     load_hflnet(config.checkpoint, mano=config.mano, device="cpu")
     checkpoint_sha = file_sha256(config.checkpoint)
     mano_sha = load_mano_model(config.mano).sha256 if config.mano else "from-checkpoint"
-    config_hash = config.result_hash(checkpoint_sha, mano_sha)
+    device = run_device(config, cluster_gpus)
+    precision = run_precision(config, device)
+    run_hash = config_hash(config, checkpoint_sha, mano_sha, device, precision)
     intrinsics = parse_intrinsics(config.intrinsics) if config.intrinsics else None
     object_name, control_points = resolve_object(config.object)
     boxes = BoxesFile.load(config.boxes) if config.detector == "boxes" else None
     return RunContext(
-        config_hash=config_hash,
+        config_hash=run_hash,
         metadata=OutputMetadata(checkpoint_sha256=checkpoint_sha, mano_sha256=mano_sha,
-                                config_hash=config_hash),
+                                config_hash=run_hash),
         predictor_settings=PredictorSettings(
             checkpoint=Path(config.checkpoint).resolve(),
             mano=Path(config.mano).resolve() if config.mano else None,
-            device=config.device, precision=config.precision, compile=config.compile,
+            device=device, precision=precision, compile=config.compile,
         ),
         intrinsics=intrinsics,
         object_name=object_name,
@@ -220,12 +258,7 @@ def _write_job_record(folder: Path, config: RunConfig, job_hash: str) -> None:
     record = {
         "config_hash": job_hash,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "result_options": config.model_dump(mode="json", include=set(RESULT_FIELDS)),
+        "result_options": to_jsonable(result_options(config)),
     }
-    temp = folder / f".{JOB_RECORD}.{uuid.uuid4().hex}.tmp"
-    try:
-        temp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(temp, folder / JOB_RECORD)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise OutputError(f"out {folder}: cannot write {JOB_RECORD}: {exc.strerror}") from None
+    atomic_write_text(folder / JOB_RECORD, json.dumps(record, indent=2, sort_keys=True),
+                      OutputError)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,20 +19,21 @@ import numpy as np
 import pyarrow as pa
 
 from hflpipe.hashing import sha256_file
-from hflpipe.pipeline.common.errors import HflpipeError
+from hflpipe.pipeline.common.errors import HflpipeError, one_line
 from hflpipe.pipeline.config.run_config import RunConfig
-from hflpipe.pipeline.crop.batch import add_crop, empty_fields, split_batch
+from hflpipe.pipeline.crop.batch import CropJob
 from hflpipe.pipeline.crop.to_frame import crops_to_frame
 from hflpipe.pipeline.decode.base import Decoder, VideoInfo, get_decoder
 from hflpipe.pipeline.detect.base import Detection, Detector
-from hflpipe.pipeline.infer.actor_pool import InferenceClient
+from hflpipe.pipeline.infer.batching import BatchedInference
+from hflpipe.pipeline.infer.client import InferenceClient
 from hflpipe.pipeline.inputs.camera import default_intrinsics
 from hflpipe.pipeline.inputs.videos import VideoInput
 from hflpipe.pipeline.pose.hands import fit_root_translation, mirror_mano_pose, mirror_points3d
 from hflpipe.pipeline.pose.objects import solve_object_poses
 from hflpipe.pipeline.run.context import RunContext
-from hflpipe.pipeline.run.detectors import detector_for
-from hflpipe.pipeline.smooth.tables import video_tables
+from hflpipe.pipeline.run.worker_cache import hand_layer, video_detector
+from hflpipe.pipeline.smooth.tables import TableSettings, video_tables
 from hflpipe.pipeline.track.propagation import keyframe_mask, propagate_video
 from hflpipe.pipeline.track.tracker import TrackingConfig, pair_hands_with_objects, track
 
@@ -58,16 +58,8 @@ class VideoOutcome:
     objects: pa.Table | None = None
     failed_crop_frames: list[int] = field(default_factory=list)
 
-
-@dataclass(frozen=True)
-class CropJob:
-    """One hand-object pair on one frame: what the network is run on."""
-
-    frame_index: int
-    hand: Detection
-    obj: Detection | None
-    #: The detector's own handedness for this hand, before the track's vote replaced it.
-    detected_handedness: str | None = None
+#: (frame index, one-line cause) of a crop the model failed on.
+CropFailure = tuple[int, str]
 
 
 def base_row(video: VideoInput, context: RunContext) -> dict[str, Any]:
@@ -88,7 +80,7 @@ def failed_outcome(
 ) -> VideoOutcome:
     """A ``failed`` outcome with a one-line error that starts with the input's path."""
     row = dict(row or base_row(video, context))
-    message = " ".join(str(error).split()) or "unknown error"
+    message = one_line(error) or "unknown error"
     if not message.startswith(str(video.path)):
         message = f"{video.path}: {message}"
     row.update(status="failed", error=message)
@@ -133,13 +125,10 @@ def _process(
         intrinsics=camera.K, intrinsics_source=camera.source,
     )
     chunk_frames = frames_per_chunk(config.chunk_size, info.width, info.height)
-    detector = detector_for(config, context, video.path)
-    try:
+    with video_detector(config, context, video.path) as detector:
         indices, keyframes, detections, decoded = _detect(
             decoder, detector, path, config, info, chunk_frames, report
         )
-    finally:
-        detector.close()
     # The tracker counts frame indices; max_gap counts detector runs.
     step = config.stride * config.detect_every
     tracked = track(keyframes, detections,
@@ -151,31 +140,30 @@ def _process(
         for h, o in pair_hands_with_objects(frame)
     ]
     if config.detect_every == 1:
-        crops, failed = _infer(
-            decoder, path, config, chunk_frames, seeds, inference, report, len(indices),
-            info.num_frames,
-        )
-        jobs = seeds
+        jobs, crops, failed = _infer(decoder, path, config, chunk_frames, seeds, inference,
+                                     report, len(indices), info.num_frames)
     else:
         jobs, crops, failed = _propagate(decoder, path, config, chunk_frames, indices, seeds,
                                          inference, report)
-    failed_frames = sorted({jobs[position].frame_index for position in failed})
+    failed_frames = sorted({frame_index for frame_index, _ in failed})
     if failed:
-        if len(failed) == len(jobs):
+        if not jobs:
             raise HflpipeError(
-                f"{path}: the model failed on all {len(jobs)} crops "
-                f"({next(iter(failed.values()))})"
+                f"{path}: the model failed on all {len(failed)} crops ({failed[0][1]})"
             )
         log.warning("%s: the model failed on %d crops (frames %s): %s", path, len(failed),
-                    failed_frames, next(iter(failed.values())))
-        jobs = [job for position, job in enumerate(jobs) if position not in failed]
+                    failed_frames, failed[0][1])
     hands = _hand_observations(jobs, crops, camera.K)
-    objects = solve_object_poses(jobs, crops, camera.K, context)
+    objects = solve_object_poses(jobs, crops, camera.K, context.object_name,
+                                 context.control_points)
     for obs in (hands, objects):
         obs["position"] = np.searchsorted(indices, obs.get("frame_index", np.zeros(0, int)))
+    settings = TableSettings(max_gap=config.max_gap,
+                             smoothing_cutoff_hz=config.smoothing_cutoff_hz,
+                             with_vertices=config.with_vertices)
     hand_rows, object_rows = video_tables(
-        video.video_id, indices, hands, objects, config, context.metadata, inference,
-        context.control_points,
+        video.video_id, indices, hands, objects, settings, context.metadata,
+        hand_layer(context.predictor_settings.checkpoint), context.control_points,
     )
     row.update(
         status="ok",
@@ -192,7 +180,7 @@ def _process(
 def _propagate(
     decoder: Decoder, path: str, config: RunConfig, chunk_frames: int, indices: np.ndarray,
     seeds: list[CropJob], inference: InferenceClient, report: Report,
-) -> tuple[list[CropJob], dict[str, np.ndarray], dict[int, str]]:
+) -> tuple[list[CropJob], dict[str, np.ndarray], list[CropFailure]]:
     """Detector boxes on keyframes, boxes propagated from the predictions in between."""
     keyframes: dict[int, list[CropJob]] = {}
     for job in seeds:
@@ -208,7 +196,7 @@ def _propagate(
         decoder.read_chunks(path, chunk_size=chunk_frames, frame_indices=indices.tolist()),
         keyframes, inference, video=path, batch_size=config.batch_size, progress=progress,
     )
-    return result.jobs, result.outputs, {}
+    return result.jobs, result.outputs, result.failed
 
 
 def frames_per_chunk(chunk_size: int, width: int, height: int) -> int:
@@ -273,43 +261,24 @@ def _select_without_decoding(info: VideoInfo, config: RunConfig) -> np.ndarray:
 def _infer(
     decoder: Decoder, path: str, config: RunConfig, chunk_frames: int, jobs: list[CropJob],
     inference: InferenceClient, report: Report, total_frames: int, listed_frames: int,
-) -> tuple[dict[str, np.ndarray], dict[int, str]]:
+) -> tuple[list[CropJob], dict[str, np.ndarray], list[CropFailure]]:
     """Crop every job's frame region and run the network in batches.
 
-    Returns per-job arrays, in job order, for the jobs the model ran on, and job position ->
-    one-line cause for the crops it failed on (see :func:`_split_failed`).
+    Returns the jobs the model ran on, their per-job arrays in the same order, and the
+    crops it failed on (see :class:`~hflpipe.pipeline.infer.batching.BatchedInference`).
     """
     if not jobs:
-        return {}, {}
+        return [], {}, []
     by_frame: dict[int, list[int]] = {}
     for position, job in enumerate(jobs):
         by_frame.setdefault(job.frame_index, []).append(position)
     frames_needed = sorted(by_frame)
-    batch = empty_fields("position")
-    pending: deque[tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]] = deque()
-    outputs: list[dict[str, np.ndarray]] = []
-    failed: dict[int, str] = {}
     progress = 0
 
-    def collect() -> None:
-        handle, inputs, meta = pending.popleft()
-        try:
-            if isinstance(handle, _SubmitError):
-                raise handle.error
-            outputs.append(inference.result(handle) | meta)
-        except Exception as exc:  # any model failure: bisected
-            _split_failed(inference, inputs, meta, exc, outputs, failed)
-        # A heartbeat per batch: inference can take longer than decoding a chunk.
+    def heartbeat() -> None:
         report(progress, total_frames)
 
-    def flush() -> None:
-        if batch["images"]:
-            inputs, stacked = split_batch(batch)
-            pending.append((_submit(inference, inputs), inputs, stacked))
-            batch.update(empty_fields("position"))
-        while len(pending) > MAX_IN_FLIGHT:
-            collect()
-
+    runner = BatchedInference(inference, config.batch_size, MAX_IN_FLIGHT, on_batch=heartbeat)
     done = 0
     for chunk in decoder.read_chunks(path, chunk_size=chunk_frames,
                                      frame_indices=frames_needed):
@@ -317,71 +286,15 @@ def _infer(
             chunk.indices.tolist(), chunk.timestamps_s.tolist(), chunk.frames, strict=True
         ):
             for position in by_frame.pop(frame_index, []):
-                add_crop(batch, frame, jobs[position], timestamp)
-                batch["position"].append(position)
-                if len(batch["images"]) >= config.batch_size:
-                    flush()
+                runner.add(frame, jobs[position], timestamp, key=position)
         done += len(chunk)
         progress = total_frames // 2 + done * total_frames // max(2 * len(frames_needed), 1)
-        report(progress, total_frames)
+        heartbeat()
     if by_frame:
         raise _stopped_early(path, min(by_frame), listed_frames)
-    flush()
-    while pending:
-        collect()
-    if not outputs:
-        return {}, failed
-    merged = {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
-    order = np.argsort(merged.pop("position"), kind="stable")
-    return {key: value[order] for key, value in merged.items()}, failed
-
-
-@dataclass(frozen=True)
-class _SubmitError:
-    """An error raised by ``submit`` itself (in-process inference runs the batch there)."""
-
-    error: Exception
-
-
-def _submit(inference: InferenceClient, inputs: dict[str, np.ndarray]) -> Any:
-    try:
-        return inference.submit(inputs)
-    except Exception as exc:  # raised again in collect()
-        return _SubmitError(exc)
-
-
-def _split_failed(
-    inference: InferenceClient, inputs: dict[str, np.ndarray], meta: dict[str, np.ndarray],
-    error: Exception, outputs: list[dict[str, np.ndarray]], failed: dict[int, str],
-) -> None:
-    """Re-run a failed batch in halves until every failing crop is alone, and record it.
-
-    A batch fails as a whole: CUDA out of memory, one crop a kernel rejects, an actor that
-    died more often than its task retries. Halves that run keep their results, so a crop
-    that fails deterministically costs that crop (``failed[position] = cause``), not the
-    video; a bad crop costs about ``2 log2(batch)`` extra calls.
-    """
-    positions = meta["position"]
-    if len(positions) == 1:
-        failed[int(positions[0])] = _cause(error)
-        return
-    middle = len(positions) // 2
-    for part in (slice(0, middle), slice(middle, None)):
-        part_inputs = {key: value[part] for key, value in inputs.items()}
-        part_meta = {key: value[part] for key, value in meta.items()}
-        try:
-            outputs.append(inference.result(inference.submit(part_inputs)) | part_meta)
-        except Exception as exc:
-            _split_failed(inference, part_inputs, part_meta, exc, outputs, failed)
-
-
-def _cause(error: BaseException) -> str:
-    """``"Type: first line"`` of an error, unwrapping the one Ray wraps a remote error in."""
-    cause = getattr(error, "cause", None)
-    if isinstance(cause, BaseException):
-        error = cause
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    results = runner.finish()
+    failed = [(jobs[key].frame_index, cause) for key, cause in sorted(results.failed.items())]
+    return [jobs[key] for key in results.keys.tolist()], results.outputs, failed
 
 
 def _hand_observations(

@@ -12,12 +12,13 @@ the hand-object distance needs both tables, so :func:`video_tables` adds it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import torch
 
-from hflpipe.pipeline.config.run_config import RunConfig
-from hflpipe.pipeline.infer.actor_pool import InferenceClient
+from hflpipe.model.mano import ManoLayer
 from hflpipe.pipeline.output.quality import (
     acceleration_magnitude,
     hand_suspect,
@@ -42,6 +43,15 @@ from hflpipe.pipeline.smooth.filters import (
 )
 
 
+@dataclass(frozen=True)
+class TableSettings:
+    """The run options that shape the tables: gap filling, smoothing, vertices."""
+
+    max_gap: int = 5
+    smoothing_cutoff_hz: float = 4.0
+    with_vertices: bool = False
+
+
 def _spans(
     obs: dict[str, np.ndarray], max_gap: int
 ) -> Iterator[tuple[int, TrackSpan, np.ndarray, np.ndarray, np.ndarray]]:
@@ -64,17 +74,18 @@ def _spans(
 
 def video_tables(
     video_id: str, selected: np.ndarray, hand_obs: dict[str, np.ndarray],
-    object_obs: dict[str, np.ndarray], config: RunConfig, metadata: OutputMetadata,
-    inference: InferenceClient, control_points: np.ndarray | None,
+    object_obs: dict[str, np.ndarray], settings: TableSettings, metadata: OutputMetadata,
+    hand_layer: ManoLayer, control_points: np.ndarray | None,
 ) -> tuple[pa.Table, pa.Table]:
     """The ``hands`` and ``objects`` tables of one video, hand-object distances filled in.
 
     ``selected``: (F,) the video's selected frame indices; observations carry their
     ``position`` in it. ``control_points``: (21, 3) object-frame metres of the run's
-    object, or None.
+    object, or None. ``hand_layer``: the model's MANO layer (see
+    :func:`hflpipe.model.checkpoint.load_hand_layer`), which re-poses the smoothed hands.
     """
-    hands = hand_table(video_id, selected, hand_obs, config, metadata, inference)
-    objects = object_table(video_id, selected, object_obs, config, metadata)
+    hands = hand_table(video_id, selected, hand_obs, settings, metadata, hand_layer)
+    objects = object_table(video_id, selected, object_obs, settings, metadata)
     return link_hands_to_objects(hands, objects, control_points), objects
 
 
@@ -94,18 +105,18 @@ def _handedness_disagreement(obs: dict[str, np.ndarray], rows: np.ndarray) -> np
 
 
 def hand_table(
-    video_id: str, selected: np.ndarray, obs: dict[str, np.ndarray], config: RunConfig,
-    metadata: OutputMetadata, inference: InferenceClient,
+    video_id: str, selected: np.ndarray, obs: dict[str, np.ndarray], settings: TableSettings,
+    metadata: OutputMetadata, hand_layer: ManoLayer,
 ) -> pa.Table:
     """The ``hands`` table of one video from per-crop observations (see ``video_job``).
 
     ``hand_object_distance_m`` is left null (see :func:`video_tables`).
     """
     if len(obs["track_id"]) == 0:
-        return empty_hands(metadata, with_vertices=config.with_vertices)
-    smoothing = SmoothingConfig(cutoff_hz=config.smoothing_cutoff_hz)
+        return empty_hands(metadata, with_vertices=settings.with_vertices)
+    smoothing = SmoothingConfig(cutoff_hz=settings.smoothing_cutoff_hz)
     parts: list[dict[str, np.ndarray]] = []
-    for track_id, span, rows, frames, t in _spans(obs, config.max_gap):
+    for track_id, span, rows, frames, t in _spans(obs, settings.max_gap):
         observed = span.observed
 
         def raw(name: str, rows: np.ndarray = rows, frames: np.ndarray = frames,
@@ -141,10 +152,10 @@ def hand_table(
     # The hand layer is a right hand: left hands go through it mirrored, and come back.
     model_pose = np.where(left[:, None], mirror_mano_pose(columns["mano_pose"]),
                           columns["mano_pose"])
-    mesh = inference.hand_mesh(model_pose, columns["mano_shape"], config.with_vertices)
+    mesh = hand_mesh(hand_layer, model_pose, columns["mano_shape"], settings.with_vertices)
     joints = np.where(left[:, None, None], mirror_points3d(mesh["joints"]), mesh["joints"])
     columns["joints3d"] = joints + columns["translation"][:, None, :]
-    if config.with_vertices:
+    if settings.with_vertices:
         verts = np.where(left[:, None, None], mirror_points3d(mesh["vertices"]),
                          mesh["vertices"])
         columns["vertices"] = verts + columns["translation"][:, None, :]
@@ -158,16 +169,33 @@ def hand_table(
     return hands_table(columns, metadata)
 
 
+@torch.inference_mode()
+def hand_mesh(
+    layer: ManoLayer, pose: np.ndarray, shape: np.ndarray, with_vertices: bool
+) -> dict[str, np.ndarray]:
+    """MANO ``joints`` (N,21,3) and optionally ``vertices`` (N,778,3), metres from the wrist.
+
+    float32 on the CPU whatever the inference precision: a few hundred hands a second
+    of video, a fraction of a millisecond each.
+    """
+    verts, joints = layer(torch.as_tensor(pose, dtype=torch.float32),
+                          torch.as_tensor(shape, dtype=torch.float32), center_idx=0)
+    result = {"joints": joints.numpy()}
+    if with_vertices:
+        result["vertices"] = verts.numpy()
+    return result
+
+
 def object_table(
-    video_id: str, selected: np.ndarray, obs: dict[str, np.ndarray], config: RunConfig,
+    video_id: str, selected: np.ndarray, obs: dict[str, np.ndarray], settings: TableSettings,
     metadata: OutputMetadata,
 ) -> pa.Table:
     """The ``objects`` table of one video from per-frame object observations."""
     if len(obs["track_id"]) == 0:
         return empty_objects(metadata)
-    smoothing = SmoothingConfig(cutoff_hz=config.smoothing_cutoff_hz)
+    smoothing = SmoothingConfig(cutoff_hz=settings.smoothing_cutoff_hz)
     parts: list[dict[str, np.ndarray]] = []
-    for track_id, span, rows, frames, t in _spans(obs, config.max_gap):
+    for track_id, span, rows, frames, t in _spans(obs, settings.max_gap):
         observed = span.observed
         valid = span.scatter(frames, obs["pose_valid"][rows].astype(float)) == 1.0
         pose_valid, rotation, translation = _object_pose_rows(

@@ -18,7 +18,7 @@ A segment that runs past the end of a chunk is carried into the next chunk.
 With ``detect_every = 1`` every frame is a keyframe and this is plain per-frame
 inference: one step per chunk, its batches all in flight at once.
 
-Jobs are the pipeline's per-crop records (``video_job.CropJob``: ``frame_index``,
+Jobs are the pipeline's per-crop records (``crop.batch.CropJob``: ``frame_index``,
 ``hand``, ``obj``); new ones are made with :func:`dataclasses.replace`, so the
 jobs returned are of the seeds' own type, and a propagated detection keeps the
 track id, handedness and score of the keyframe detection it descends from.
@@ -29,18 +29,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hflpipe.pipeline.common.errors import InputError
-from hflpipe.pipeline.crop.batch import add_crop, empty_fields, split_batch
+from hflpipe.pipeline.crop.batch import CropJob
 from hflpipe.pipeline.crop.to_frame import crops_to_frame
 from hflpipe.pipeline.decode.base import FrameChunk
-
-if TYPE_CHECKING:
-    from hflpipe.pipeline.infer.actor_pool import InferenceClient
-    from hflpipe.pipeline.run.video import CropJob
+from hflpipe.pipeline.infer.batching import BatchedInference
+from hflpipe.pipeline.infer.client import InferenceClient
 
 #: Margin around the predicted hand joints, per side, as a fraction of their extent. The
 #: MediaPipe detector boxes the same 21 hand joints with this margin (its default
@@ -166,12 +163,15 @@ class Propagation:
             where they were propagated.
         carried: jobs still followed at the end of the last chunk, with the boxes for the
             next selected frame (their ``frame_index`` is the last frame's until then).
+        failed: (frame index, one-line cause) of each crop the model failed on; such a
+            pair is not followed further (the next keyframe may pick it up again).
     """
 
     jobs: list[CropJob] = field(default_factory=list)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     from_detector: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     carried: list[CropJob] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
 
 
 def propagate_chunk(
@@ -193,7 +193,8 @@ def propagate_chunk(
         inference: the model (``submit`` a batch of ``images``, ``hand_boxes``,
             ``object_boxes``; ``result`` gives the outputs of ``HflnetPredictor``). All
             batches of one step are submitted before the first result is awaited, so
-            they run in parallel on an actor pool.
+            they run in parallel on an actor pool; a failing batch is split until the
+            failing crops are found (:class:`BatchedInference`).
         carried: the previous chunk's ``Propagation.carried``.
         batch_size: most crops per batch.
         hand_margin, object_margin: margins of the propagated boxes (:func:`points_box`).
@@ -210,22 +211,32 @@ def propagate_chunk(
     flags: list[np.ndarray] = []
     outputs: list[dict[str, np.ndarray]] = []
     carry: list[CropJob] = []
+    failed: list[tuple[int, str]] = []
     step = 0
     while any(current):
         requests = [(k, job) for k, followed in enumerate(current) for job in followed]
-        positions = [segments[k].start + step for k, _ in requests]
-        step_jobs = [job for _, job in requests]
-        result = _run_step(chunk, positions, step_jobs, inference, batch_size)
+        runner = BatchedInference(inference, batch_size, max_in_flight=None)
+        for i, (k, job) in enumerate(requests):
+            position = segments[k].start + step
+            runner.add(chunk.frames[position], job, chunk.timestamps_s[position], key=i)
+        step_results = runner.finish()
+        failed.extend((requests[i][1].frame_index, cause)
+                      for i, cause in sorted(step_results.failed.items()))
+        requests = [requests[i] for i in step_results.keys.tolist()]
+        current = [[] for _ in segments]
+        if not requests:
+            break
+        result = step_results.outputs
         hand_boxes, object_boxes = _next_boxes(result, frame_size, hand_margin, object_margin)
-        jobs.extend(step_jobs)
+        jobs.extend(job for _, job in requests)
         flags.append(np.array([step == 0 and segments[k].from_detector for k, _ in requests]))
         outputs.append(result)
-        current = [[] for _ in segments]
         for i, (k, job) in enumerate(requests):
+            position = segments[k].start + step
             following = _follow(job, hand_boxes[i], object_boxes[i])
             if following is None:
                 continue
-            position = positions[i] + 1
+            position += 1
             if position < segments[k].stop:
                 next_index = int(chunk.indices[position])
                 current[k].append(dataclasses.replace(following, frame_index=next_index))
@@ -233,7 +244,7 @@ def propagate_chunk(
                 carry.append(following)
         step += 1
     if not jobs:
-        return Propagation(carried=carry)
+        return Propagation(carried=carry, failed=failed)
     order = np.argsort([job.frame_index for job in jobs], kind="stable")
     merged = {key: np.concatenate([o[key] for o in outputs])[order] for key in outputs[0]}
     return Propagation(
@@ -241,6 +252,7 @@ def propagate_chunk(
         outputs=merged,
         from_detector=np.concatenate(flags)[order],
         carried=carry,
+        failed=failed,
     )
 
 
@@ -286,33 +298,16 @@ def propagate_video(
     missing = sorted(set(keyframes) - seen)
     if missing:
         raise InputError(f"{video}: keyframes {missing[:5]} could not be decoded for cropping")
+    failed = [failure for part in parts for failure in part.failed]
     parts = [part for part in parts if part.jobs]
     if not parts:
-        return Propagation()
+        return Propagation(failed=failed)
     return Propagation(
         jobs=[job for part in parts for job in part.jobs],
         outputs={key: np.concatenate([p.outputs[key] for p in parts]) for key in parts[0].outputs},
         from_detector=np.concatenate([p.from_detector for p in parts]),
+        failed=failed,
     )
-
-
-def _run_step(
-    chunk: FrameChunk, positions: list[int], jobs: list[CropJob], inference: InferenceClient,
-    batch_size: int,
-) -> dict[str, np.ndarray]:
-    """Crop each job from its chunk position and run the network; per-job outputs and meta."""
-    fields = empty_fields()
-    for position, job in zip(positions, jobs, strict=True):
-        add_crop(fields, chunk.frames[position], job, chunk.timestamps_s[position])
-    model_inputs, stacked = split_batch(fields)
-    handles = [
-        inference.submit({key: value[start:start + batch_size]
-                          for key, value in model_inputs.items()})
-        for start in range(0, len(jobs), batch_size)
-    ]
-    results = [inference.result(handle) for handle in handles]
-    merged = {key: np.concatenate([r[key] for r in results]) for key in results[0]}
-    return merged | stacked
 
 
 def _next_boxes(

@@ -1,0 +1,76 @@
+"""What a video task keeps between the videos it runs: detectors and the hand layer.
+
+Ray runs many video tasks in one worker process; building a torchvision detector
+(weights read from disk) or starting the MediaPipe process for every video cost
+more than a short video's work. Each is built once per worker process and
+options, and kept while it works: a detector that raised is closed and dropped,
+so the next video starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hflpipe.model.checkpoint import load_hand_layer
+from hflpipe.model.mano import ManoLayer
+from hflpipe.pipeline.config.run_config import RunConfig
+from hflpipe.pipeline.detect.base import Detector, make_detector
+from hflpipe.pipeline.run.context import RunContext
+
+_DETECTORS: dict[str, Detector] = {}
+
+
+def detector_options(config: RunConfig) -> dict[str, Any]:
+    """The keyword options of the run's pixel detector (torchvision or MediaPipe)."""
+    if config.detector == "torchvision":
+        return {
+            "model_name": config.torchvision_model,
+            "weights_path": config.torchvision_weights,
+            "class_map": config.torchvision_classes or {1: "hand"},
+            "score_threshold": config.score_threshold,
+        }
+    return {"min_confidence": config.score_threshold}
+
+
+@contextmanager
+def video_detector(config: RunConfig, context: RunContext, video: Path) -> Iterator[Detector]:
+    """The detector for one video: the boxes file's rows, or this worker's pixel detector."""
+    if config.detector == "boxes":
+        detector = make_detector("boxes", {"file": context.boxes}, video=video)
+        try:
+            yield detector
+        finally:
+            detector.close()
+        return
+    options = detector_options(config)
+    key = json.dumps([config.detector, options], sort_keys=True, default=str)
+    detector = _DETECTORS.get(key)
+    if detector is None:
+        detector = _DETECTORS[key] = make_detector(config.detector, options)
+    try:
+        yield detector
+    except BaseException:
+        # A detector that failed mid-video (a crashed worker process) may be unusable.
+        _DETECTORS.pop(key, None)
+        detector.close()
+        raise
+
+
+@functools.lru_cache(maxsize=4)
+def hand_layer(checkpoint: Path) -> ManoLayer:
+    """The checkpoint's MANO layer, read once per worker process (smoothed hands re-posed)."""
+    return load_hand_layer(checkpoint)
+
+
+@atexit.register
+def close_detectors() -> None:
+    """Close every kept detector (a worker process exiting, or a test cleaning up)."""
+    while _DETECTORS:
+        _, detector = _DETECTORS.popitem()
+        detector.close()
