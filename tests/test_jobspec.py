@@ -66,7 +66,8 @@ def test_a_spec_becomes_the_config_with_paths_beside_the_spec(files, monkeypatch
     assert config.videos == [str(files / "*.mp4")]
     assert config.detector == "boxes"  # implied by the boxes file, as with --boxes
     assert config.batch_size == 8
-    assert [v.path.name for v in collect_inputs(config)] == ["clip_a.mp4", "clip_b.mp4"]
+    inputs = collect_inputs(config.videos, config.video_list, config.manifest)
+    assert [v.path.name for v in inputs] == ["clip_a.mp4", "clip_b.mp4"]
 
 
 def test_flags_override_spec_values(files, tmp_path):
@@ -186,7 +187,7 @@ def test_a_manifest_gives_each_video_its_overrides(files):
 def test_manifest_rows_win_over_globs_and_each_video_appears_once(files):
     manifest = _manifest(files, [{"video": "clip_b.mp4", "object": "cracker_box"}])
     config = RunConfig(videos=[str(files / "*.mp4")], manifest=manifest, out=files / "o")
-    inputs = collect_inputs(config)
+    inputs = collect_inputs(config.videos, config.video_list, config.manifest)
     assert sorted(v.path.name for v in inputs) == ["clip_a.mp4", "clip_b.mp4"]
     assert {v.path.name: v.object for v in inputs}["clip_b.mp4"] == "cracker_box"
 
@@ -216,7 +217,8 @@ def test_a_video_list_is_read_beside_itself(files):
     listing = files / "list.txt"
     listing.write_text("# archive\nclip_a.mp4\n\nclip_*.mp4\n")
     config = RunConfig(video_list=listing, out=files / "o")
-    assert [v.path.name for v in collect_inputs(config)] == ["clip_a.mp4", "clip_b.mp4"]
+    inputs = collect_inputs(config.videos, config.video_list, config.manifest)
+    assert [v.path.name for v in inputs] == ["clip_a.mp4", "clip_b.mp4"]
     listing.write_text("# nothing\n")
     with pytest.raises(ConfigError, match="names no videos"):
-        collect_inputs(config)
+        collect_inputs(config.videos, config.video_list, config.manifest)

@@ -91,7 +91,7 @@ def test_a_job_across_nodes_equals_a_single_process_run(cluster, job):
         local = LocalInference(HflnetPredictor(context.predictor_settings))
         outcomes = [
             process_video(video, job, context_for_video(context, video, ObjectCache()), local)
-            for video in collect_inputs(job)
+            for video in collect_inputs(job.videos, job.video_list, job.manifest)
         ]
     finally:
         torch.set_num_threads(threads)

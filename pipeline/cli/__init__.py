@@ -1,4 +1,3 @@
 """The ``hflpipe`` command line: thin commands over the library.
-
-May import every subpackage; nothing imports it.
+Imports what its commands call; nothing imports it.
 """

@@ -1,4 +1,3 @@
 """Helpers every stage shares: the user-facing error types and one-line error text.
-
-Imports nothing else of hflpipe's pipeline; any stage may import it.
+Imports nothing of the pipeline; every subpackage may import it.
 """

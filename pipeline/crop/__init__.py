@@ -1,4 +1,3 @@
-"""The 256x256 hand-object crops the network takes, and mapping results back to frames.
-
-Imports ``common`` and ``hflpipe.model``.
+"""The 256x256 hand-object crops the network takes, and results mapped back to frames.
+Imports ``common``, ``detect`` (its ``Detection``) and ``hflpipe.model``.
 """

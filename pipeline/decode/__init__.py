@@ -1,4 +1,3 @@
-"""Videos to chunks of RGB frames, bounded in memory: the PyAV and decord backends.
-
+"""Videos to chunks of RGB frames in bounded memory: the PyAV and decord backends.
 Imports only ``common``.
 """

@@ -1,4 +1,3 @@
 """``hflpipe demo``: a synthetic hand-object scene run through the whole pipeline.
-
-Imports ``run``, ``config``, ``inputs``, ``results`` and ``hflpipe.model``.
+Imports ``config``, ``inputs``, ``run``, ``results`` and ``hflpipe.model``.
 """

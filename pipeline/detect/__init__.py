@@ -1,4 +1,3 @@
 """Hands and objects per frame: boxes files, MediaPipe, torchvision models.
-
-Imports only ``common`` and ``hflpipe.model``; detectors take explicit options.
+Imports ``common`` and ``hflpipe.model``; detectors take explicit options.
 """

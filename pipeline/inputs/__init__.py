@@ -1,4 +1,3 @@
-"""What the user points at: video lists, globs and manifests; camera intrinsics.
-
-Imports ``common``, ``config`` and ``hflpipe.model``.
+"""What the user points at: video files, globs, lists and manifests; camera intrinsics.
+Imports ``common`` and ``config``'s format checks (never the whole ``RunConfig``).
 """

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hflpipe.model.control_points import load_control_points
 from hflpipe.pipeline.common.errors import ConfigError, InputError, one_line
-from hflpipe.pipeline.config.run_config import RunConfig, looks_like_values
+from hflpipe.pipeline.config.run_config import looks_like_values
 from hflpipe.pipeline.inputs.camera import intrinsics_from_mapping, parse_intrinsics
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -57,15 +57,17 @@ def video_id_for(path: Path) -> str:
     return f"{stem}-{digest}"
 
 
-def collect_inputs(config: RunConfig) -> list[VideoInput]:
+def collect_inputs(
+    videos: list[str], video_list: Path | None = None, manifest: Path | None = None
+) -> list[VideoInput]:
     """Every input of a run: manifest rows first, then ``videos`` and the list file's lines.
 
     A video named twice is kept once; a manifest row wins, since it carries overrides.
     """
-    inputs = read_manifest(config.manifest) if config.manifest else []
-    patterns = list(config.videos)
-    if config.video_list:
-        patterns += read_video_list(config.video_list)
+    inputs = read_manifest(manifest) if manifest else []
+    patterns = list(videos)
+    if video_list:
+        patterns += read_video_list(video_list)
     seen = {video.path.absolute() for video in inputs}
     for video in expand_videos(patterns) if patterns else []:
         if video.path.absolute() not in seen:

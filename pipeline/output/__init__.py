@@ -1,4 +1,3 @@
-"""The Parquet output: schema, quality flags, atomic per-video writes, readers, versions.
-
-Imports only ``common`` (and ``hflpipe`` itself for the package version).
+"""The Parquet output: schema, quality flags, atomic per-video writes, readers.
+Imports only ``common`` (and ``hflpipe``'s own helpers).
 """

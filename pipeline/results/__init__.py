@@ -1,4 +1,3 @@
 """Tools over finished output: inspect, render, plots, evaluate, export.
-
-Read only the output tables: import ``common``, ``output`` and ``hflpipe.model``.
+Read only the output tables: import ``common``, ``output``, ``decode`` and ``hflpipe.model``.
 """

@@ -76,7 +76,7 @@ def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
     """
     started = time.monotonic()
     validate_paths(config)
-    inputs = collect_inputs(config)
+    inputs = collect_inputs(config.videos, config.video_list, config.manifest)
     # Where "auto" runs the model decides its precision and so the config hash.
     gpus = _connect(config).get("GPU", 0.0) if config.device == "auto" else 0.0
     context = prepare_context(config, cluster_gpus=gpus)

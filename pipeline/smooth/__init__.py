@@ -1,4 +1,3 @@
-"""Per-track temporal smoothing and gap filling, and the per-video hands/objects tables.
-
-Imports ``common``, ``output`` (schema, quality) and ``hflpipe.model``.
+"""Per-track temporal smoothing and gap filling; the per-video hands/objects tables.
+Imports ``common``, ``output`` (schema, quality), ``pose`` and ``hflpipe.model``.
 """

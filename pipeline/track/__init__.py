@@ -1,4 +1,3 @@
-"""Detections to tracks across frames, hand-object pairs, boxes between keyframes.
-
-Imports ``common``, ``detect``, ``decode``, ``crop`` and ``infer``'s client protocol.
+"""Detections to tracks across frames and hand-object pairs; boxes between keyframes.
+Imports ``common``, ``detect``, ``decode``, ``crop`` and ``infer`` (propagation runs the model).
 """

@@ -1,0 +1,120 @@
+"""The tree reads as the data flow, and the import rules of docs/architecture.md hold."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE = REPO / "pipeline"
+STAGES = ("inputs", "decode", "detect", "track", "crop", "infer", "pose", "smooth", "output")
+#: Subpackage -> the pipeline subpackages it may import (besides itself).
+ALLOWED = {
+    "common": set(),
+    "config": {"common"},
+    "inputs": {"common", "config"},
+    "decode": {"common"},
+    "detect": {"common"},
+    "crop": {"common", "detect"},
+    "infer": {"common", "crop", "detect"},
+    "track": {"common", "detect", "crop", "decode", "infer"},
+    "pose": {"common", "crop", "detect"},
+    "smooth": {"common", "output", "pose"},
+    "output": {"common"},
+    "results": {"common", "output", "decode"},
+    "run": {"common", "config", *STAGES},
+    "demo": {"common", "config", "inputs", "results", "run"},
+    "cli": {"common", "config", "decode", "detect", "demo", "results", "run"},
+}
+#: The only modules that may import Ray: orchestration and the actor pool.
+RAY_ALLOWED = ("pipeline/run/", "pipeline/infer/actor_pool.py")
+
+
+def _imports(path: Path) -> list[str]:
+    modules = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules.append(node.module)
+            modules += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+    return modules
+
+
+def _sources(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.py"))
+
+
+def test_pipeline_is_subpackages_named_after_the_data_flow() -> None:
+    loose = [p.name for p in PIPELINE.glob("*.py") if p.name != "__init__.py"]
+    assert loose == [], "modules belong in a stage subpackage"
+    packages = {p.name for p in PIPELINE.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(ALLOWED)
+    for name in packages:
+        doc = ast.get_docstring(ast.parse((PIPELINE / name / "__init__.py").read_text()))
+        assert doc and "import" in doc.lower(), f"pipeline/{name}/__init__.py must say what it imports"
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_a_subpackage_imports_only_what_its_rules_allow(package: str) -> None:
+    bad = []
+    for path in _sources(PIPELINE / package):
+        for module in _imports(path):
+            parts = module.split(".")
+            if parts[:2] == ["hflpipe", "pipeline"] and len(parts) > 2:
+                target = parts[2]
+                if target != package and target not in ALLOWED[package]:
+                    bad.append(f"{path.relative_to(REPO)} imports {module}")
+    assert bad == []
+
+
+def test_only_orchestration_and_the_actor_pool_import_ray() -> None:
+    bad = [
+        f"{path.relative_to(REPO)}"
+        for path in _sources(PIPELINE) + _sources(REPO / "model")
+        if any(m == "ray" or m.startswith("ray.") for m in _imports(path))
+        and not str(path.relative_to(REPO)).startswith(RAY_ALLOWED)
+    ]
+    assert bad == []
+
+
+def test_model_knows_nothing_of_the_pipeline_ray_or_the_benchmarks() -> None:
+    bad = [
+        f"{path.relative_to(REPO)} imports {module}"
+        for path in _sources(REPO / "model")
+        for module in _imports(path)
+        if module.startswith(("hflpipe.pipeline", "hflpipe.bench", "ray", "bench"))
+    ]
+    assert bad == []
+
+
+def test_stages_take_explicit_arguments_not_the_run_config() -> None:
+    bad = [
+        f"{path.relative_to(REPO)}"
+        for stage in STAGES
+        for path in _sources(PIPELINE / stage)
+        if "hflpipe.pipeline.config.run_config.RunConfig" in _imports(path)
+    ]
+    assert bad == []
+
+
+def test_results_tools_read_only_the_output_tables() -> None:
+    # render decodes the video it draws on; nothing in results runs a stage of the pipeline.
+    for path in _sources(PIPELINE / "results"):
+        stages = {m.split(".")[2] for m in _imports(path)
+                  if m.startswith("hflpipe.pipeline.") and len(m.split(".")) > 2}
+        assert stages <= {"common", "output", "results", "decode"}, path.name
+
+
+def test_files_are_replaced_in_one_place() -> None:
+    """Every atomic write goes through hflpipe/atomic.py (temp file, fsync, rename)."""
+    callers = [
+        str(path.relative_to(REPO))
+        for folder in ("pipeline", "model", "bench", "hflpipe")
+        for path in _sources(REPO / folder)
+        if "os.replace(" in path.read_text(encoding="utf-8")
+    ]
+    # The MediaPipe setup renames a whole virtualenv folder into place, not a file.
+    assert sorted(callers) == ["hflpipe/atomic.py", "pipeline/detect/mediapipe.py"]
