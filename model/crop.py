@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from hflpipe.model.geometry import mirror_boxes
+
 #: Side of the network input in pixels.
 CROP_SIZE = 256
 #: Box enlargement for the crop region (hand and object).
@@ -164,14 +166,6 @@ def crop_to_frame(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return transform_points(points, np.linalg.inv(_check_affine(affine)))
 
 
-def crop_intrinsics(K: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Intrinsics of the crop camera: ``affine @ K`` (float32 when ``K`` is float32)."""
-    K = np.asarray(K)
-    if K.shape != (3, 3):
-        raise ValueError(f"K must be a (3, 3) intrinsics matrix, got shape {K.shape}")
-    return _check_affine(affine) @ K
-
-
 def _check_affine(affine: np.ndarray) -> np.ndarray:
     arr = np.asarray(affine)
     if arr.shape != (3, 3):
@@ -179,58 +173,6 @@ def _check_affine(affine: np.ndarray) -> np.ndarray:
     if arr.dtype != np.float64:
         arr = arr.astype(np.float32)
     return arr
-
-
-def mirror_frame(frame: np.ndarray) -> np.ndarray:
-    """Mirror a ``(H, W, 3)`` frame left-right (a view), as the reference does for left hands."""
-    return _check_frame(frame)[:, ::-1]
-
-
-def mirror_points(points: np.ndarray, width: int) -> np.ndarray:
-    """Mirror ``(..., 2)`` pixel points left-right in a frame ``width`` wide.
-
-    ``x -> width - x - 1``, the reference's convention.
-
-    The same map takes results on the mirrored frame back to the original frame.
-    """
-    pts = np.array(points, dtype=np.result_type(np.asarray(points).dtype, np.float32))
-    if pts.shape[-1] != 2:
-        raise ValueError(f"points must have shape (..., 2), got {pts.shape}")
-    pts[..., 0] = np.float32(width) - pts[..., 0] - 1
-    return pts
-
-
-def mirror_box(box: np.ndarray, width: int) -> np.ndarray:
-    """Mirror a ``(4,)`` xyxy box left-right in a frame ``width`` wide (stays xyxy)."""
-    x0, y0, x1, y1 = _check_box(box, "box")
-    return np.array([width - x1 - 1, y0, width - x0 - 1, y1], dtype=np.float32)
-
-
-def mirror_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
-    """Intrinsics of the mirrored image: ``cx -> width - cx - 1``.
-
-    With them, a camera-frame point ``(X, Y, Z)`` of the original scene projects where
-    ``(-X, Y, Z)`` lands in the mirrored image; hand 3D results of the right-hand model on
-    a mirrored crop go back to the original scene with :func:`mirror_camera_points`.
-    """
-    K = np.array(K, dtype=np.float64)
-    if K.shape != (3, 3):
-        raise ValueError(f"K must be a (3, 3) intrinsics matrix, got shape {K.shape}")
-    K[0, 2] = width - K[0, 2] - 1
-    return K
-
-
-def mirror_camera_points(points: np.ndarray) -> np.ndarray:
-    """``(..., 3)`` camera-frame points -> their mirror image ``x -> -x``.
-
-    The reference maps the right-hand model's 3D joints on a mirrored crop back to a left
-    hand this way.
-    """
-    pts = np.array(points, dtype=np.result_type(np.asarray(points).dtype, np.float32))
-    if pts.shape[-1] != 3:
-        raise ValueError(f"points must have shape (..., 3), got {pts.shape}")
-    pts[..., 0] *= -1
-    return pts
 
 
 def _source_indices(coeffs: tuple[float, ...], length: int, size: int, axis: int) -> np.ndarray:
@@ -312,7 +254,7 @@ def crop_hand_object(
         size: crop side in pixels (the network takes 256).
         mirror: left hand: mirror the frame and the boxes first, so that the right-hand
             model can run; map results back with :func:`crop_to_frame` then
-            :func:`mirror_points` (``width = frame_width``).
+            :func:`hflpipe.model.geometry.mirror_points2d` (``width = frame_width``).
 
     Returns:
         A :class:`HandObjectCrop`.
@@ -324,7 +266,7 @@ def crop_hand_object(
     hand = _check_box(hand_box, "hand_box")
     obj = _check_box(object_box, "object_box")
     if mirror:
-        hand, obj = mirror_box(hand, width), mirror_box(obj, width)
+        hand, obj = mirror_boxes(hand, width), mirror_boxes(obj, width)
     center, side = fused_square(
         scale_box(hand, REGION_FACTOR), scale_box(obj, REGION_FACTOR), (width, height)
     )

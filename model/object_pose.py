@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 import torch
 
-from hflpipe.model.crop import crop_to_frame, mirror_points
+from hflpipe.model.crop import crop_to_frame
+from hflpipe.model.geometry import mirror_points2d
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,6 @@ class ObjectPose:
     def num_inliers(self) -> int:
         """Number of RANSAC inliers."""
         return int(self.inliers.sum())
-
-    @property
-    def rt(self) -> np.ndarray:
-        """``(3, 4)`` float64 ``[R | t]``."""
-        return np.concatenate([self.R, self.t[:, None]], axis=1)
 
 
 def _cells_last(grid: torch.Tensor, name: str) -> torch.Tensor:
@@ -239,7 +235,7 @@ def solve_object_pose(
     if affine is not None:
         points2d = crop_to_frame(points2d, affine)
     if mirror_width is not None:
-        points2d = mirror_points(points2d, int(mirror_width))
+        points2d = mirror_points2d(points2d, int(mirror_width))
     try:
         ok, rvec, tvec, inlier_idx = cv2.solvePnPRansac(
             points3d, points2d, K, None, flags=cv2.SOLVEPNP_EPNP

@@ -6,17 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hflpipe.model.crop import (
-    crop_hand_object,
-    crop_intrinsics,
-    crop_to_frame,
-    frame_to_crop,
-    mirror_box,
-    mirror_camera_points,
-    mirror_frame,
-    mirror_intrinsics,
-    mirror_points,
-)
+from hflpipe.model.crop import crop_hand_object, crop_to_frame, frame_to_crop
+from hflpipe.model.geometry import mirror_boxes, mirror_points2d
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +27,8 @@ def test_matches_reference_crops(crop_cases):
         np.testing.assert_allclose(crop.affine, crop_cases["affine"][i], atol=1e-3)
         np.testing.assert_allclose(crop.hand_box, crop_cases["crop_hand_box"][i], atol=1e-3)
         np.testing.assert_allclose(crop.object_box, crop_cases["crop_object_box"][i], atol=1e-3)
-        k_crop = crop_intrinsics(crop_cases["K"][i], crop.affine)
+        # The reference's crop camera is the affine applied after the frame's.
+        k_crop = crop.affine @ crop_cases["K"][i]
         np.testing.assert_allclose(k_crop, crop_cases["K_crop"][i], atol=1e-3)
         assert crop.image.shape == (256, 256, 3) and crop.image.dtype == np.uint8
         same = (crop.image == crop_cases["crop"][i]).all(axis=-1).mean()
@@ -87,7 +79,7 @@ def test_edge_cases_match_whole_frame_resampling(name, mirror):
     crop = crop_hand_object(frame, hand, obj, mirror=mirror)
     if mirror:
         frame = np.ascontiguousarray(frame[:, ::-1])
-        hand, obj = mirror_box(hand, 640), mirror_box(obj, 640)
+        hand, obj = mirror_boxes(hand, 640), mirror_boxes(obj, 640)
     affine, image = _reference_crop(frame, hand, obj)
     np.testing.assert_allclose(crop.affine, affine, atol=1e-3)
     assert (crop.image == image).all(axis=-1).mean() >= 0.99
@@ -131,52 +123,27 @@ def test_points_round_trip_between_frame_and_crop():
     np.testing.assert_allclose(corners, [[0, 0], [256, 256]], atol=1e-3)
 
 
-def test_crop_intrinsics_project_like_frame_then_affine():
-    K = np.array([[600.0, 0, 320], [0, 610.0, 240], [0, 0, 1]])
-    frame = np.zeros((480, 640, 3), np.uint8)
-    crop = crop_hand_object(frame, [200, 100, 300, 260], [250, 150, 330, 300])
-    xyz = np.array([[0.03, -0.02, 0.5], [-0.1, 0.05, 0.8]])
-    uv = (xyz @ K.T)[:, :2] / xyz[:, 2:]
-    uvw_crop = xyz @ crop_intrinsics(K, crop.affine).T
-    np.testing.assert_allclose(uvw_crop[:, :2] / uvw_crop[:, 2:],
-                               frame_to_crop(uv, crop.affine), atol=1e-3)
-
-
 def test_mirrored_crop_equals_crop_of_mirrored_frame():
     rng = np.random.default_rng(3)
     frame = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
     hand, obj = np.array([420, 120, 520, 260], np.float32), np.array([380, 200, 470, 330])
     crop = crop_hand_object(frame, hand, obj, mirror=True)
-    flipped = np.ascontiguousarray(mirror_frame(frame))
-    expected = crop_hand_object(flipped, mirror_box(hand, 640), mirror_box(obj, 640))
+    flipped = np.ascontiguousarray(frame[:, ::-1])
+    expected = crop_hand_object(flipped, mirror_boxes(hand, 640), mirror_boxes(obj, 640))
     np.testing.assert_array_equal(crop.image, expected.image)
     np.testing.assert_array_equal(crop.affine, expected.affine)
     np.testing.assert_array_equal(crop.hand_box, expected.hand_box)
     assert crop.mirrored and crop.frame_width == 640
     # A frame pixel seen in the mirrored crop maps back to itself.
     point = np.array([[450.0, 230.0]])
-    in_crop = frame_to_crop(mirror_points(point, 640), crop.affine)
-    np.testing.assert_allclose(mirror_points(crop_to_frame(in_crop, crop.affine), 640), point,
+    in_crop = frame_to_crop(mirror_points2d(point, 640), crop.affine)
+    np.testing.assert_allclose(mirror_points2d(crop_to_frame(in_crop, crop.affine), 640), point,
                                atol=1e-3)
     # Crop pixel (r, c) samples the mirrored frame at the inverse image of its centre
     # (Pillow's convention), i.e. original column width - 1 - x.
     for row, col in [(10, 20), (128, 128), (200, 31)]:
         x, y = np.floor(crop_to_frame([[col + 0.5, row + 0.5]], crop.affine)[0]).astype(int)
         np.testing.assert_array_equal(crop.image[row, col], frame[y, 640 - 1 - x])
-
-
-def test_mirror_box_uses_reference_convention():
-    np.testing.assert_array_equal(mirror_box([10, 20, 30, 40], 640), [609, 20, 629, 40])
-    np.testing.assert_array_equal(mirror_points([[0.0, 5.0]], 640), [[639.0, 5.0]])
-
-
-def test_mirror_intrinsics_and_camera_points_agree():
-    K = np.array([[600.0, 0, 300], [0, 600.0, 240], [0, 0, 1]])
-    xyz = np.array([[0.05, 0.02, 0.6]])
-    uv = (xyz @ K.T)[:, :2] / xyz[:, 2:]
-    mirrored = mirror_camera_points(xyz)
-    uvw = mirrored @ mirror_intrinsics(K, 640).T
-    np.testing.assert_allclose(uvw[:, :2] / uvw[:, 2:], mirror_points(uv, 640), atol=1e-9)
 
 
 def test_bad_arguments_raise():

@@ -11,6 +11,7 @@ import decord
 import numpy as np
 import pytest
 
+from hflpipe.model.geometry import project, to_camera
 from hflpipe.pipeline.common.errors import ConfigError, OutputError
 from hflpipe.pipeline.demo.scene import (
     BOXES_COLUMNS,
@@ -18,7 +19,6 @@ from hflpipe.pipeline.demo.scene import (
     DemoScene,
     make_demo_scene,
     mirror,
-    project,
 )
 from hflpipe.pipeline.detect.boxes import BoxesFile
 from hflpipe.pipeline.inputs.camera import parse_intrinsics
@@ -115,7 +115,7 @@ def test_object_boxes_bound_the_projected_control_points(
     scene = scenes[name]
     _, hand_boxes, object_boxes = _read_boxes(scene)
     K = parse_intrinsics(scene.intrinsics_path).K
-    keypoints = project(K, scene.R, scene.t, scene.object_points)
+    keypoints = project(to_camera(scene.object_points, scene.R, scene.t), K)
     np.testing.assert_allclose(keypoints, scene.keypoints2d, rtol=0, atol=1e-9)
     expected = np.concatenate([keypoints.min(axis=1), keypoints.max(axis=1)], axis=1)
     np.testing.assert_allclose(object_boxes, expected, rtol=0, atol=1e-9)

@@ -1,12 +1,8 @@
 import numpy as np
 import pytest
 
-from hflpipe.pipeline.pose.hands import (
-    fit_root_translation,
-    mirror_mano_pose,
-    mirror_points3d,
-    project,
-)
+from hflpipe.model.geometry import project
+from hflpipe.pipeline.pose.hands import fit_root_translation
 
 K = np.array([[600.0, 0, 320], [0, 610.0, 240], [0, 0, 1]])
 
@@ -48,17 +44,3 @@ def test_zero_weights_fall_back_to_default_depth():
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="joints_rel"):
         fit_root_translation(np.zeros((2, 21, 2)), np.zeros((2, 21, 2)), K)
-
-
-def test_mirroring_is_an_involution_and_matches_rotation_conjugation():
-    from scipy.spatial.transform import Rotation
-
-    rng = np.random.default_rng(3)
-    pose = rng.normal(0, 0.5, (4, 48))
-    np.testing.assert_allclose(mirror_mano_pose(mirror_mano_pose(pose)), pose)
-    M = np.diag([-1.0, 1.0, 1.0])
-    R = Rotation.from_rotvec(pose[:, :3]).as_matrix()
-    expected = Rotation.from_matrix(M @ R @ M).as_rotvec()
-    np.testing.assert_allclose(mirror_mano_pose(pose)[:, :3], expected, atol=1e-9)
-    pts = rng.normal(size=(5, 3))
-    np.testing.assert_allclose(mirror_points3d(pts)[:, 0], -pts[:, 0])

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hflpipe.model.control_points import load_control_points
-from hflpipe.model.crop import crop_hand_object, frame_to_crop, mirror_points
+from hflpipe.model.crop import crop_hand_object, frame_to_crop
+from hflpipe.model.geometry import mirror_points2d
 from hflpipe.model.object_pose import (
     decode_object_pose,
     gather_cells,
@@ -41,7 +42,8 @@ def test_decoding_matches_reference(pnp_cases):
         assert pose.num_points == pnp_cases["num_points"][i]
         assert pose.fallback == pnp_cases["fallback"][i]
         np.testing.assert_allclose(pose.points2d, pnp_cases["p2d_ref"][rows], atol=1e-3)
-        np.testing.assert_allclose(pose.rt, pnp_cases["rt_ref"][i], atol=1e-4)
+        np.testing.assert_allclose(pose.R, pnp_cases["rt_ref"][i][:, :3], atol=1e-4)
+        np.testing.assert_allclose(pose.t, pnp_cases["rt_ref"][i][:, 3], atol=1e-4)
         np.testing.assert_array_equal(pose.keypoint_index, pnp_cases["cand_keypoint"][rows])
         np.testing.assert_array_equal(pose.points3d,
                                       pnp_cases["bbox3d"][i][pnp_cases["cand_keypoint"][rows]])
@@ -131,7 +133,6 @@ def test_selection_leaves_input_alone_and_gathers():
 
 
 @pytest.mark.needs_cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_selection_on_cuda_equals_cpu():
     rng = np.random.default_rng(5)
     conf = torch.from_numpy((rng.integers(0, 5, size=(64, 32, 32, 21)) / 4).astype(np.float32))
@@ -149,7 +150,7 @@ def _synthetic_scene(left: bool):
     K = np.array([[615.0, 0, 312.0], [0, 612.0, 241.0], [0, 0, 1]])
     uvw = (control @ R.T + t) @ K.T
     image_points = uvw[:, :2] / uvw[:, 2:]
-    seen = mirror_points(image_points, 640) if left else image_points
+    seen = mirror_points2d(image_points, 640) if left else image_points
     lo, hi = seen.min(0), seen.max(0)
     frame = np.zeros((480, 640, 3), np.uint8)
     box = np.concatenate([lo, hi])
@@ -174,7 +175,8 @@ def test_solve_in_crop_pixels_with_crop_intrinsics():
     control, R, t, K, crop_points, crop = _synthetic_scene(False)
     k_crop = crop.affine.astype(np.float64) @ K
     pose = solve_object_pose(crop_points[None], np.ones((1, 21), bool), k_crop, control)
-    np.testing.assert_allclose(pose.rt, np.concatenate([R, t[:, None]], 1), atol=1e-6)
+    np.testing.assert_allclose(pose.R, R, atol=1e-6)
+    np.testing.assert_allclose(pose.t, t, atol=1e-6)
     assert pose.num_inliers == 21 and pose.reprojection_error < 1e-4
 
 
@@ -184,7 +186,8 @@ def test_too_few_candidates_give_default_pose():
     valid[0, :5] = True
     pose = solve_object_pose(crop_points[None], valid, K, control)
     assert pose.fallback and pose.num_points == 5 and pose.num_inliers == 0
-    np.testing.assert_array_equal(pose.rt, [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]])
+    np.testing.assert_array_equal(pose.R, np.eye(3))
+    np.testing.assert_array_equal(pose.t, [0, 0, 1])
 
 
 def test_bad_arguments_raise(pnp_cases):

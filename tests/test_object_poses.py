@@ -2,9 +2,9 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from hflpipe.model.control_points import load_control_points
+from hflpipe.model.geometry import project
 from hflpipe.pipeline.crop.batch import CropJob
 from hflpipe.pipeline.detect.base import Detection
-from hflpipe.pipeline.pose.hands import project
 from hflpipe.pipeline.pose.objects import solve_object_poses
 
 K = np.array([[600.0, 0, 320], [0, 600.0, 240], [0, 0, 1]])

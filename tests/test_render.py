@@ -11,11 +11,11 @@ from test_evaluate import META
 from test_schema import sample_hand_columns, sample_object_columns, sample_video_row
 
 from hflpipe.model.control_points import load_control_points
+from hflpipe.model.geometry import project
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.common.errors import InputError
 from hflpipe.pipeline.output.schema import hands_table, objects_table
 from hflpipe.pipeline.output.writer import read_table, write_video_output
-from hflpipe.pipeline.pose.hands import project
 from hflpipe.pipeline.results.render import (
     BOX_EDGES,
     OBJECT_COLOUR,

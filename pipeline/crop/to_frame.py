@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hflpipe.model.crop import crop_to_frame, mirror_points
+from hflpipe.model.crop import crop_to_frame
+from hflpipe.model.geometry import mirror_points2d
 
 
 def crops_to_frame(
@@ -14,5 +15,5 @@ def crops_to_frame(
     out = np.empty(points.shape, dtype=np.float64)
     for i in range(len(points)):
         frame_points = crop_to_frame(points[i].astype(np.float64), affine[i])
-        out[i] = mirror_points(frame_points, int(frame_width[i])) if mirrored[i] else frame_points
+        out[i] = mirror_points2d(frame_points, int(frame_width[i])) if mirrored[i] else frame_points
     return out

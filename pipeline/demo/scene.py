@@ -36,6 +36,7 @@ import numpy as np
 
 from hflpipe.atomic import atomic_path
 from hflpipe.model.control_points import load_control_points
+from hflpipe.model.geometry import mirror_boxes, mirror_points2d, project, to_camera
 from hflpipe.pipeline.common.errors import ConfigError, OutputError
 
 OBJECT_NAME = "003_cracker_box"
@@ -185,21 +186,6 @@ def camera_matrix(width: int, height: int) -> np.ndarray:
     )
 
 
-def project(K: np.ndarray, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Pinhole projection of object points under one pose or a sequence of poses.
-
-    Args:
-        K: (3, 3) intrinsics. R: (3, 3) or (n, 3, 3). t: (3,) or (n, 3), metres.
-        points: (m, 3) object-frame points, metres.
-
-    Returns:
-        (m, 2) or (n, m, 2) pixel coordinates.
-    """
-    camera = np.einsum("...ij,mj->...mi", R, points) + np.asarray(t)[..., None, :]
-    pixels = np.einsum("ij,...mj->...mi", K, camera)
-    return pixels[..., :2] / pixels[..., 2:]
-
-
 def _axis_rotation(axis: int, angle: float) -> np.ndarray:
     c, s = math.cos(angle), math.sin(angle)
     i, j = [(1, 2), (2, 0), (0, 1)][axis]
@@ -294,14 +280,15 @@ def _draw_object(
         # Back-face culling is enough for a single convex body: visible faces never overlap.
         if (R @ normal) @ (R @ quad.mean(axis=0) + t) >= 0.0:
             continue
-        cv2.fillConvexPoly(image, _fixed(project(K, R, t, quad)), colour, cv2.LINE_AA, _SHIFT)
+        quad_pixels = project(to_camera(quad, R, t), K)
+        cv2.fillConvexPoly(image, _fixed(quad_pixels), colour, cv2.LINE_AA, _SHIFT)
         shade = tuple(int(_TEXTURE_SHADE * value) for value in colour)
         for k in range(1, _TEXTURE_LINES):
             f = k / _TEXTURE_LINES
             for a, b, c, d in ((0, 1, 3, 2), (0, 3, 1, 2)):
                 start = quad[a] + f * (quad[b] - quad[a])
                 end = quad[c] + f * (quad[d] - quad[c])
-                ends = _fixed(project(K, R, t, np.stack([start, end])))
+                ends = _fixed(project(to_camera(np.stack([start, end]), R, t), K))
                 cv2.line(image, ends[0], ends[1], shade, 2, cv2.LINE_AA, _SHIFT)
 
 
@@ -327,19 +314,6 @@ def _check_settings(num_frames: int, fps: float, size: tuple[int, int]) -> None:
         raise ConfigError(
             f"demo scene: size {width}x{height} is too small (at least {_MIN_SIZE}x{_MIN_SIZE})"
         )
-
-
-def _mirror_x(values: np.ndarray, width: int) -> np.ndarray:
-    """Flip x of points (..., 2) about the image centre."""
-    flipped = np.array(values, dtype=np.float64)
-    flipped[..., 0] = (width - 1) - flipped[..., 0]
-    return flipped
-
-
-def _mirror_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
-    return np.stack(
-        [(width - 1) - boxes[:, 2], boxes[:, 1], (width - 1) - boxes[:, 0], boxes[:, 3]], axis=1
-    )
 
 
 def _write_video(
@@ -415,7 +389,7 @@ def _layout(
     R, t = _object_trajectory(times, side, rng.uniform(0.0, 2.0 * math.pi, size=6))
     curl_phases = rng.uniform(0.0, 2.0 * math.pi, size=5)
     points = np.asarray(load_control_points(OBJECT_NAME), dtype=np.float64)
-    keypoints = project(K, R, t, points)
+    keypoints = project(to_camera(points, R, t), K)
     object_box = np.concatenate([keypoints.min(axis=1), keypoints.max(axis=1)], axis=1)
 
     hands = []
@@ -468,8 +442,8 @@ def _render(
     if mirrored:
         flip = np.diag([-1.0, 1.0, 1.0])
         R, t, points = flip @ R @ flip, t @ flip, points @ flip
-        keypoints = _mirror_x(keypoints, width)
-        hand_box, object_box = _mirror_boxes(hand_box, width), _mirror_boxes(object_box, width)
+        keypoints = mirror_points2d(keypoints, width)
+        hand_box, object_box = mirror_boxes(hand_box, width), mirror_boxes(object_box, width)
         handedness = "right" if left_hand else "left"
 
     stem = "demo" + ("_lefthand" if left_hand else "") + ("_mirrored" if mirrored else "")

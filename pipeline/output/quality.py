@@ -46,6 +46,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hflpipe.model.geometry import quaternion_to_matrix
 from hflpipe.pipeline.output.schema import column_numpy
 
 #: Thresholds of the ``suspect`` rules (see the module docstring).
@@ -152,18 +153,6 @@ def object_suspect(columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.nd
         "no_pose": pnp_run & ~np.asarray(columns["pose_valid"], dtype=bool),
     }
     return _reasons(checks, len(observed))
-
-
-def quaternion_to_matrix(quat: np.ndarray) -> np.ndarray:
-    """(n, 4) unit quaternions (w, x, y, z) -> (n, 3, 3) rotation matrices."""
-    q = np.asarray(quat, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    return np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], axis=-1).reshape(*q.shape[:-1], 3, 3)
 
 
 def distance_to_box(

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# Re-exported: run/video.py and smooth/tables.py import them from here.
+from hflpipe.model.geometry import mirror_mano_pose, mirror_points3d
+
+__all__ = ["FALLBACK_DEPTH_M", "fit_root_translation", "mirror_mano_pose", "mirror_points3d"]
+
 #: Depth used when the fit is degenerate (all weights zero): an arm's length.
 FALLBACK_DEPTH_M = 0.5
 
@@ -87,33 +92,3 @@ def _weighted_lstsq(A: np.ndarray, b: np.ndarray, sw: np.ndarray) -> np.ndarray:
     AtA = np.einsum("nki,nkj->nij", Aw, Aw) + 1e-12 * np.eye(3)
     Atb = np.einsum("nki,nk->ni", Aw, bw)
     return np.linalg.solve(AtA, Atb[..., None])[..., 0]
-
-
-def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Pinhole projection of (..., 3) camera-frame points to (..., 2) pixels with one (3, 3) K."""
-    P = np.asarray(points, dtype=np.float64)
-    K = np.asarray(K, dtype=np.float64)
-    z = np.maximum(P[..., 2], 1e-9)
-    return np.stack([K[0, 0] * P[..., 0] / z + K[0, 2], K[1, 1] * P[..., 1] / z + K[1, 2]], -1)
-
-
-def mirror_points3d(points: np.ndarray) -> np.ndarray:
-    """Mirror camera-frame 3D points (or root-relative offsets) about the y-z plane."""
-    out = np.array(points, dtype=np.float64, copy=True)
-    out[..., 0] *= -1.0
-    return out
-
-
-def mirror_mano_pose(pose_aa: np.ndarray) -> np.ndarray:
-    """Axis-angle MANO pose of a mirrored hand: negate the y and z of every joint's axis.
-
-    Mirroring about the y-z plane maps a rotation matrix R to M R M with
-    M = diag(-1, 1, 1), which for axis-angle (x, y, z) gives (x, -y, -z). This
-    turns right-hand-model parameters estimated on a mirrored image into the
-    parameters of the (left) hand in the original image, in the convention the
-    MANO left-hand model uses.
-    """
-    out = np.array(pose_aa, dtype=np.float64, copy=True)
-    out[..., 1::3] *= -1.0
-    out[..., 2::3] *= -1.0
-    return out

@@ -45,8 +45,8 @@ import numpy as np
 import pyarrow as pa
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
+from hflpipe.model.geometry import quaternion_to_matrix, to_camera
 from hflpipe.pipeline.common.errors import InputError
-from hflpipe.pipeline.output.quality import quaternion_to_matrix
 from hflpipe.pipeline.output.schema import column_numpy
 from hflpipe.pipeline.output.writer import read_table
 
@@ -161,8 +161,8 @@ def add_error(points: np.ndarray, R_pred: np.ndarray, t_pred: np.ndarray, R_gt: 
               t_gt: np.ndarray, symmetric: bool) -> float:
     """ADD (mean distance of corresponding model points) or, ``symmetric``, ADD-S (mean
     distance of each true point to the nearest predicted one), in the points' units."""
-    pred = points @ R_pred.T + t_pred
-    true = points @ R_gt.T + t_gt
+    pred = to_camera(points, R_pred, t_pred)
+    true = to_camera(points, R_gt, t_gt)
     if symmetric:
         return float(cKDTree(pred).query(true)[0].mean())
     return float(np.linalg.norm(pred - true, axis=1).mean())

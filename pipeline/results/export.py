@@ -56,9 +56,9 @@ import pyarrow as pa
 
 from hflpipe.atomic import atomic_write
 from hflpipe.jsonable import to_jsonable
+from hflpipe.model.geometry import quaternion_to_matrix
 from hflpipe.model.mano_file import load_mano_model
 from hflpipe.pipeline.common.errors import InputError, OutputError
-from hflpipe.pipeline.output.quality import quaternion_to_matrix
 from hflpipe.pipeline.output.schema import (
     COORDINATES,
     ROTATION_FORMAT,

@@ -25,14 +25,19 @@ import torch
 from hflpipe.atomic import atomic_path
 from hflpipe.hashing import sha256_file
 from hflpipe.model.control_points import load_control_points
+from hflpipe.model.geometry import (
+    mirror_mano_pose,
+    mirror_points3d,
+    project,
+    quaternion_to_matrix,
+    to_camera,
+)
 from hflpipe.model.mano import ManoLayer
 from hflpipe.model.mano_file import load_mano_model
 from hflpipe.pipeline.common.errors import InputError, OutputError
 from hflpipe.pipeline.decode.base import DEFAULT_BACKEND, get_decoder
-from hflpipe.pipeline.output.quality import quaternion_to_matrix
 from hflpipe.pipeline.output.schema import column_numpy
 from hflpipe.pipeline.output.writer import read_table
-from hflpipe.pipeline.pose.hands import mirror_mano_pose, mirror_points3d, project
 
 #: Bones of the 21-joint hand (wrist, then 4 joints per finger from thumb to little).
 HAND_BONES = [(0, 1 + 4 * f) for f in range(5)] + [
@@ -198,8 +203,8 @@ class FrameDrawer:
         points = self._control_points(row["object_name"])
         corners = None
         if row["rotation"] is not None and points is not None:
-            R = quaternion_to_matrix(np.asarray(row["rotation"], np.float64)[None])[0]
-            camera = points[:8] @ R.T + np.asarray(row["translation"], np.float64)
+            R = quaternion_to_matrix(np.asarray(row["rotation"], np.float64))
+            camera = to_camera(points[:8], R, np.asarray(row["translation"], np.float64))
             if (camera[:, 2] > 0).all():
                 corners = project(camera, self.K)
         if corners is None:
