@@ -45,11 +45,6 @@ def _ycb_catalogue() -> dict[str, np.ndarray]:
     return {name: np.asarray(entry["points"], dtype=np.float64) for name, entry in objects.items()}
 
 
-def ycb_object_names() -> list[str]:
-    """YCB folder names with shipped control points, e.g. ``003_cracker_box``, sorted."""
-    return sorted(_ycb_catalogue())
-
-
 def _short_name(folder_name: str) -> str:
     return re.sub(r"^\d+_", "", folder_name)
 
@@ -72,7 +67,8 @@ def load_control_points(name: str) -> np.ndarray:
     if folder is None:
         close = difflib.get_close_matches(key, [*catalogue, *by_short], n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown YCB object {name!r}{hint} (see ycb_object_names())")
+        known = ", ".join(sorted(by_short))
+        raise ValueError(f"unknown YCB object {name!r}{hint} (known: {known})")
     return catalogue[folder].copy()
 
 

@@ -7,10 +7,8 @@ import pytest
 
 from hflpipe.pipeline.detect.base import Detection
 from hflpipe.pipeline.track.tracker import (
-    Pairing,
     TrackingConfig,
     box_iou,
-    pair_frames,
     pair_hands_with_objects,
     track,
 )
@@ -125,8 +123,3 @@ def test_pairing_prefers_overlap_then_nearby_centre() -> None:
     assert pair_hands_with_objects(detections) == [(0, 3), (1, 5), (2, None)]
     assert pair_hands_with_objects(detections, max_distance=1.0)[1] == (1, None)
     assert pair_hands_with_objects([_hand(0, 0)]) == [(0, None)]
-
-
-def test_pair_frames() -> None:
-    frames = [[_hand(0, 0), _object(10, 10)], [_object(0, 0)], [_hand(0, 0)]]
-    assert pair_frames([4, 5, 6], frames) == [Pairing(4, 0, 1), Pairing(6, 0, None)]

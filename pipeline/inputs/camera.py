@@ -28,14 +28,6 @@ class Intrinsics:
     K: np.ndarray  # (3, 3) float64
     source: str
 
-    def scaled_to(self, width: int, height: int, ref_width: int, ref_height: int) -> Intrinsics:
-        """The same camera for frames resized from ``ref`` size to ``width`` x ``height``."""
-        sx, sy = width / ref_width, height / ref_height
-        K = self.K.copy()
-        K[0] *= sx
-        K[1] *= sy
-        return Intrinsics(K, self.source)
-
 
 def default_intrinsics(width: int, height: int, hfov_deg: float = DEFAULT_HFOV_DEG) -> Intrinsics:
     """Square pixels, principal point at the image centre, ``hfov_deg`` horizontal FOV."""

@@ -60,19 +60,6 @@ class TrackingConfig:
             raise ValueError(f"handedness_margin must be >= 1, got {self.handedness_margin}")
 
 
-@dataclass(frozen=True)
-class Pairing:
-    """The object a hand interacts with on one frame.
-
-    ``hand`` and ``object`` index that frame's detection list; ``object`` is None
-    when the frame has no object near the hand.
-    """
-
-    frame_index: int
-    hand: int
-    object: int | None
-
-
 @dataclass
 class _Track:
     track_id: int
@@ -297,16 +284,3 @@ def pair_hands_with_objects(
         else:
             pairs.append((hand, None))
     return pairs
-
-
-def pair_frames(
-    frame_indices: Sequence[int] | np.ndarray,
-    detections: Sequence[Sequence[Detection]],
-    max_distance: float = 1.5,
-) -> list[Pairing]:
-    """``pair_hands_with_objects`` over many frames; one ``Pairing`` per hand detection."""
-    return [
-        Pairing(int(frame_index), hand, obj)
-        for frame_index, frame in zip(frame_indices, detections, strict=True)
-        for hand, obj in pair_hands_with_objects(frame, max_distance)
-    ]
