@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-from hflpipe.pipeline.common.errors import ConfigError, InputError
+from hflpipe.pipeline.common.errors import ConfigError, InputError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -75,14 +75,21 @@ class FrameChunk:
         return len(self.indices)
 
 
-class Decoder(Protocol):
-    """A video decoding backend."""
+class Decoder(ABC):
+    """A video decoding backend. ``threads``: decoding threads (0 lets the library choose).
+
+    Backends implement :meth:`probe` and :meth:`_read_selected`; :meth:`read_chunks` checks
+    its arguments here, so that both backends refuse the same ones the same way.
+    """
 
     name: str
 
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads
+
+    @abstractmethod
     def probe(self, path: str) -> VideoInfo:
         """Read the metadata of ``path``; raise :class:`DecodeError` if it is no usable video."""
-        ...
 
     def read_chunks(
         self,
@@ -101,7 +108,22 @@ class Decoder(Protocol):
         starting with the first; or exactly ``frame_indices`` (sorted, unique),
         which excludes the other three.
         """
-        ...
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        selector = FrameSelector(
+            stride=stride, start_s=start_s, end_s=end_s, frame_indices=frame_indices
+        )
+        return self._read_selected(path, chunk_size, selector)
+
+    @abstractmethod
+    def _read_selected(
+        self, path: str, chunk_size: int, selector: FrameSelector
+    ) -> Iterator[FrameChunk]:
+        """The frames ``selector`` takes from ``path``, in chunks of at most ``chunk_size``.
+
+        A file that cannot be opened may raise :class:`DecodeError` here, at the call,
+        rather than at the first chunk.
+        """
 
 
 def get_decoder(name: str = DEFAULT_BACKEND, threads: int = 0) -> Decoder:
@@ -128,8 +150,7 @@ def decode_error(path: str, cause: str | BaseException) -> DecodeError:
     text = str(cause)
     text = text.split("Stack trace", 1)[0]
     text = _SOURCE_PREFIX.sub("", text)
-    text = " ".join(text.split()) or type(cause).__name__
-    return DecodeError(f"{path}: {text}")
+    return DecodeError(f"{path}: {one_line(text) or type(cause).__name__}")
 
 
 def check_video_path(path: str | os.PathLike[str]) -> str:
@@ -150,12 +171,6 @@ def check_video_path(path: str | os.PathLike[str]) -> str:
     if os.path.getsize(path) == 0:
         raise decode_error(path, "empty file (0 bytes)")
     return path
-
-
-def check_chunk_size(chunk_size: int) -> None:
-    """Reject a non-positive ``chunk_size`` (a programming error: ``ValueError``)."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
 
 class FrameSelector:

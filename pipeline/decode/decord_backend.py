@@ -27,16 +27,16 @@ chunk are decoded again (without RGB conversion): the price of bounded memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import decord
 import numpy as np
 
 from hflpipe.pipeline.decode.base import (
+    Decoder,
     FrameChunk,
     FrameSelector,
     VideoInfo,
-    check_chunk_size,
     check_video_path,
     decode_error,
 )
@@ -61,13 +61,10 @@ def _plausible(relative: np.ndarray) -> bool:
                 and relative.max() < 3.2e7 and np.all(np.diff(relative) > 0))
 
 
-class DecordDecoder:
+class DecordDecoder(Decoder):
     """Decodes with decord on the CPU. ``threads``: decoding threads (0 lets decord choose)."""
 
     name = "decord"
-
-    def __init__(self, threads: int = 0) -> None:
-        self.threads = threads
 
     def _open(self, path: str) -> tuple[decord.VideoReader, ContainerHeader, np.ndarray]:
         """Open ``path``; return the reader, the header and the ``(n,)`` float64 timestamps."""
@@ -99,21 +96,9 @@ class DecordDecoder:
         _, header, timestamps = self._open(path)
         return video_info(str(path), header, timestamps, self.name)
 
-    def read_chunks(
-        self,
-        path: str,
-        *,
-        chunk_size: int = 64,
-        stride: int = 1,
-        start_s: float | None = None,
-        end_s: float | None = None,
-        frame_indices: Sequence[int] | None = None,
+    def _read_selected(
+        self, path: str, chunk_size: int, selector: FrameSelector
     ) -> Iterator[FrameChunk]:
-        """See :meth:`hflpipe.pipeline.decode.base.Decoder.read_chunks`."""
-        check_chunk_size(chunk_size)
-        selector = FrameSelector(
-            stride=stride, start_s=start_s, end_s=end_s, frame_indices=frame_indices
-        )
         reader, _, timestamps = self._open(path)
         selected = selector.select(timestamps)
         return self._read(str(path), reader, timestamps, selected, chunk_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -13,10 +13,10 @@ import av
 import numpy as np
 
 from hflpipe.pipeline.decode.base import (
+    Decoder,
     FrameChunk,
     FrameSelector,
     VideoInfo,
-    check_chunk_size,
     check_video_path,
     decode_error,
     is_variable_frame_rate,
@@ -162,7 +162,7 @@ def packet_timestamps(path: str) -> tuple[ContainerHeader, np.ndarray]:
     return table.header, table.timestamps_s
 
 
-class PyAVDecoder:
+class PyAVDecoder(Decoder):
     """Decodes with PyAV: every frame in order, converting only those selected.
 
     A read whose first selectable frame lies past a keyframe (a start time, or
@@ -181,32 +181,16 @@ class PyAVDecoder:
 
     name = "pyav"
 
-    def __init__(self, threads: int = 0) -> None:
-        self.threads = threads
-
     def probe(self, path: str) -> VideoInfo:
         """Metadata from the header plus a demux of every packet (no decoding)."""
         path = check_video_path(path)
         header, timestamps = packet_timestamps(path)
         return video_info(path, header, timestamps, self.name)
 
-    def read_chunks(
-        self,
-        path: str,
-        *,
-        chunk_size: int = 64,
-        stride: int = 1,
-        start_s: float | None = None,
-        end_s: float | None = None,
-        frame_indices: Sequence[int] | None = None,
+    def _read_selected(
+        self, path: str, chunk_size: int, selector: FrameSelector
     ) -> Iterator[FrameChunk]:
-        """See :meth:`hflpipe.pipeline.decode.base.Decoder.read_chunks`."""
-        check_chunk_size(chunk_size)
-        selector = FrameSelector(
-            stride=stride, start_s=start_s, end_s=end_s, frame_indices=frame_indices
-        )
-        path = check_video_path(path)
-        return self._read(path, chunk_size, selector)
+        return self._read(check_video_path(path), chunk_size, selector)
 
     def _read(self, path: str, chunk_size: int, selector: FrameSelector) -> Iterator[FrameChunk]:
         keyframe = None
