@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from hflpipe.model.crop import crop_to_frame
-from hflpipe.model.geometry import mirror_points2d
+from hflpipe.model.geometry import mirror_points2d, project, to_camera
 
 log = logging.getLogger(__name__)
 
@@ -266,9 +266,7 @@ def reprojection_error(points3d: np.ndarray, points2d: np.ndarray, R: np.ndarray
     """
     if len(points3d) == 0:
         return float("nan")
-    cam = points3d @ np.asarray(R, dtype=np.float64).T + np.asarray(t, dtype=np.float64)
-    uvw = cam @ np.asarray(K, dtype=np.float64).T
-    uv = uvw[:, :2] / uvw[:, 2:]
+    uv = project(to_camera(points3d, np.asarray(R, dtype=np.float64), t), K)
     return float(np.linalg.norm(uv - points2d, axis=1).mean())
 
 

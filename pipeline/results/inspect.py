@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from hflpipe.pipeline.common.errors import InputError
+from hflpipe.jsonable import to_jsonable
+from hflpipe.pipeline.common.errors import InputError, one_line
 from hflpipe.pipeline.output.quality import TrackQuality, track_quality
 from hflpipe.pipeline.output.schema import column_numpy
 from hflpipe.pipeline.output.writer import read_table, scan_output
@@ -70,16 +71,7 @@ class OutputReport:
 
     def to_json(self) -> dict:
         """A JSON-ready dict (NaN becomes None)."""
-        def clean(value: object) -> object:
-            if isinstance(value, float) and not np.isfinite(value):
-                return None
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [clean(v) for v in value]
-            return value
-
-        return clean({
+        return to_jsonable({
             "path": self.path,
             "jobs": [asdict(job) for job in self.jobs],
             "tracks": [asdict(t) | {"suspect_fraction": t.suspect_fraction}
@@ -113,7 +105,7 @@ def failure_reason(error: str | None, path: str | None = None) -> str:
 
     The video's path becomes ``<video>``, other paths ``<path>``, numbers ``<n>``.
     """
-    text = " ".join((error or "unknown error").split())
+    text = one_line(error or "unknown error")
     if path:
         text = text.replace(path, "<video>")
     text = re.sub(r"(?<![\w<])/[^\s:,;'\"]+", "<path>", text)
