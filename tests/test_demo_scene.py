@@ -38,6 +38,12 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, DemoScene]:
     }
 
 
+@pytest.fixture(params=["right", "left", "mirrored"])
+def scene(scenes: dict[str, DemoScene], request: pytest.FixtureRequest) -> DemoScene:
+    """Each of the three scenes in turn."""
+    return scenes[request.param]
+
+
 def _frames(scene: DemoScene) -> np.ndarray:
     reader = decord.VideoReader(str(scene.video_path))
     return reader.get_batch(list(range(len(reader)))).asnumpy()
@@ -76,9 +82,8 @@ def _mask_box(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float64)
 
 
-@pytest.mark.parametrize("name", ["right", "left", "mirrored"])
-def test_video_decodes_to_the_requested_frames(scenes: dict[str, DemoScene], name: str) -> None:
-    reader = decord.VideoReader(str(scenes[name].video_path))
+def test_video_decodes_to_the_requested_frames(scene: DemoScene) -> None:
+    reader = decord.VideoReader(str(scene.video_path))
     assert len(reader) == 90
     assert reader[0].shape == (480, 640, 3)
     assert reader.get_avg_fps() == pytest.approx(30.0)
@@ -108,11 +113,7 @@ def test_unwritable_folder_is_an_output_error(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["right", "left", "mirrored"])
-def test_object_boxes_bound_the_projected_control_points(
-    scenes: dict[str, DemoScene], name: str
-) -> None:
-    scene = scenes[name]
+def test_object_boxes_bound_the_projected_control_points(scene: DemoScene) -> None:
     _, hand_boxes, object_boxes = _read_boxes(scene)
     K = parse_intrinsics(scene.intrinsics_path).K
     keypoints = project(to_camera(scene.object_points, scene.R, scene.t), K)
@@ -152,9 +153,7 @@ def test_rotations_are_proper_and_motion_is_smooth(scenes: dict[str, DemoScene])
         assert np.abs(np.diff(scene.keypoints2d, axis=0)).max() < 6.0
 
 
-@pytest.mark.parametrize("name", ["right", "left", "mirrored"])
-def test_boxes_file_rows(scenes: dict[str, DemoScene], name: str) -> None:
-    scene = scenes[name]
+def test_boxes_file_rows(scene: DemoScene) -> None:
     rows, _, _ = _read_boxes(scene)
     assert [int(r["frame_index"]) for r in rows] == [i // 2 for i in range(180)]
     hands = [r for r in rows if r["kind"] == "hand"]
@@ -182,11 +181,7 @@ def test_boxes_file_loads_in_the_pipeline(scenes: dict[str, DemoScene]) -> None:
     np.testing.assert_allclose(hand.box, scene.hand_box[7], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["right", "left", "mirrored"])
-def test_hand_and_object_pixels_are_where_the_boxes_say(
-    scenes: dict[str, DemoScene], name: str
-) -> None:
-    scene = scenes[name]
+def test_hand_and_object_pixels_are_where_the_boxes_say(scene: DemoScene) -> None:
     _, hand_boxes, object_boxes = _read_boxes(scene)
     for index, frame in enumerate(_frames(scene)):
         skin, objects = _colour_masks(frame)
