@@ -21,11 +21,27 @@ from pathlib import Path
 
 import numpy as np
 
+from hflpipe import __version__
 from hflpipe.atomic import atomic_write_text
 from hflpipe.jsonable import to_jsonable
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "bench" / "results"
+_PACKAGE = Path(__file__).resolve().parent
+#: The source checkout these benchmarks run from; None in an installed copy
+#: (``site-packages/hflpipe/bench``, with no ``pyproject.toml`` above it).
+CHECKOUT: Path | None = (
+    _PACKAGE.parent if (_PACKAGE.parent / "pyproject.toml").is_file() else None
+)
+
+
+def default_results_dir() -> Path:
+    """Where results go without ``--out``: ``bench/results/`` in a writable source checkout,
+    beside the committed results; otherwise ``hflpipe-bench-results/`` in the current folder."""
+    if CHECKOUT is not None and os.access(_PACKAGE, os.W_OK):
+        return _PACKAGE / "results"
+    return Path.cwd() / "hflpipe-bench-results"
+
+
+RESULTS_DIR = default_results_dir()
 #: CPU flags that decide which fast paths a CPU has (bf16 and int8 matrix units).
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
@@ -33,6 +49,7 @@ _CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_
 def machine_info() -> dict[str, object]:
     """The facts a reader needs to compare two result files: CPU, GPU, load, library versions."""
     # Imported here: decoding children measure their own memory and must not load torch.
+    import scipy
     import torch
 
     fields: dict[str, str] = {}
@@ -54,8 +71,10 @@ def machine_info() -> dict[str, object]:
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
+        "hflpipe": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
+        "scipy": scipy.__version__,
         "platform": platform.platform(),
         "git_commit": _git_commit(),
         "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -64,8 +83,11 @@ def machine_info() -> dict[str, object]:
 
 
 def _git_commit() -> str | None:
+    # Only a checkout's own commit: an installed copy may sit inside an unrelated repository.
+    if CHECKOUT is None:
+        return None
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CHECKOUT,
                              capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None

@@ -32,7 +32,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from bench.common import (
+from hflpipe.bench.common import (
     RESULTS_DIR,
     bench_cache,
     peak_rss_mib,

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import (
+from hflpipe.bench.common import (
     RESULTS_DIR,
     print_table,
     ratio,

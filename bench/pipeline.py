@@ -24,7 +24,7 @@ where the predictor-only figure is the better of steps 1 and 3 (the harder
 comparison).
 On CPU the predictor runs with one thread (``cpus_per_task`` 1). On a CUDA
 machine the predictor runs on the GPU, the videos are more and longer, and the
-GPU's utilisation is sampled through the full run (:mod:`bench.gpu_monitor`),
+GPU's utilisation is sampled through the full run (:mod:`hflpipe.bench.gpu_monitor`),
 summarised over the whole run and over its processing window (first video
 started to last finished, i.e. without loading the model): the idle share there
 is the time the GPU waited for the CPU side.
@@ -49,7 +49,7 @@ import numpy as np
 import ray
 import torch
 
-from bench.common import (
+from hflpipe.bench.common import (
     RESULTS_DIR,
     bench_cache,
     print_table,
@@ -58,7 +58,7 @@ from bench.common import (
     synthetic_checkpoint,
     write_result,
 )
-from bench.gpu_monitor import GpuMonitor
+from hflpipe.bench.gpu_monitor import GpuMonitor
 from hflpipe.pipeline.config.run_config import RunConfig, make_config
 from hflpipe.pipeline.decode.base import Decoder, get_decoder
 from hflpipe.pipeline.demo.scene import make_demo_scene

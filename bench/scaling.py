@@ -23,7 +23,7 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-from bench.common import (
+from hflpipe.bench.common import (
     RESULTS_DIR,
     bench_cache,
     print_table,
