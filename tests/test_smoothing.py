@@ -1,4 +1,8 @@
-"""Temporal smoothing: less error on noisy tracks, no lag, flagged gap filling, SO(3) edge cases."""
+"""Temporal smoothing: less error on noisy tracks, no lag, flagged gap filling, SO(3) edge cases.
+
+Tests over ``METHODS`` also cover the candidates the smoothing benchmark compares with the
+pipeline's smoother (:class:`hflpipe.bench.smoothing.Candidate`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
 
+from hflpipe.bench.smoothing import METHODS, Candidate
 from hflpipe.pipeline.smooth.filters import (
-    METHODS,
     SmoothingConfig,
     plan_track,
     smooth_axis_angle,
@@ -54,7 +58,7 @@ def test_smoothing_reduces_error_on_noisy_tracks(method: str) -> None:
     t, truth = _track()
     rng = np.random.default_rng(1)
     noisy = truth + rng.normal(0, 0.01, truth.shape)
-    smoothed = smooth_vectors(t, noisy, config=SmoothingConfig(method=method))
+    smoothed = smooth_vectors(t, noisy, config=Candidate(method=method))
     assert _rms(smoothed, truth) < 0.7 * _rms(noisy, truth)
 
 
@@ -62,12 +66,12 @@ def test_smoothing_reduces_error_on_noisy_tracks(method: str) -> None:
 def test_linear_motion_has_no_lag(method: str) -> None:
     t = np.arange(120) / FPS
     line = np.stack([3.0 * t + 1.0, -0.5 * t], axis=1)
-    smoothed = smooth_vectors(t, line, config=SmoothingConfig(method=method))
+    smoothed = smooth_vectors(t, line, config=Candidate(method=method))
     np.testing.assert_allclose(smoothed, line, atol=1e-6)
     # With noise: the error has no trend in time (a lagging filter would trail by v * lag).
     rng = np.random.default_rng(2)
     noisy_smoothed = smooth_vectors(t, line + rng.normal(0, 0.05, line.shape),
-                                    config=SmoothingConfig(method=method))
+                                    config=Candidate(method=method))
     assert abs(np.mean(noisy_smoothed[:, 0] - line[:, 0])) < 0.02
 
 
@@ -95,7 +99,7 @@ def _gappy(n: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 @pytest.mark.parametrize("method", ["savgol", "one_euro"])
 def test_gaps_and_nans_are_filled_linearly(method: str) -> None:
     t, _, values, observed = _gappy()
-    config = SmoothingConfig(method=method, outlier_z=None)
+    config = Candidate(method=method, outlier_z=None)
     out = smooth_vectors(t, values, observed, config)
     assert np.all(np.isfinite(out))
     for lo, hi, rows in ((19, 25, range(20, 25)), (39, 41, [40])):
@@ -111,7 +115,7 @@ def test_gaps_and_nans_are_filled_linearly(method: str) -> None:
 @pytest.mark.parametrize("method", ["rts_cv", "rts_ca"])
 def test_rts_fills_gaps_along_the_motion(method: str) -> None:
     t, truth, values, observed = _gappy()
-    config = SmoothingConfig(method=method, outlier_z=None)
+    config = Candidate(method=method, outlier_z=None)
     out = smooth_vectors(t, values, observed, config)
     # The gap follows the curve better than a chord between its ends would.
     w = ((t[20:25] - t[19]) / (t[25] - t[19]))[:, None]
@@ -125,7 +129,7 @@ def test_rts_fills_gaps_along_the_motion(method: str) -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_one_and_two_frames(method: str) -> None:
-    config = SmoothingConfig(method=method)
+    config = Candidate(method=method)
     one = np.array([[1.0, 2.0]])
     np.testing.assert_array_equal(smooth_vectors(np.array([0.0]), one, config=config), one)
     two = np.array([[0.0, 0.0], [1.0, 2.0]])
@@ -145,7 +149,7 @@ def test_bad_inputs_are_value_errors() -> None:
     with pytest.raises(ValueError, match="rows but timestamps"):
         smooth_vectors(np.arange(3.0), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="unknown smoothing method"):
-        SmoothingConfig(method="kalman")  # type: ignore[arg-type]
+        Candidate(method="kalman")
 
 
 def _noisy_rotations(
@@ -190,7 +194,8 @@ def test_rotation_gaps_are_filled(method: str) -> None:
     observed[10:16] = False
     quats = truth.as_quat(scalar_first=True)
     quats[10:16] = np.nan
-    out = smooth_rotations(t, quats, observed, SmoothingConfig(method=method, outlier_z=None))
+    config = Candidate(method=method, outlier_z=None, slerp_gaps=True)
+    out = smooth_rotations(t, quats, observed, config)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-12)
     # A constant-rate rotation is reproduced through the gap (to 0.06 degrees).
     assert _angle_error(out, truth).max() < 1e-3

@@ -10,59 +10,49 @@ unobserved frames stay inside a span and are filled (the caller flags those rows
    exceeds ``outlier_z`` robust standard deviations (1.4826 MAD) in any dimension, refitting
    after each rejection; the rejected row keeps its raw value but gets a filled one;
 3. the remaining rows are smoothed along their own timestamps;
-4. every other row is filled: the RTS smoothers estimate it as a missing measurement (for
-   the constant-velocity model that is a cubic smoothing spline through the data); the
-   other methods interpolate their smoothed rows, linearly for vectors, by SLERP for
-   rotations. Rows before the first / after the last kept row hold its value.
+4. every other row is filled with the smoother's estimate there, as a missing measurement.
+   Rows before the first / after the last kept row hold its value.
 
 Rotations are smoothed as unit quaternions: signs are made continuous (each quaternion in
 the hemisphere of its predecessor, which is what keeps rotations near pi smooth), the four
 components are smoothed like a vector — for the small angular spread inside a smoothing
 window this is the chordal (weighted quaternion) mean — then re-normalised.
 
-Methods (``SmoothingConfig.method``), all with one bandwidth, ``cutoff_hz``:
+The smoother: Kalman filter + Rauch-Tung-Striebel smoother with a constant-acceleration
+model, one bandwidth ``cutoff_hz``. With white jerk noise of density q and measurement
+noise density R it is the Wiener filter ``1 / (1 + (f / cutoff)^6)``, so
+``q = R (2 pi cutoff)^6``; only the ratio matters, so it needs no noise level in the
+quantity's units. It handles irregular timestamps natively.
 
-- ``"rts_cv"``: Kalman filter + Rauch-Tung-Striebel smoother, constant-velocity model.
-  With white acceleration noise of density q and measurement noise density R the smoother
-  is the Wiener filter ``1 / (1 + (f / cutoff)^4)``, so ``q = R (2 pi cutoff)^4``; only the
-  ratio matters, so it needs no noise level in the quantity's units. Handles irregular
-  timestamps natively.
-- ``"rts_ca"``: the same with a constant-acceleration model, ``1 / (1 + (f / cutoff)^6)``.
-- ``"savgol"``: Savitzky-Golay, quadratic, window chosen so its -3 dB point is ``cutoff_hz``
-  (Schafer's approximation ``f_c = (order + 1) / (3.2 M - 4.6)`` cycles/sample, window
-  ``2M + 1``); it assumes evenly spaced rows, so gaps are pre-filled linearly first.
-- ``"one_euro"``: the One-Euro filter run forwards and backwards and averaged, with
-  ``cutoff_hz`` as its minimum cutoff; speed is measured in robust noise units, so ``beta``
-  is unit-free.
-
-Default: ``rts_ca`` at 4 Hz with outlier rejection at 6 sigma, picked by
-``bench/smoothing.py`` (``bench/results/smoothing.json``): on synthetic 30 fps tracks
-(0.2-3 Hz motion, Gaussian noise, 2 % outliers of 10-20 sigma, gaps of 1-8 frames), each
-method with its best cutoff, it had the lowest error of all four in every scenario, against
-the raw baseline: position 0.52x (noise only) and 0.42x (noise + outliers + gaps), next best
-``rts_cv`` 0.59x / 0.46x, Savitzky-Golay 0.71x / 0.66x, One-Euro 0.77x / 0.61x; acceleration
-error 0.07x / 0.04x, at least 2 times lower than any other; rotations near pi 0.25x angle
-error. Its Python-loop Kalman pass makes it ~10^4 frames/s for 63 values on one core
-(Savitzky-Golay is ~20x faster), which is cheap next to the model. Outlier rejection
-halves the error when outliers are present and changed nothing measurable on clean tracks.
+Chosen by ``bench/smoothing.py`` (``bench/results/smoothing.json``), which holds the
+candidates it was compared with (the constant-velocity RTS smoother, Savitzky-Golay,
+One-Euro forwards and backwards) and runs them through this module's outlier rejection and
+gap filling: on synthetic 30 fps tracks (0.2-3 Hz motion, Gaussian noise, 2 % outliers of
+10-20 sigma, gaps of 1-8 frames), each method with its best cutoff, this one at 4 Hz had
+the lowest error of all four in every scenario, against the raw baseline: position 0.52x
+(noise only) and 0.42x (noise + outliers + gaps), next best constant-velocity RTS 0.59x /
+0.46x, Savitzky-Golay 0.71x / 0.66x, One-Euro 0.77x / 0.61x; acceleration error 0.07x /
+0.04x, at least 2 times lower than any other; rotations near pi 0.25x angle error. Its
+Python-loop Kalman pass makes it ~10^4 frames/s for 63 values on one core (Savitzky-Golay
+is ~20x faster), which is cheap next to the model. Outlier rejection at 6 sigma halves the
+error when outliers are present and changed nothing measurable on clean tracks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d
-from scipy.signal import savgol_filter
-from scipy.spatial.transform import Rotation, Slerp
+from scipy.spatial.transform import Rotation
 
-Method = Literal["rts_cv", "rts_ca", "savgol", "one_euro"]
-METHODS: tuple[Method, ...] = ("rts_cv", "rts_ca", "savgol", "one_euro")
-_STATE_SPACE = ("rts_cv", "rts_ca")
+#: A motion model: ``dt -> (F, Q)``, the state transition over ``dt`` and the process noise
+#: per unit noise density, for a state of position and its derivatives.
+MotionModel = Callable[[float], tuple[np.ndarray, np.ndarray]]
 
 # 1.4826 * MAD estimates a Gaussian standard deviation.
-_MAD_TO_STD = 1.4826
+MAD_TO_STD = 1.4826
 # Outlier rejection: passes of fit-and-reject (each pass drops at most one row per
 # neighbourhood, so runs of adjacent outliers need several); below this many rows the
 # robust scale is meaningless.
@@ -77,25 +67,25 @@ _DIFFUSE = 1e8
 class SmoothingConfig:
     """How a track is smoothed.
 
-    ``cutoff_hz``: bandwidth (see the module docstring per method); hand motion carries
-    little energy above ~4 Hz at video frame rates. ``outlier_z``: rejection threshold in
-    robust standard deviations of the residual to a first smooth fit, None to keep every
-    observation. ``one_euro_beta``: One-Euro speed coefficient (unit-free here).
+    ``cutoff_hz``: bandwidth (see the module docstring); hand motion carries little energy
+    above ~4 Hz at video frame rates. ``outlier_z``: rejection threshold in robust standard
+    deviations of the residual to a first smooth fit, None to keep every observation.
+    A subclass that overrides :meth:`smooth_rows` runs another smoother inside the same
+    outlier rejection and gap filling (``bench/smoothing.py`` compares candidates so).
     """
 
-    method: Method = "rts_ca"
     cutoff_hz: float = 4.0
     outlier_z: float | None = 6.0
-    savgol_order: int = 2
-    one_euro_beta: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown smoothing method {self.method!r}: one of {METHODS}")
         if not self.cutoff_hz > 0:
             raise ValueError(f"cutoff_hz must be positive, got {self.cutoff_hz}")
         if self.outlier_z is not None and not self.outlier_z > 0:
             raise ValueError(f"outlier_z must be positive or None, got {self.outlier_z}")
+
+    def smooth_rows(self, t: np.ndarray, y: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Smooth the kept rows of ``y`` (n, D) at times ``t`` (n,) and fill the others."""
+        return rts_rows(t, y, keep, cutoff_hz=self.cutoff_hz, motion=constant_acceleration)
 
 
 DEFAULT_CONFIG = SmoothingConfig()
@@ -161,7 +151,7 @@ def smooth_vectors(
     t, y, keep = _prepare(timestamps_s, values, observed)
     flat = y.reshape(len(y), -1)
     keep = _reject_outliers(t, flat, keep, config)
-    return _smooth_rows(t, flat, keep, config).reshape(y.shape)
+    return config.smooth_rows(t, flat, keep).reshape(y.shape)
 
 
 def smooth_rotations(
@@ -172,8 +162,8 @@ def smooth_rotations(
 ) -> np.ndarray:
     """Smooth a span of rotations and fill unobserved rows.
 
-    Gaps are filled by the RTS smoothers' own estimate (a spline through the smoothed
-    quaternions, re-normalised), by SLERP between smoothed neighbours for the other methods.
+    Gaps are filled by the smoother's own estimate (through the smoothed quaternions,
+    re-normalised).
 
     ``rotations``: (n, 4) quaternions (w, x, y, z), any sign and norm, or (n, 3, 3)
     matrices; NaN allowed on unobserved rows. Returns the same representation: unit
@@ -194,10 +184,8 @@ def smooth_rotations(
     quats[keep] = _continuous_signs(quats[keep])
     keep = _reject_outliers(t, quats, keep, config)
     quats[keep] = _continuous_signs(quats[keep])
-    out = _smooth_rows(t, quats, keep, config)
+    out = config.smooth_rows(t, quats, keep)
     out /= np.linalg.norm(out, axis=1, keepdims=True)
-    if config.method not in _STATE_SPACE:
-        out = _interp_slerp(t, t[keep], out[keep])
     if as_matrix:
         return Rotation.from_quat(out, scalar_first=True).as_matrix()
     return out
@@ -274,10 +262,10 @@ def _reject_outliers(
         if len(rows) < _MIN_ROWS_FOR_OUTLIERS:
             break
         y = flat[rows]
-        residual = np.abs(y - _smooth_rows(t, flat, keep, config)[rows])
+        residual = np.abs(y - config.smooth_rows(t, flat, keep)[rows])
         # The floor keeps round-off on noise-free data from looking like an outlier.
         floor = 1e-9 * (1.0 + np.max(np.abs(y), axis=0))
-        scale = np.maximum(_MAD_TO_STD * np.median(residual, axis=0), floor)
+        scale = np.maximum(MAD_TO_STD * np.median(residual, axis=0), floor)
         z = np.max(residual / scale, axis=1)
         outliers = z > config.outlier_z
         if not outliers.any():
@@ -289,53 +277,36 @@ def _reject_outliers(
     return keep
 
 
-def _smooth_rows(
-    t: np.ndarray, y: np.ndarray, keep: np.ndarray, config: SmoothingConfig
+def rts_rows(
+    t: np.ndarray, y: np.ndarray, keep: np.ndarray, *, cutoff_hz: float, motion: MotionModel
 ) -> np.ndarray:
-    """Smooth the kept rows of ``y`` (n, D) at times t (n,) and fill the others; (n, D).
+    """RTS-smooth the kept rows of ``y`` (n, D) at times ``t`` (n,) and fill the others; (n, D).
 
-    The RTS smoothers treat the other rows as missing measurements, so their estimate there
-    is the smoother's own interpolation (for the constant-velocity model, a cubic smoothing
-    spline); the other methods interpolate their smoothed rows linearly. Rows before the
+    The other rows are missing measurements, so their estimate is the smoother's own
+    interpolation (for a constant-velocity model, a cubic smoothing spline). Rows before the
     first or after the last kept row hold that row's value.
     """
     kept = np.flatnonzero(keep)
     if len(kept) < 2:
-        return _interp_linear(t, t[kept], y[kept])
-    if config.method in _STATE_SPACE:
-        lo, hi = kept[0], kept[-1] + 1
-        order = 2 if config.method == "rts_cv" else 3
-        inner = _rts(t[lo:hi], y[lo:hi], keep[lo:hi], order=order, cutoff_hz=config.cutoff_hz)
-        return _interp_linear(t, t[lo:hi], inner)
-    if config.method == "savgol":
-        # Savitzky-Golay needs evenly spaced rows: run it on the span with gaps pre-filled.
-        lo, hi = kept[0], kept[-1] + 1
-        dense = _interp_linear(t[lo:hi], t[kept], y[kept])
-        span = _savgol(t[lo:hi], dense, config.cutoff_hz, config.savgol_order)
-        smoothed = span[kept - lo]
-    else:
-        smoothed = _one_euro_both_ways(t[kept], y[kept], config.cutoff_hz, config.one_euro_beta)
-    return _interp_linear(t, t[kept], smoothed)
+        return interp_linear(t, t[kept], y[kept])
+    lo, hi = kept[0], kept[-1] + 1
+    inner = _rts(t[lo:hi], y[lo:hi], keep[lo:hi], cutoff_hz=cutoff_hz, motion=motion)
+    return interp_linear(t, t[lo:hi], inner)
 
 
-def _transition(dt: float, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """State transition F and process noise Q (per unit noise density) over ``dt`` for a
-    state of position and ``order - 1`` derivatives driven by white noise on the last."""
-    if order == 2:
-        f = np.array([[1.0, dt], [0.0, 1.0]])
-        q = np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]])
-    else:
-        f = np.array([[1.0, dt, dt**2 / 2], [0.0, 1.0, dt], [0.0, 0.0, 1.0]])
-        q = np.array([
-            [dt**5 / 20, dt**4 / 8, dt**3 / 6],
-            [dt**4 / 8, dt**3 / 3, dt**2 / 2],
-            [dt**3 / 6, dt**2 / 2, dt],
-        ])
+def constant_acceleration(dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """The pipeline's motion model: position, velocity and acceleration, white jerk noise."""
+    f = np.array([[1.0, dt, dt**2 / 2], [0.0, 1.0, dt], [0.0, 0.0, 1.0]])
+    q = np.array([
+        [dt**5 / 20, dt**4 / 8, dt**3 / 6],
+        [dt**4 / 8, dt**3 / 3, dt**2 / 2],
+        [dt**3 / 6, dt**2 / 2, dt],
+    ])
     return f, q
 
 
 def _rts(
-    t: np.ndarray, y: np.ndarray, keep: np.ndarray, *, order: int, cutoff_hz: float
+    t: np.ndarray, y: np.ndarray, keep: np.ndarray, *, cutoff_hz: float, motion: MotionModel
 ) -> np.ndarray:
     """Kalman filter + RTS smoother over rows (k, D); rows not in ``keep`` are missing.
 
@@ -345,6 +316,7 @@ def _rts(
     """
     k, dims = len(t), y.shape[1]
     dt_ref = float(np.median(np.diff(t)))
+    order = len(motion(dt_ref)[0])
     density = dt_ref * (2 * np.pi * cutoff_hz) ** (2 * order)
     x_pred = np.empty((k, order, dims))
     x_filt = np.empty((k, order, dims))
@@ -356,7 +328,7 @@ def _rts(
     p = np.diag([_DIFFUSE] + [_DIFFUSE / dt_ref ** (2 * i) for i in range(1, order)])
     for i in range(k):
         if i:
-            f, q = _transition(t[i] - t[i - 1], order)
+            f, q = motion(t[i] - t[i - 1])
             transitions.append(f)
             x = f @ x
             p = f @ p @ f.T + density * q
@@ -379,51 +351,7 @@ def _rts(
     return out
 
 
-def _savgol(t: np.ndarray, y: np.ndarray, cutoff_hz: float, order: int) -> np.ndarray:
-    rate = 1.0 / float(np.median(np.diff(t)))
-    half = round(((order + 1) * rate / cutoff_hz + 4.6) / 3.2)
-    window = min(2 * half + 1, len(t) if len(t) % 2 else len(t) - 1)
-    if window <= order:
-        return y.copy()
-    return savgol_filter(y, window, order, axis=0, mode="interp")
-
-
-def _one_euro_both_ways(t: np.ndarray, y: np.ndarray, min_cutoff: float, beta: float):
-    # Speeds in robust noise units make beta independent of the quantity's units.
-    noise = np.ones(y.shape[1])
-    if len(y) > 2:
-        # White noise of std s gives second differences of std s * sqrt(6).
-        second = np.diff(y, n=2, axis=0)
-        mad = _MAD_TO_STD * np.median(np.abs(second - np.median(second, axis=0)), axis=0)
-        noise = np.where(mad > 0, mad / np.sqrt(6.0), 1.0)
-    forward = _one_euro(t, y, min_cutoff, beta, noise)
-    backward = _one_euro(-t[::-1], y[::-1], min_cutoff, beta, noise)[::-1]
-    return 0.5 * (forward + backward)
-
-
-def _one_euro(
-    t: np.ndarray, y: np.ndarray, min_cutoff: float, beta: float, noise: np.ndarray
-) -> np.ndarray:
-    """Causal One-Euro filter over rows (k, D) at increasing times t (k,)."""
-    derivative_cutoff = 1.0
-
-    def alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
-        tau = 1.0 / (2 * np.pi * cutoff)
-        return 1.0 / (1.0 + tau / dt)
-
-    out = np.empty_like(y)
-    out[0] = y[0]
-    speed = np.zeros(y.shape[1])
-    for i in range(1, len(t)):
-        dt = t[i] - t[i - 1]
-        raw_speed = (y[i] - out[i - 1]) / dt
-        speed = speed + alpha(derivative_cutoff, dt) * (raw_speed - speed)
-        cutoff = min_cutoff + beta * np.abs(speed) / noise
-        out[i] = out[i - 1] + alpha(cutoff, dt) * (y[i] - out[i - 1])
-    return out
-
-
-def _interp_linear(t: np.ndarray, t_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+def interp_linear(t: np.ndarray, t_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Linear interpolation of rows ``keys`` (k, D) at ``t`` (n,), held outside the keys."""
     if len(t_keys) == 1:
         return np.repeat(keys, len(t), axis=0)
@@ -433,27 +361,16 @@ def _interp_linear(t: np.ndarray, t_keys: np.ndarray, keys: np.ndarray) -> np.nd
     return (1.0 - w) * keys[left] + w * keys[right]
 
 
-def _interp_slerp(t: np.ndarray, t_keys: np.ndarray, quats: np.ndarray) -> np.ndarray:
-    """SLERP of unit quaternions (k, 4) wxyz at ``t`` (n,); keys returned exactly, signs
-    continuous with the keys' (SLERP takes the short way, like the sign-aligned keys)."""
-    if len(t_keys) == 1:
-        return np.repeat(quats, len(t), axis=0)
-    slerp = Slerp(t_keys, Rotation.from_quat(quats, scalar_first=True))
-    out = slerp(np.clip(t, t_keys[0], t_keys[-1])).as_quat(scalar_first=True)
-    # scipy canonicalises signs; bring each row back to the nearest key's hemisphere.
-    nearest = quats[np.clip(np.searchsorted(t_keys, t), 0, len(t_keys) - 1)]
-    out *= np.where(np.einsum("ij,ij->i", out, nearest) < 0, -1.0, 1.0)[:, None]
-    is_key = np.isin(t, t_keys)
-    out[is_key] = quats[np.searchsorted(t_keys, t[is_key])]
-    return out
-
-
 __all__ = [
     "DEFAULT_CONFIG",
-    "METHODS",
+    "MAD_TO_STD",
+    "MotionModel",
     "SmoothingConfig",
     "TrackSpan",
+    "constant_acceleration",
+    "interp_linear",
     "plan_track",
+    "rts_rows",
     "smooth_axis_angle",
     "smooth_rotations",
     "smooth_vectors",
