@@ -1,6 +1,8 @@
-"""hflpipe benchmarks: each prints a table and writes ``bench/results/<name>.json``.
+"""hflpipe benchmarks: each prints a table and writes ``<name>.json`` with the machine's facts.
 
-Run ``python -m bench model|pipeline|decode|memory|scaling|smoothing|all [--quick]``
-from the repository root. Every figure is a ratio against a baseline measured in
-the same run, with the machine's facts beside it (:mod:`bench.common`).
+Run ``hflpipe bench NAME... [--quick] [--out DIR]`` (NAME: model, pipeline, decode, memory,
+scaling, smoothing or all), or ``python -m bench NAME...`` from the repository root. Results
+go to ``bench/results/`` in a source checkout, else to ``./hflpipe-bench-results/``
+(:mod:`hflpipe.bench.suite`). Every figure is a ratio against a baseline measured in the
+same run, with the machine's facts beside it (:mod:`hflpipe.bench.common`).
 """

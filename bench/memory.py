@@ -208,11 +208,13 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
     actor_counts = QUICK_ACTOR_BATCH_COUNTS if quick else ACTOR_BATCH_COUNTS
     max_batch = QUICK_ACTOR_MAX_BATCH if quick else ACTOR_MAX_BATCH
     batch_size = 2 if quick else BATCH_SIZE
+    # Every case is two fresh processes loading torch: a quick look leaves out decord's pair.
+    decoders = (DEFAULT_BACKEND,) if quick else (DEFAULT_BACKEND, "decord")
     checkpoint = checkpoint or synthetic_checkpoint()
     rows = []
     with tempfile.TemporaryDirectory(dir=bench_cache()) as scratch:
         work = Path(scratch)
-        for decoder in (DEFAULT_BACKEND, "decord"):
+        for decoder in decoders:
             for label, seconds, stride in lengths:
                 scene = _scene(work / f"len{seconds}", seconds)
                 suffix = "" if decoder == DEFAULT_BACKEND else f" ({decoder})"
@@ -231,9 +233,10 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
             got = _in_fresh_process(_actor_worker, count, max_batch, str(checkpoint))
             rows.append(_row(f"actor, {count} batches", 0, got))
     length_ratio = ratio(rows[1]["peak_rss_mib"], rows[0]["peak_rss_mib"])
-    decord_length_ratio = ratio(rows[3]["peak_rss_mib"], rows[2]["peak_rss_mib"])
-    count_ratio = ratio(rows[5]["peak_rss_mib"], rows[4]["peak_rss_mib"])
-    actor_ratio = ratio(rows[7]["peak_rss_mib"], rows[6]["peak_rss_mib"])
+    decord_length_ratio = (ratio(rows[3]["peak_rss_mib"], rows[2]["peak_rss_mib"])
+                           if "decord" in decoders else None)
+    count_ratio = ratio(rows[-3]["peak_rss_mib"], rows[-4]["peak_rss_mib"])
+    actor_ratio = ratio(rows[-1]["peak_rss_mib"], rows[-2]["peak_rss_mib"])
     inference_ratio = ratio(rows[1]["inference_peak_rss_mib"], rows[0]["inference_peak_rss_mib"])
     print_table("peak RSS of one video worker (network in its own process), then of the CPU "
                 "inference actor's setup", rows, list(rows[0]))
@@ -257,8 +260,8 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         "peak_ratio_actor_more_batches": actor_ratio,
         "inference_peak_ratio_longer_video": inference_ratio,
         "target": {"ratio_allowed": TARGET,
-                   "met": max(length_ratio, decord_length_ratio, count_ratio,
-                              actor_ratio) <= TARGET},
+                   "met": max(r for r in (length_ratio, decord_length_ratio, count_ratio,
+                                          actor_ratio) if r is not None) <= TARGET},
     }
     write_result("memory", result, out_dir)
     return result

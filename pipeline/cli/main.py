@@ -15,6 +15,7 @@ from click.core import ParameterSource
 from pydantic_core import PydanticUndefined
 
 from hflpipe import __version__
+from hflpipe.bench.suite import BENCHMARKS, run_benchmarks
 from hflpipe.model.errors import ModelFileError
 from hflpipe.pipeline.cli.results import COMMANDS as RESULT_COMMANDS
 from hflpipe.pipeline.common.errors import HflpipeError, redact
@@ -308,6 +309,25 @@ def setup_hand_detector_command() -> None:
 
     path = setup_mediapipe()
     click.echo(f"hand detector ready in {path}")
+
+
+@cli.command("bench")
+@click.argument("names", nargs=-1, required=True, type=click.Choice([*BENCHMARKS, "all"]))
+@click.option("--quick", is_flag=True,
+              help="Tiny inputs: about a minute for each, a rough first look.")
+@click.option("--out", type=_PATH, default=None,
+              help="Results folder [default: bench/results/ in a source checkout, "
+                   "else ./hflpipe-bench-results/].")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="HFL-Net checkpoint [default: synthetic weights].")
+def bench_command(names: tuple[str, ...], quick: bool, out: Path | None,
+                  checkpoint: Path | None) -> None:
+    """Measure this machine: each benchmark prints its tables and writes its JSON.
+
+    NAMES: one or more of model, pipeline, decode, memory, scaling, smoothing, or all.
+    What each measures: docs/performance.md.
+    """
+    run_benchmarks(names, quick=quick, out_dir=out, checkpoint=checkpoint)
 
 
 def _print_summary(summary: object, fmt: str) -> None:
