@@ -1,6 +1,6 @@
 """Run benchmarks by name: the one entry of ``hflpipe bench`` and ``python -m bench``.
 
-``--quick`` runs each on a tiny input, about a minute or less on 2 cores: a rough first
+``--quick`` runs each on a tiny input (seconds to a few minutes on 2 cores): a rough first
 look, and the smoke tests' mode. Without ``--checkpoint`` the
 synthetic checkpoint is written once into the benchmark cache (``HFLPIPE_BENCH_CACHE``).
 """
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> None:
     parser.add_argument("names", nargs="+", metavar="NAME", choices=(*BENCHMARKS, "all"),
                         help=f"{', '.join(BENCHMARKS)} or all")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny inputs: about a minute each, a rough first look")
+                        help="tiny inputs: a rough first look, seconds to minutes each")
     parser.add_argument("--checkpoint", type=Path, help="HFL-Net checkpoint (default: synthetic)")
     parser.add_argument("--out", type=Path, help=f"results folder (default: {RESULTS_DIR})")
     args = parser.parse_args(argv)

@@ -314,7 +314,7 @@ def setup_hand_detector_command() -> None:
 @cli.command("bench")
 @click.argument("names", nargs=-1, required=True, type=click.Choice([*BENCHMARKS, "all"]))
 @click.option("--quick", is_flag=True,
-              help="Tiny inputs: about a minute for each, a rough first look.")
+              help="Tiny inputs: a rough first look, seconds to minutes each.")
 @click.option("--out", type=_PATH, default=None,
               help="Results folder [default: bench/results/ in a source checkout, "
                    "else ./hflpipe-bench-results/].")
