@@ -201,7 +201,7 @@ def rss_mib() -> float:
 def processing_window(out: Path) -> tuple[dt.datetime, dt.datetime]:
     """First ``started_at`` and last ``finished_at`` (UTC) in a run's ``videos`` table:
     the span in which videos were processed, without the run's start-up."""
-    from hflpipe.pipeline.output.writer import read_table
+    from hflpipe.pipeline.output.reader import read_table
 
     videos = read_table(out, "videos", columns=["started_at", "finished_at"])
     return (min(videos.column("started_at").to_pylist()),

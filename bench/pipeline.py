@@ -63,7 +63,9 @@ from hflpipe.pipeline.config.run_config import RunConfig, make_config
 from hflpipe.pipeline.decode.base import Decoder, get_decoder
 from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.detect.base import Detector
-from hflpipe.pipeline.infer.actor_pool import LocalInference, load_actor_predictor
+from hflpipe.pipeline.infer import batching
+from hflpipe.pipeline.infer.actor_pool import load_actor_predictor
+from hflpipe.pipeline.infer.client import LocalInference
 from hflpipe.pipeline.infer.predictor import HflnetPredictor
 from hflpipe.pipeline.inputs.videos import VideoInput, video_id_for
 from hflpipe.pipeline.output.writer import write_video_output
@@ -74,8 +76,8 @@ from hflpipe.pipeline.run.context import (
     context_for_video,
     prepare_context,
 )
-from hflpipe.pipeline.run.detectors import detector_for
 from hflpipe.pipeline.run.runner import run as run_pipeline
+from hflpipe.pipeline.run.worker_cache import video_detector
 
 VIDEOS, FRAMES = 4, 32
 GPU_VIDEOS, GPU_FRAMES = 16, 128
@@ -174,13 +176,24 @@ def _pickle_round_trip(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 #: Stage of each function ``video_job`` calls, patched in its namespace while timing.
 _STAGE_OF = {
-    "track": "track",
-    "pair_hands_with_objects": "track",
-    "add_crop": "crop",
-    "_hand_observations": "pose",
-    "solve_object_poses": "pose",
-    "video_tables": "smooth",
+    (video_job, "track"): "track",
+    (video_job, "pair_hands_with_objects"): "track",
+    (batching, "add_crop"): "crop",
+    (video_job, "_hand_observations"): "pose",
+    (video_job, "solve_object_poses"): "pose",
+    (video_job, "video_tables"): "smooth",
 }
+
+
+def timed_detector(clock: StageClock) -> Callable[..., contextlib.AbstractContextManager]:
+    """``video_detector`` whose detector is timed by ``clock``."""
+
+    @contextlib.contextmanager
+    def timed(*args: object) -> Iterator[TimedDetector]:
+        with video_detector(*args) as detector:
+            yield TimedDetector(detector, clock)
+
+    return timed
 
 
 def staged_video(path: Path, config: RunConfig, context: RunContext, predictor: HflnetPredictor,
@@ -191,14 +204,14 @@ def staged_video(path: Path, config: RunConfig, context: RunContext, predictor: 
     context = context_for_video(context, video, ObjectCache())
     inference = TimedInference(predictor, clock)
     with contextlib.ExitStack() as patches:
-        for name, stage in _STAGE_OF.items():
+        for (module, name), stage in _STAGE_OF.items():
             patches.enter_context(mock.patch.object(
-                video_job, name, clock.timed(stage, getattr(video_job, name))))
+                module, name, clock.timed(stage, getattr(module, name))))
         patches.enter_context(mock.patch.object(
             video_job, "get_decoder",
             lambda name, **options: TimedDecoder(get_decoder(name, **options), clock)))
         patches.enter_context(mock.patch.object(
-            video_job, "detector_for", lambda *a: TimedDetector(detector_for(*a), clock)))
+            video_job, "video_detector", timed_detector(clock)))
         start = time.perf_counter()
         outcome = video_job.process_video(video, config, context, inference)
         clock.seconds["total"] += time.perf_counter() - start

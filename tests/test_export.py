@@ -18,7 +18,7 @@ from hflpipe.model.mano_file import load_mano_model
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.cli.results import eval_command, export_command
 from hflpipe.pipeline.common.errors import InputError
-from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.results.export import export_output
 
 N = 5

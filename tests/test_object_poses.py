@@ -3,7 +3,7 @@ from scipy.spatial.transform import Rotation
 
 from hflpipe.model.control_points import load_control_points
 from hflpipe.model.geometry import project
-from hflpipe.pipeline.crop.batch import CropJob
+from hflpipe.pipeline.crop.batch import HandObjectPair
 from hflpipe.pipeline.detect.base import Detection
 from hflpipe.pipeline.pose.objects import solve_object_poses
 
@@ -21,7 +21,7 @@ def _case(translations):
         cands.append(cand)
         hand = Detection("hand", np.array([0, 0, 10, 10], np.float32), 1.0, "right", None, 0)
         obj = Detection("object", np.array([0, 0, 20, 20], np.float32), 0.9, None, None, 3)
-        jobs.append(CropJob(frame, hand, obj))
+        jobs.append(HandObjectPair(frame, hand, obj))
     n = len(jobs)
     valid = np.zeros((n, 10, 21), bool)
     valid[:, 0] = True

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hflpipe.pipeline.common.errors import InputError
-from hflpipe.pipeline.crop.batch import CropJob
+from hflpipe.pipeline.crop.batch import HandObjectPair
 from hflpipe.pipeline.crop.to_frame import crops_to_frame
 from hflpipe.pipeline.decode.base import FrameChunk
 from hflpipe.pipeline.detect.base import Detection
@@ -112,7 +112,7 @@ class PixelModel:
 
 
 def detector_jobs(frames: list[int], *, handedness: str = "right", mirrored: bool = False,
-                  with_object: bool = True) -> dict[int, list[CropJob]]:
+                  with_object: bool = True) -> dict[int, list[HandObjectPair]]:
     """Keyframe jobs with boxes a detector would give: the squares' pixel boxes, + 0.25 px."""
     jobs = {}
     for f in frames:
@@ -122,11 +122,11 @@ def detector_jobs(frames: list[int], *, handedness: str = "right", mirrored: boo
             hand_box, object_box = mirror_box(hand_box), mirror_box(object_box)
         hand = Detection("hand", hand_box.astype(np.float32), 0.9, handedness, track_id=3)
         obj = Detection("object", object_box.astype(np.float32), 0.8, None, "box", 7)
-        jobs[f] = [CropJob(f, hand, obj if with_object else None)]
+        jobs[f] = [HandObjectPair(f, hand, obj if with_object else None)]
     return jobs
 
 
-def boxes_by_frame(jobs: list[CropJob]) -> tuple[np.ndarray, np.ndarray]:
+def boxes_by_frame(jobs: list[HandObjectPair]) -> tuple[np.ndarray, np.ndarray]:
     return (np.stack([j.hand.box for j in jobs]).astype(np.float64),
             np.stack([j.obj.box for j in jobs]).astype(np.float64))
 
@@ -306,7 +306,7 @@ def test_real_predictor_outputs_drive_the_propagation(tmp_path, synthetic_checkp
     scene = make_demo_scene(tmp_path, num_frames=4, size=(320, 240))
     (chunk,) = get_decoder("pyav").read_chunks(str(scene.video_path))
     keyframes = {
-        f: [CropJob(f, Detection("hand", scene.hand_box[f].astype(np.float32), 1.0, "right",
+        f: [HandObjectPair(f, Detection("hand", scene.hand_box[f].astype(np.float32), 1.0, "right",
                                  track_id=0),
                     Detection("object", scene.object_box[f].astype(np.float32), 1.0,
                               object_name=scene.object_name, track_id=0))]

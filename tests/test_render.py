@@ -14,8 +14,9 @@ from hflpipe.model.control_points import load_control_points
 from hflpipe.model.geometry import project
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.common.errors import InputError
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.output.schema import hands_table, objects_table
-from hflpipe.pipeline.output.writer import read_table, write_video_output
+from hflpipe.pipeline.output.writer import write_video_output
 from hflpipe.pipeline.results.render import (
     BOX_EDGES,
     OBJECT_COLOUR,

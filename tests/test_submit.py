@@ -28,7 +28,7 @@ import yaml
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.common.errors import ConfigError
 from hflpipe.pipeline.demo.scene import make_demo_scene
-from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.run.submit import ClusterError, submit
 
 FRAMES = 6

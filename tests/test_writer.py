@@ -15,6 +15,7 @@ from test_schema import META, sample_hand_columns, sample_object_columns, sample
 from hflpipe.atomic import temporary_name
 from hflpipe.pipeline.common.errors import InputError, OutputError
 from hflpipe.pipeline.output import writer
+from hflpipe.pipeline.output.reader import finished_videos, read_table, scan_output
 from hflpipe.pipeline.output.schema import (
     empty_hands,
     empty_objects,
@@ -23,11 +24,8 @@ from hflpipe.pipeline.output.schema import (
     read_file_metadata,
 )
 from hflpipe.pipeline.output.writer import (
-    finished_videos,
-    read_table,
     remove_stale_temp_files,
     remove_uncommitted_outputs,
-    scan_output,
     write_video_output,
     write_video_status,
 )

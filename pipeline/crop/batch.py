@@ -16,7 +16,7 @@ CROP_FIELDS = (*MODEL_INPUTS, "affine", "mirrored", "frame_width", "timestamp_s"
 
 
 @dataclass(frozen=True)
-class CropJob:
+class HandObjectPair:
     """One hand-object pair on one frame: what the network is run on."""
 
     frame_index: int
@@ -31,7 +31,7 @@ def empty_fields(*extra: str) -> dict[str, list[Any]]:
     return {key: [] for key in (*CROP_FIELDS, *extra)}
 
 
-def add_crop(fields: dict[str, list[Any]], frame: np.ndarray, job: CropJob,
+def add_crop(fields: dict[str, list[Any]], frame: np.ndarray, job: HandObjectPair,
              timestamp_s: float) -> None:
     """Crop ``job``'s pair out of ``frame`` (mirrored for a left hand) into ``fields``.
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hflpipe.pipeline.crop.batch import CropJob, add_crop, empty_fields, split_batch
+from hflpipe.pipeline.crop.batch import HandObjectPair, add_crop, empty_fields, split_batch
 from hflpipe.pipeline.infer.client import InferenceClient
 
 #: Key under which a crop's caller-given key travels with its batch.
@@ -61,7 +61,7 @@ class BatchedInference:
         self._outputs: list[dict[str, np.ndarray]] = []
         self._failed: dict[int, str] = {}
 
-    def add(self, frame: np.ndarray, job: CropJob, timestamp_s: float, key: int) -> None:
+    def add(self, frame: np.ndarray, job: HandObjectPair, timestamp_s: float, key: int) -> None:
         """Crop ``job`` out of ``frame``; ``key`` identifies it in :meth:`finish`'s results."""
         add_crop(self._gathering, frame, job, timestamp_s)
         self._gathering[KEY_FIELD].append(key)

@@ -1,8 +1,4 @@
-"""Per-video atomic Parquet output, and reading back what is finished.
-
-Layout: ``OUT/hands/<video_id>.parquet``, ``OUT/objects/<video_id>.parquet`` and
-``OUT/videos/<video_id>.parquet``; each folder is a Parquet dataset on its own
-(``pq.read_table(OUT / "hands")``, DuckDB ``read_parquet('OUT/hands/*.parquet')``).
+"""Per-video atomic Parquet output (the layout and the readers: :mod:`.reader`).
 
 Commit protocol, so that a crash at any point loses nothing and duplicates nothing:
 
@@ -22,74 +18,31 @@ writer is running (at job start), since an in-flight write looks exactly like a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from hflpipe.atomic import atomic_write, fsync_folder, is_temporary
-from hflpipe.pipeline.common.errors import InputError, OutputError, one_line
+from hflpipe.pipeline.common.errors import OutputError, one_line
+from hflpipe.pipeline.output.reader import SUFFIX, output_path, scan_output, visible_files
 from hflpipe.pipeline.output.schema import (
     TABLES,
     OutputMetadata,
     hands_schema,
     objects_schema,
-    table_schema,
     videos_table,
 )
 
 logger = logging.getLogger(__name__)
 
-SUFFIX = ".parquet"
 # Uncompressed bytes per row group: big enough for efficient scans, small enough that
 # readers can parallelise over row groups within one long video's file.
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 MIN_ROW_GROUP_ROWS = 1024
-# Leaves room for ".parquet" and the temporary-name decoration under the 255-byte limit.
-MAX_VIDEO_ID_BYTES = 200
-
-
-def check_video_id(video_id: str) -> str:
-    """Return ``video_id`` if it is a safe file stem, else raise InputError naming the cause.
-
-    Refused: empty, over 200 bytes, a leading dot (hidden/temporary names), path separators,
-    ``..``, NUL or other control characters, surrounding whitespace.
-    """
-    if not isinstance(video_id, str) or not video_id:
-        cause = "it is empty or not a string"
-    elif len(video_id.encode("utf-8", "surrogatepass")) > MAX_VIDEO_ID_BYTES:
-        cause = f"it is longer than {MAX_VIDEO_ID_BYTES} bytes"
-    elif video_id.startswith("."):
-        cause = "it starts with a dot"
-    elif "/" in video_id or "\\" in video_id:
-        cause = "it contains a path separator"
-    elif ".." in video_id:
-        cause = "it contains '..'"
-    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in video_id):
-        cause = "it contains a NUL or control character"
-    elif video_id != video_id.strip():
-        cause = "it has leading or trailing whitespace"
-    else:
-        return video_id
-    raise InputError(f"video id {video_id!r} is not a safe file name: {cause}")
-
-
-def output_path(out_dir: str | Path, table: str, video_id: str) -> Path:
-    """``OUT/<table>/<video_id>.parquet``, refusing ids that would escape ``OUT/<table>``."""
-    if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}: expected one of {', '.join(TABLES)}")
-    folder = Path(out_dir) / table
-    path = folder / f"{check_video_id(video_id)}{SUFFIX}"
-    if path.resolve().parent != folder.resolve():
-        raise InputError(f"video id {video_id!r} is not a safe file name: it leaves {folder}")
-    return path
-
-
 def write_video_output(
     out_dir: str | Path,
     video_id: str,
@@ -137,81 +90,6 @@ def write_video_status(
     return marker
 
 
-@dataclass
-class OutputScan:
-    """What an output folder holds.
-
-    ``finished``: video id -> its ``videos`` row (any status) for committed videos.
-    ``unreadable``: file -> one-line reason, for corrupt or truncated files (their videos
-    are not finished and will be redone).
-    """
-
-    finished: dict[str, dict] = field(default_factory=dict)
-    unreadable: dict[Path, str] = field(default_factory=dict)
-
-
-def scan_output(out_dir: str | Path) -> OutputScan:
-    """Read the commit markers in ``OUT/videos`` and check the data files they vouch for."""
-    scan = OutputScan()
-    for marker in _visible_files(Path(out_dir) / "videos"):
-        video_id = marker.name[: -len(SUFFIX)]
-        try:
-            row = _read_marker(marker, video_id)
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            scan.unreadable[marker] = one_line(exc)
-            continue
-        if row["status"] == "ok":
-            problems = {}
-            for name in ("hands", "objects"):
-                data = output_path(out_dir, name, video_id)
-                try:
-                    pq.read_metadata(data)
-                except (OSError, pa.ArrowException) as exc:
-                    problems[data] = one_line(exc)
-            if problems:
-                scan.unreadable.update(problems)
-                continue
-        scan.finished[video_id] = row
-    for path, reason in scan.unreadable.items():
-        logger.warning("unreadable output file %s (its video will be redone): %s", path, reason)
-    return scan
-
-
-def finished_videos(out_dir: str | Path) -> dict[str, dict]:
-    """Video id -> ``videos`` row for every committed video (unreadable files are logged)."""
-    return scan_output(out_dir).finished
-
-
-def read_table(
-    out_dir: str | Path, table: str, *, columns: Sequence[str] | None = None
-) -> pa.Table:
-    """One output table across all committed videos, as a pyarrow Table.
-
-    Only files vouched for by a readable ``videos`` row with status ``ok`` are read
-    (``videos`` itself: every committed row), so a crash's leftovers never show up.
-    If only some hands files have ``vertices``, the column is null for the others.
-    """
-    scan = scan_output(out_dir)
-    if table == "videos":
-        ids = sorted(scan.finished)
-    else:
-        ids = sorted(v for v, row in scan.finished.items() if row["status"] == "ok")
-    paths = [output_path(out_dir, table, v) for v in ids]
-    schema = table_schema(table)
-    if table == "hands":
-        with_vertices = [("vertices" in pq.read_schema(p).names) for p in paths]
-        if any(with_vertices):
-            schema = hands_schema(with_vertices=True)
-            if not all(with_vertices):
-                index = schema.get_field_index("vertices")
-                schema = schema.set(index, schema.field(index).with_nullable(True))
-    if not paths:
-        result = schema.empty_table()
-        return result.select(list(columns)) if columns is not None else result
-    dataset = ds.dataset([str(p) for p in paths], schema=schema, format="parquet")
-    return dataset.to_table(columns=list(columns) if columns is not None else None)
-
-
 def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
     """Delete hidden temporary files left by interrupted writes; returns what was removed.
 
@@ -237,24 +115,11 @@ def remove_uncommitted_outputs(out_dir: str | Path) -> list[Path]:
     ok = {v for v, row in scan.finished.items() if row["status"] == "ok"}
     removed = []
     for name in ("hands", "objects"):
-        for path in _visible_files(Path(out_dir) / name):
+        for path in visible_files(Path(out_dir) / name):
             if path.name[: -len(SUFFIX)] not in ok:
                 _remove(path)
                 removed.append(path)
     return removed
-
-
-def _read_marker(marker: Path, video_id: str) -> dict:
-    rows = pq.read_table(marker).to_pylist()
-    if len(rows) != 1 or rows[0].get("video_id") != video_id or "status" not in rows[0]:
-        raise ValueError(f"expected one videos row for {video_id!r}, found {len(rows)}")
-    return rows[0]
-
-
-def _visible_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob(f"*{SUFFIX}") if not p.name.startswith("."))
 
 
 def _check_table(table: pa.Table, name: str, video_id: str) -> None:
@@ -311,17 +176,3 @@ def _remove(path: Path) -> None:
 
 def _os_cause(exc: OSError) -> str:
     return exc.strerror or one_line(exc)
-
-
-__all__ = [
-    "OutputScan",
-    "check_video_id",
-    "finished_videos",
-    "output_path",
-    "read_table",
-    "remove_stale_temp_files",
-    "remove_uncommitted_outputs",
-    "scan_output",
-    "write_video_output",
-    "write_video_status",
-]

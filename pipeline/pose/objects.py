@@ -14,7 +14,7 @@ from scipy.spatial.transform import Rotation
 
 from hflpipe.model.control_points import load_control_points
 from hflpipe.model.object_pose import solve_object_pose
-from hflpipe.pipeline.crop.batch import CropJob
+from hflpipe.pipeline.crop.batch import HandObjectPair
 from hflpipe.pipeline.crop.to_frame import crops_to_frame
 
 #: A pose needs at least this many RANSAC inliers to count as valid.
@@ -25,7 +25,7 @@ MAX_DEPTH_M = 10.0
 
 
 def solve_object_poses(
-    jobs: Sequence[CropJob], crops: dict[str, np.ndarray], K: np.ndarray,
+    jobs: Sequence[HandObjectPair], crops: dict[str, np.ndarray], K: np.ndarray,
     object_name: str | None, control_points: np.ndarray | None,
 ) -> dict[str, np.ndarray]:
     """One row per (frame, object track) seen in a crop; columns as the ``objects`` table's.

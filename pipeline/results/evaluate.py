@@ -47,8 +47,8 @@ from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from hflpipe.model.geometry import quaternion_to_matrix, to_camera
 from hflpipe.pipeline.common.errors import InputError
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.output.schema import column_numpy
-from hflpipe.pipeline.output.writer import read_table
 
 F_THRESHOLDS_MM = (5.0, 15.0)
 ADD_FRACTION = 0.1

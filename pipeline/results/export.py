@@ -59,6 +59,7 @@ from hflpipe.jsonable import to_jsonable
 from hflpipe.model.geometry import quaternion_to_matrix
 from hflpipe.model.mano_file import load_mano_model
 from hflpipe.pipeline.common.errors import InputError, OutputError
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.output.schema import (
     COORDINATES,
     ROTATION_FORMAT,
@@ -66,7 +67,6 @@ from hflpipe.pipeline.output.schema import (
     column_numpy,
     rows_by_value,
 )
-from hflpipe.pipeline.output.writer import read_table
 
 FORMATS = ("json", "npz", "csv")
 MANO_NOTE = (

@@ -19,8 +19,8 @@ import pyarrow as pa
 from hflpipe.jsonable import to_jsonable
 from hflpipe.pipeline.common.errors import InputError, one_line
 from hflpipe.pipeline.output.quality import TrackQuality, track_quality
+from hflpipe.pipeline.output.reader import read_table, scan_output
 from hflpipe.pipeline.output.schema import column_numpy
-from hflpipe.pipeline.output.writer import read_table, scan_output
 
 #: How deep below OUT output roots are looked for.
 MAX_DEPTH = 3

@@ -22,8 +22,8 @@ from matplotlib.figure import Figure
 from hflpipe.atomic import atomic_path
 from hflpipe.pipeline.common.errors import OutputError
 from hflpipe.pipeline.output.quality import MAX_JITTER_MPS2, MAX_REPROJECTION_ERROR_PX
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.output.schema import column_numpy, rows_by_value
-from hflpipe.pipeline.output.writer import read_table
 
 AXES = ("x", "y", "z")
 AXIS_COLOURS = ("tab:red", "tab:green", "tab:blue")

@@ -36,8 +36,8 @@ from hflpipe.model.mano import ManoLayer
 from hflpipe.model.mano_file import load_mano_model
 from hflpipe.pipeline.common.errors import InputError, OutputError
 from hflpipe.pipeline.decode.base import DEFAULT_BACKEND, get_decoder
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.output.schema import column_numpy
-from hflpipe.pipeline.output.writer import read_table
 
 #: Bones of the 21-joint hand (wrist, then 4 joints per finger from thumb to little).
 HAND_BONES = [(0, 1 + 4 * f) for f in range(5)] + [

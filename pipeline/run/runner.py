@@ -24,8 +24,8 @@ from hflpipe.pipeline.common.errors import ConfigError, HflpipeError, one_line
 from hflpipe.pipeline.config.run_config import RunConfig, validate_paths
 from hflpipe.pipeline.infer.actor_pool import ActorInference, start_actors
 from hflpipe.pipeline.inputs.videos import VideoInput, collect_inputs
+from hflpipe.pipeline.output.reader import finished_videos
 from hflpipe.pipeline.output.writer import (
-    finished_videos,
     remove_stale_temp_files,
     remove_uncommitted_outputs,
     write_video_output,

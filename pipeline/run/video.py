@@ -21,7 +21,7 @@ import pyarrow as pa
 from hflpipe.hashing import sha256_file
 from hflpipe.pipeline.common.errors import HflpipeError, one_line
 from hflpipe.pipeline.config.run_config import RunConfig
-from hflpipe.pipeline.crop.batch import CropJob
+from hflpipe.pipeline.crop.batch import HandObjectPair
 from hflpipe.pipeline.crop.to_frame import crops_to_frame
 from hflpipe.pipeline.decode.base import Decoder, VideoInfo, get_decoder
 from hflpipe.pipeline.detect.base import Detection, Detector
@@ -134,7 +134,7 @@ def _process(
     tracked = track(keyframes, detections,
                     TrackingConfig(max_gap=(config.max_gap + 1) * step - 1))
     seeds = [
-        CropJob(int(frame_index), frame[h], frame[o] if o is not None else None,
+        HandObjectPair(int(frame_index), frame[h], frame[o] if o is not None else None,
                 detected_handedness=raw[h].handedness)
         for frame_index, frame, raw in zip(keyframes.tolist(), tracked, detections, strict=True)
         for h, o in pair_hands_with_objects(frame)
@@ -179,10 +179,10 @@ def _process(
 
 def _propagate(
     decoder: Decoder, path: str, config: RunConfig, chunk_frames: int, indices: np.ndarray,
-    seeds: list[CropJob], inference: InferenceClient, report: Report,
-) -> tuple[list[CropJob], dict[str, np.ndarray], list[CropFailure]]:
+    seeds: list[HandObjectPair], inference: InferenceClient, report: Report,
+) -> tuple[list[HandObjectPair], dict[str, np.ndarray], list[CropFailure]]:
     """Detector boxes on keyframes, boxes propagated from the predictions in between."""
-    keyframes: dict[int, list[CropJob]] = {}
+    keyframes: dict[int, list[HandObjectPair]] = {}
     for job in seeds:
         keyframes.setdefault(job.frame_index, []).append(job)
     done = 0
@@ -259,9 +259,9 @@ def _select_without_decoding(info: VideoInfo, config: RunConfig) -> np.ndarray:
 
 
 def _infer(
-    decoder: Decoder, path: str, config: RunConfig, chunk_frames: int, jobs: list[CropJob],
+    decoder: Decoder, path: str, config: RunConfig, chunk_frames: int, jobs: list[HandObjectPair],
     inference: InferenceClient, report: Report, total_frames: int, listed_frames: int,
-) -> tuple[list[CropJob], dict[str, np.ndarray], list[CropFailure]]:
+) -> tuple[list[HandObjectPair], dict[str, np.ndarray], list[CropFailure]]:
     """Crop every job's frame region and run the network in batches.
 
     Returns the jobs the model ran on, their per-job arrays in the same order, and the
@@ -298,7 +298,7 @@ def _infer(
 
 
 def _hand_observations(
-    jobs: list[CropJob], crops: dict[str, np.ndarray], K: np.ndarray
+    jobs: list[HandObjectPair], crops: dict[str, np.ndarray], K: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Per-crop hand results in frame pixels and the camera frame (one row per job)."""
     n = len(jobs)

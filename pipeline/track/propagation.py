@@ -18,7 +18,7 @@ A segment that runs past the end of a chunk is carried into the next chunk.
 With ``detect_every = 1`` every frame is a keyframe and this is plain per-frame
 inference: one step per chunk, its batches all in flight at once.
 
-Jobs are the pipeline's per-crop records (``crop.batch.CropJob``: ``frame_index``,
+Jobs are the pipeline's per-crop records (``crop.batch.HandObjectPair``: ``frame_index``,
 ``hand``, ``obj``); new ones are made with :func:`dataclasses.replace`, so the
 jobs returned are of the seeds' own type, and a propagated detection keeps the
 track id, handedness and score of the keyframe detection it descends from.
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hflpipe.pipeline.common.errors import InputError
-from hflpipe.pipeline.crop.batch import CropJob
+from hflpipe.pipeline.crop.batch import HandObjectPair
 from hflpipe.pipeline.crop.to_frame import crops_to_frame
 from hflpipe.pipeline.decode.base import FrameChunk
 from hflpipe.pipeline.infer.batching import BatchedInference
@@ -111,14 +111,14 @@ class Segment:
 
     start: int
     stop: int
-    seeds: tuple[CropJob, ...]
+    seeds: tuple[HandObjectPair, ...]
     from_detector: bool
 
 
 def plan_segments(
     frame_indices: np.ndarray,
-    keyframes: Mapping[int, Sequence[CropJob]],
-    carried: Sequence[CropJob] = (),
+    keyframes: Mapping[int, Sequence[HandObjectPair]],
+    carried: Sequence[HandObjectPair] = (),
 ) -> list[Segment]:
     """Split a chunk's frames into segments, each starting at a keyframe.
 
@@ -167,19 +167,19 @@ class Propagation:
             pair is not followed further (the next keyframe may pick it up again).
     """
 
-    jobs: list[CropJob] = field(default_factory=list)
+    jobs: list[HandObjectPair] = field(default_factory=list)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     from_detector: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    carried: list[CropJob] = field(default_factory=list)
+    carried: list[HandObjectPair] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
 
 
 def propagate_chunk(
     chunk: FrameChunk,
-    keyframes: Mapping[int, Sequence[CropJob]],
+    keyframes: Mapping[int, Sequence[HandObjectPair]],
     inference: InferenceClient,
     *,
-    carried: Sequence[CropJob] = (),
+    carried: Sequence[HandObjectPair] = (),
     batch_size: int = 32,
     hand_margin: float = HAND_MARGIN,
     object_margin: float = OBJECT_MARGIN,
@@ -207,10 +207,10 @@ def propagate_chunk(
     segments = plan_segments(chunk.indices, keyframes, carried)
     frame_size = (int(chunk.frames.shape[2]), int(chunk.frames.shape[1]))
     current = [list(segment.seeds) for segment in segments]
-    jobs: list[CropJob] = []
+    jobs: list[HandObjectPair] = []
     flags: list[np.ndarray] = []
     outputs: list[dict[str, np.ndarray]] = []
-    carry: list[CropJob] = []
+    carry: list[HandObjectPair] = []
     failed: list[tuple[int, str]] = []
     step = 0
     while any(current):
@@ -258,7 +258,7 @@ def propagate_chunk(
 
 def propagate_video(
     chunks: Iterable[FrameChunk],
-    keyframes: Mapping[int, Sequence[CropJob]],
+    keyframes: Mapping[int, Sequence[HandObjectPair]],
     inference: InferenceClient,
     *,
     video: str,
@@ -284,7 +284,7 @@ def propagate_video(
         InputError: a keyframe was not among the decoded frames.
     """
     parts: list[Propagation] = []
-    carried: list[CropJob] = []
+    carried: list[HandObjectPair] = []
     seen: set[int] = set()
     for chunk in chunks:
         part = propagate_chunk(chunk, keyframes, inference, carried=carried,
@@ -324,7 +324,9 @@ def _next_boxes(
             points_box(keypoints, object_margin, frame_size))
 
 
-def _follow(job: CropJob, hand_box: np.ndarray, object_box: np.ndarray) -> CropJob | None:
+def _follow(
+    job: HandObjectPair, hand_box: np.ndarray, object_box: np.ndarray
+) -> HandObjectPair | None:
     """The job for the next frame with the propagated boxes; None when the hand is lost.
 
     An object whose box is lost is dropped while its hand is still followed.
