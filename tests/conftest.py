@@ -1,14 +1,25 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, markers and the one Ray instance of a test session.
+
+Expensive things are made once per session: the synthetic checkpoint (ours and the
+fixture recipe's), and a local Ray whose workers carry the fault hooks of
+``test_faults_common`` (inert unless a test names a poisoned video or arms a fault).
+Tests that need a Ray of their own (several nodes, a separate head) are marked
+``own_ray``: they run last, after the shared instance is shut down.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: Logical CPUs of the shared Ray: one inference actor and three video tasks at once.
+SHARED_RAY_CPUS = 4
 
 
 def _find_fixtures() -> Path | None:
@@ -19,6 +30,22 @@ def _find_fixtures() -> Path | None:
         if (path / "checkpoint_manifest.json").is_file():
             return path
     return None
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``needs_cuda`` tests without a GPU; run ``own_ray`` tests after all others."""
+    if any(item.get_closest_marker("needs_cuda") for item in items) and not _cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if item.get_closest_marker("needs_cuda"):
+                item.add_marker(skip)
+    items.sort(key=lambda item: item.get_closest_marker("own_ray") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +59,51 @@ def fixtures_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The synthetic HFL-Net checkpoint (official layout, 187 MB), written once per session."""
+    """The synthetic HFL-Net checkpoint (official layout, 187 MB) as hflpipe writes it."""
     from hflpipe.model.synthetic_checkpoint import write_synthetic_checkpoint
 
     path = write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "synthetic.pth.tar")
     yield path
     path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def reference_checkpoint(
+    fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """The same checkpoint as the fixtures' own recipe script writes it (the parity reference)."""
+    path = tmp_path_factory.mktemp("reference") / "synthetic.pth.tar"
+    subprocess.run([sys.executable, str(fixtures_dir / "make_checkpoint.py"), str(path)],
+                   check=True, capture_output=True)
+    yield path
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def fault_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the shared Ray's fault hooks leave their traces and find armed faults."""
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="session")
+def local_ray(fault_dir: Path) -> Iterator[Path]:
+    """The session's local Ray (started once, on first use); yields the fault folder."""
+    import ray
+    import test_faults_common as faults
+
+    if not ray.is_initialized():
+        # address="local": a fresh instance, never a cluster started elsewhere on the machine.
+        ray.init(address="local", num_cpus=SHARED_RAY_CPUS, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False,
+                 runtime_env=faults.fault_runtime_env(fault_dir))
+    yield fault_dir
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _own_ray_modules_start_without_one(request: pytest.FixtureRequest) -> None:
+    """An ``own_ray`` module starts its own Ray: the shared one must be gone first."""
+    if request.node.get_closest_marker("own_ray") is not None:
+        import ray
+
+        ray.shutdown()

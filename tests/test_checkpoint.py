@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +18,8 @@ PREFIX = "honet.module."
 
 
 @pytest.fixture(scope="module")
-def official(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ckpt") / "synthetic.pth.tar"
-    subprocess.run([sys.executable, str(fixtures_dir / "make_checkpoint.py"), str(out)],
-                   check=True, capture_output=True)
-    return out
+def official(reference_checkpoint: Path) -> Path:
+    return reference_checkpoint
 
 
 @pytest.fixture(scope="module")

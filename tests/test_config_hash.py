@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hflpipe.pipeline.config.run_config import RunConfig, make_config
-from hflpipe.pipeline.run.context import config_hash, prepare_context, run_device, run_precision
+from hflpipe.pipeline.run.context import config_hash, prepare_context, run_precision
 
 SHAS = ("c" * 64, "m" * 64)
 
@@ -22,9 +22,6 @@ def _hash(config: RunConfig, device: str = "cpu") -> str:
 
 def test_auto_device_and_precision_are_resolved_before_hashing(tmp_path) -> None:
     config = _config(tmp_path)
-    assert run_device(config, cluster_gpus=0) == "cpu"
-    assert run_device(config, cluster_gpus=2) == "cuda"
-    assert run_device(_config(tmp_path, gpus_per_actor=0), cluster_gpus=2) == "cpu"
     assert run_precision(config, "cpu") == "fp32"
     assert run_precision(config, "cuda") == "fp16"
     assert run_precision(_config(tmp_path, precision="bf16"), "cuda") == "bf16"
@@ -37,8 +34,8 @@ def test_auto_device_and_precision_are_resolved_before_hashing(tmp_path) -> None
 
 def test_prepare_context_hashes_and_runs_the_resolved_settings(tmp_path, synthetic_checkpoint):
     config = _config(tmp_path, checkpoint=synthetic_checkpoint)
-    on_cpu = prepare_context(config, cluster_gpus=0)
-    on_gpu = prepare_context(config, cluster_gpus=1)
+    on_cpu = prepare_context(config)
+    on_gpu = prepare_context(config, device="cuda")
     assert (on_cpu.predictor_settings.device, on_cpu.predictor_settings.precision) == (
         "cpu", "fp32")
     assert (on_gpu.predictor_settings.device, on_gpu.predictor_settings.precision) == (

@@ -14,7 +14,7 @@ from ray.cluster_utils import Cluster
 from hflpipe.pipeline.inputs.videos import video_id_for
 from hflpipe.pipeline.run.runner import run
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray, pytest.mark.timeout(480)]
 FRAMES = 6
 VIDEOS = 4
 

@@ -4,16 +4,18 @@ No tests live here. The fault tests import it as ``import test_faults_common`` (
 ``tests/`` on ``sys.path``); Ray workers import it through ``PYTHONPATH`` to install the
 injected faults (:func:`install_faults`, a ``worker_process_setup_hook``).
 
-Injected faults, switched on per Ray session by environment variables, keyed by the video's
-file name so that one job can hold healthy and poisoned videos side by side:
+Injected faults, installed in every worker of the tests' shared Ray (``conftest.local_ray``)
+and inert for ordinary inputs: keyed by the video's file name, so that one job can hold
+healthy and poisoned videos side by side, or armed by a file in the fault folder:
 
 - ``poison_crash`` in the name: the process decoding it dies (``os._exit``), every attempt;
   each attempt leaves a file in ``$HFLPIPE_FAULT_DIR`` so tests can count them.
 - ``poison_hang`` in the name: decoding never returns (as decord does on some files).
 - ``unreadable`` in the name: the permission check says no (tests run as root, for whom
   ``chmod 000`` still reads).
-- ``$HFLPIPE_FAULT_ACTOR_CRASH`` names a file: the first inference call that finds it absent
-  creates it and kills the actor process (a GPU process lost to the OOM killer).
+- ``arm-actor-crash`` in ``$HFLPIPE_FAULT_DIR`` (made by :func:`arm_actor_crash`): the first
+  inference call that removes it leaves ``actor-crashed`` there and kills the actor process
+  (a GPU process lost to the OOM killer).
 - A crop that is mostly magenta raises ``torch.OutOfMemoryError`` every time (a crop that
   fails deterministically), in every batch that holds it.
 - ``$HFLPIPE_FAULT_TRACE_INFERENCE`` set: every inference call leaves an ``infer-*`` file in
@@ -34,7 +36,7 @@ import videogen
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.config.run_config import RunConfig, make_config
-from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.output.reader import read_table
 
 TESTS = Path(__file__).resolve().parent
 WIDTH, HEIGHT = 160, 120
@@ -81,6 +83,17 @@ def run_config(videos: Iterable[Path | str], out: Path, checkpoint: Path, boxes:
         "object": "003_cracker_box", "device": "cpu", "batch_size": 4, "chunk_size": 8,
     }
     return make_config(**(options | extra))
+
+
+ACTOR_CRASH_ARMED = "arm-actor-crash"
+ACTOR_CRASHED = "actor-crashed"
+
+
+def arm_actor_crash(fault_dir: Path) -> Path:
+    """Make the next inference call kill its actor; returns the file that says it did."""
+    (fault_dir / ACTOR_CRASHED).unlink(missing_ok=True)
+    (fault_dir / ACTOR_CRASH_ARMED).touch()
+    return fault_dir / ACTOR_CRASHED
 
 
 def fault_runtime_env(fault_dir: Path, **env: str) -> dict:
@@ -132,14 +145,14 @@ def install_faults() -> None:
     def call(self, batch):
         if os.environ.get("HFLPIPE_FAULT_TRACE_INFERENCE"):
             (fault_dir / f"infer-{os.getpid()}-{time.time_ns()}").touch()
-        marker = os.environ.get("HFLPIPE_FAULT_ACTOR_CRASH")
-        if marker:
-            try:
-                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                pass
-            else:
-                os._exit(4)
+        try:
+            # Removing the arming file is atomic: exactly one call crashes.
+            (fault_dir / ACTOR_CRASH_ARMED).unlink()
+        except FileNotFoundError:
+            pass
+        else:
+            (fault_dir / ACTOR_CRASHED).touch()
+            os._exit(4)
         colours = batch["images"].reshape(len(batch["images"]), -1, 3).mean(axis=1)
         if (np.abs(colours - MAGENTA).max(axis=1) < 40).any():
             raise torch.OutOfMemoryError("CUDA out of memory (simulated for a magenta crop)")

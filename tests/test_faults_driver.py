@@ -23,7 +23,7 @@ import test_faults_common as common
 from hflpipe.atomic import is_temporary
 from hflpipe.pipeline.common.errors import HflpipeError, OutputError
 from hflpipe.pipeline.output import writer
-from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.run.runner import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
@@ -35,20 +35,16 @@ SECOND_VIDEO_HANDS = 4
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory, synthetic_checkpoint):
-    """Clips, boxes, a local Ray for this module, and an uninterrupted run to compare with."""
+def shared(tmp_path_factory, synthetic_checkpoint, local_ray):
+    """Clips, boxes, and an uninterrupted run to compare with, on the session's Ray."""
     root = tmp_path_factory.mktemp("driver")
     clips = [common.write_clip(root / f"clip{i}.mp4", FRAMES) for i in range(VIDEOS)]
     boxes = common.write_boxes(root / "boxes.csv", FRAMES)
-    # A fresh local Ray, never a cluster someone else started on this machine.
-    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
     reference = root / "reference"
     summary = run(common.run_config(clips, reference, synthetic_checkpoint, boxes),
                   progress=False)
     assert summary.statuses == {"ok": VIDEOS}
-    yield clips, boxes, reference
-    ray.shutdown()
+    return clips, boxes, reference
 
 
 _KILLED_DRIVER = """

@@ -16,13 +16,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import ray
 import test_faults_common as common
 import videogen
 
 from hflpipe.pipeline.decode.base import get_decoder
 from hflpipe.pipeline.inputs.videos import video_id_for
-from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.run.runner import run
 from hflpipe.pipeline.run.video import MAX_CHUNK_BYTES, frames_per_chunk
 
@@ -58,7 +57,7 @@ def _broken_inputs(root: Path) -> dict[str, tuple[Path, str]]:
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory, synthetic_checkpoint):
+def job(tmp_path_factory, synthetic_checkpoint, local_ray):
     """Run the mixed job once; returns (inputs, healthy paths, out, summary)."""
     root = tmp_path_factory.mktemp("inputs")
     videos = root / "videos"
@@ -76,14 +75,9 @@ def job(tmp_path_factory, synthetic_checkpoint):
     out = root / "out"
     config = common.run_config([videos / "*.mp4", healthy["dots"]], out, synthetic_checkpoint,
                                boxes, max_retries=0)
-    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, runtime_env=common.fault_runtime_env(root))
-    try:
-        before = {p for p in root.parent.rglob("*") if out not in p.parents}
-        summary = run(config, progress=False)
-        after = {p for p in root.parent.rglob("*") if out not in p.parents and p != out}
-    finally:
-        ray.shutdown()
+    before = {p for p in root.parent.rglob("*") if out not in p.parents}
+    summary = run(config, progress=False)
+    after = {p for p in root.parent.rglob("*") if out not in p.parents and p != out}
     assert after <= before | {out}, f"files written outside OUT: {after - before}"
     return broken, healthy, out, summary
 

@@ -182,7 +182,6 @@ def test_float64_layer_agrees_with_float32(layer: ManoLayer, mano_model: ManoMod
 
 
 @pytest.mark.needs_cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_cpu(layer: ManoLayer, mano_model: ManoModel) -> None:
     pose, shape = _random_pose(4, seed=8)
     gpu_layer = ManoLayer(mano_model).cuda()

@@ -23,12 +23,12 @@ from hflpipe.pipeline.infer.actor_pool import start_actors
 from hflpipe.pipeline.infer.client import LocalInference
 from hflpipe.pipeline.infer.predictor import HflnetPredictor
 from hflpipe.pipeline.inputs.videos import collect_inputs
-from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.run.context import ObjectCache, context_for_video, prepare_context
-from hflpipe.pipeline.run.runner import run
+from hflpipe.pipeline.run.runner import model_device, run
 from hflpipe.pipeline.run.video import process_video
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
 FRAMES = 5
 
 
@@ -70,6 +70,9 @@ def job(tmp_path_factory, synthetic_checkpoint):
 
 def test_the_actor_on_the_gpu_node_runs_on_cpu_without_cuda(cluster, job):
     assert not torch.cuda.is_available()
+    # The cluster lists a GPU, but CUDA does not work on its node: "auto" is the CPU, and
+    # the config hash says so.
+    assert model_device(job) == "cpu"
     context = prepare_context(job)
     (actor,) = start_actors(context.predictor_settings, 1, gpus_per_actor=1.0,
                             cpus_per_actor=1.0)

@@ -10,13 +10,12 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.config.run_config import make_config
 from hflpipe.pipeline.demo.scene import make_demo_scene, mirror
 from hflpipe.pipeline.inputs.videos import video_id_for
-from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.run.runner import run
 
 pytestmark = pytest.mark.slow
@@ -26,13 +25,6 @@ FRAMES = 12
 @pytest.fixture(scope="module")
 def checkpoint(synthetic_checkpoint):
     return synthetic_checkpoint
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,13 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 import videogen
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.config.run_config import make_config
 from hflpipe.pipeline.decode.base import get_decoder
 from hflpipe.pipeline.inputs.videos import video_id_for
-from hflpipe.pipeline.output.writer import read_table
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.run.runner import run
 
 pytestmark = pytest.mark.slow
@@ -77,25 +76,21 @@ def boxes_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def outputs(
     tmp_path_factory: pytest.TempPathFactory, synthetic_checkpoint: Path,
-    videos: dict[str, Path], boxes_file: Path,
+    videos: dict[str, Path], boxes_file: Path, local_ray: Path,
 ) -> dict[str, Path]:
     """Decoder -> output folder of one run over every video."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        done = {}
-        for decoder in DECODERS:
-            out = tmp_path_factory.mktemp(f"out-{decoder}")
-            config = make_config(
-                videos=[str(p) for p in videos.values()], out=out,
-                checkpoint=synthetic_checkpoint, mano=synthetic_mano_path(), detector="boxes",
-                boxes=boxes_file, object="003_cracker_box", decoder=decoder,
-            )
-            summary = run(config, progress=False)
-            assert summary.statuses == {"ok": len(videos)}, summary.failures
-            done[decoder] = out
-        return done
-    finally:
-        ray.shutdown()
+    done = {}
+    for decoder in DECODERS:
+        out = tmp_path_factory.mktemp(f"out-{decoder}")
+        config = make_config(
+            videos=[str(p) for p in videos.values()], out=out,
+            checkpoint=synthetic_checkpoint, mano=synthetic_mano_path(), detector="boxes",
+            boxes=boxes_file, object="003_cracker_box", decoder=decoder,
+        )
+        summary = run(config, progress=False)
+        assert summary.statuses == {"ok": len(videos)}, summary.failures
+        done[decoder] = out
+    return done
 
 
 def container_times(path: Path) -> list[float]:

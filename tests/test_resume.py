@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,14 +21,15 @@ import pytest
 import yaml
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.cli.main import main
 from hflpipe.pipeline.common.errors import ConfigError, OutputError
 from hflpipe.pipeline.config.run_config import RunConfig
 from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.infer.predictor import PredictorSettings
 from hflpipe.pipeline.inputs.camera import Intrinsics
 from hflpipe.pipeline.inputs.videos import VideoInput
+from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.output.schema import OutputMetadata
-from hflpipe.pipeline.output.writer import read_table
 from hflpipe.pipeline.run.context import (
     JOB_RECORD,
     ObjectCache,
@@ -133,21 +136,16 @@ def archive(tmp_path_factory, synthetic_checkpoint):
     return spec
 
 
-def _run(spec: Path, *args: str, kill_after_videos: int | None = None,
-         out: Path | None = None) -> subprocess.CompletedProcess | None:
-    """``hflpipe run`` in its own process group and Ray temp folder; optionally SIGKILL it
-    once ``kill_after_videos`` videos are committed. Returns the result unless killed."""
+def _kill_run(spec: Path, out: Path, kill_after_videos: int) -> None:
+    """``hflpipe run`` in its own process group and Ray temp folder, SIGKILLed once
+    ``kill_after_videos`` videos are committed (a process of its own: it is killed)."""
     temp = tempfile.mkdtemp(prefix="hfq", dir="/tmp")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["RAY_TMPDIR"] = temp
-    command = [sys.executable, "-m", "hflpipe", "run", str(spec), "-q", "--format", "json",
-               *args]
+    command = [sys.executable, "-m", "hflpipe", "run", str(spec), "-q", "--format", "json"]
     process = subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, start_new_session=True)
     try:
-        if kill_after_videos is None:
-            stdout, stderr = process.communicate(timeout=400)
-            return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         deadline = time.monotonic() + 400
         while len(list((out / "videos").glob("*.parquet"))) < kill_after_videos:
             assert process.poll() is None, process.stderr.read()
@@ -155,7 +153,6 @@ def _run(spec: Path, *args: str, kill_after_videos: int | None = None,
             time.sleep(0.2)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
-        return None
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
@@ -184,11 +181,34 @@ def _sorted_rows(out: Path, table: str) -> pa.Table:
     return rows.sort_by([(k, "ascending") for k in keys]).replace_schema_metadata(None)
 
 
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _run(spec: Path, *args: str) -> CliResult:
+    """``hflpipe run SPEC -q --format json ARGS`` in this process, on the session's Ray."""
+    sys.argv = ["hflpipe", "run", str(spec), "-q", "--format", "json", *args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_same_rows_as_an_uninterrupted_one(archive):
+def test_a_killed_run_resumes_to_the_same_rows_as_an_uninterrupted_one(
+    archive, local_ray, monkeypatch
+):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
     spec = archive
     out = spec.parent / "out"
-    _run(spec, kill_after_videos=1, out=out)
+    _kill_run(spec, out, kill_after_videos=1)
     committed = len(list((out / "videos").glob("*.parquet")))
     assert 1 <= committed < VIDEOS
     # Readable right after the kill: only whole videos are visible, to every reader.

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from hflpipe.pipeline.cli.main import cli
@@ -75,6 +76,7 @@ def test_the_hand_layer_is_read_once_and_matches_the_checkpoints(synthetic_check
     assert hand_layer.cache_info().misses == 1
     # Non-zero buffers: a layer read from the file, not an empty one.
     assert float(layer.th_v_template.abs().max()) > 0
+    assert layer.th_v_template.dtype == torch.float64
     assert np.isfinite(layer.th_posedirs.numpy()).all()
 
 

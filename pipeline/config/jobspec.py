@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from hflpipe.pipeline.common.errors import ConfigError
+from hflpipe.pipeline.common.errors import ConfigError, one_line
 from hflpipe.pipeline.config.run_config import RunConfig, looks_like_values, validate_paths
 
 #: Section -> the RunConfig fields it holds. Every field is in exactly one section or
@@ -206,7 +206,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     where = f"line {mark.line + 1}: " if mark is not None else ""
-    return " ".join(f"{where}{problem}".split())
+    return one_line(f"{where}{problem}")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

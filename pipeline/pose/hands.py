@@ -12,9 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 # Re-exported: run/video.py and smooth/tables.py import them from here.
-from hflpipe.model.geometry import mirror_mano_pose, mirror_points3d
 
-__all__ = ["FALLBACK_DEPTH_M", "fit_root_translation", "mirror_mano_pose", "mirror_points3d"]
 
 #: Depth used when the fit is degenerate (all weights zero): an arm's length.
 FALLBACK_DEPTH_M = 0.5

@@ -58,13 +58,6 @@ class RunContext:
     boxes: BoxesFile | None
 
 
-def run_device(config: RunConfig, cluster_gpus: float) -> str:
-    """``cpu`` or ``cuda``: where the inference actors run, given the cluster's GPU count."""
-    if config.device != "auto":
-        return config.device
-    return "cuda" if cluster_gpus > 0 and config.gpus_per_actor > 0 else "cpu"
-
-
 def run_precision(config: RunConfig, device: str) -> str:
     """``fp32``, ``fp16`` or ``bf16``: ``auto`` is fp16 on CUDA and fp32 on the CPU."""
     if config.precision != "auto":
@@ -88,11 +81,12 @@ def config_hash(
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def prepare_context(config: RunConfig, cluster_gpus: float = 0.0) -> RunContext:
+def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
     """Validate the run's shared inputs and hash them into the config hash.
 
-    ``cluster_gpus``: the GPUs of the Ray cluster the run uses, which decide where
-    ``device: auto`` runs (and so the precision ``auto`` means).
+    ``device``: ``cpu`` or ``cuda``, where the inference actors will run the model (the
+    runner finds out for ``device: auto``); None takes the configured device, ``auto``
+    meaning the CPU. It decides the precision ``auto`` means, and both enter the hash.
     """
     if config.checkpoint is None:
         raise ConfigError("a checkpoint is required (--checkpoint HFL-Net .pth.tar)")
@@ -100,7 +94,8 @@ def prepare_context(config: RunConfig, cluster_gpus: float = 0.0) -> RunContext:
     load_hflnet(config.checkpoint, mano=config.mano, device="cpu")
     checkpoint_sha = file_sha256(config.checkpoint)
     mano_sha = load_mano_model(config.mano).sha256 if config.mano else "from-checkpoint"
-    device = run_device(config, cluster_gpus)
+    if device is None:
+        device = "cpu" if config.device == "auto" else config.device
     precision = run_precision(config, device)
     run_hash = config_hash(config, checkpoint_sha, mano_sha, device, precision)
     intrinsics = parse_intrinsics(config.intrinsics) if config.intrinsics else None

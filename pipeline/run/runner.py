@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
+import torch
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from tqdm import tqdm
 
@@ -48,6 +50,8 @@ from hflpipe.pipeline.run.video import VideoOutcome, failed_outcome, process_vid
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.5
+#: How long the device probe waits for a GPU of the cluster to be free.
+DEVICE_PROBE_TIMEOUT_S = 120.0
 #: tqdm counts videos; frames, rate and the frame-based ETA are in the postfix.
 BAR_FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} videos [{elapsed}{postfix}]"
 
@@ -77,9 +81,7 @@ def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
     started = time.monotonic()
     validate_paths(config)
     inputs = collect_inputs(config.videos, config.video_list, config.manifest)
-    # Where "auto" runs the model decides its precision and so the config hash.
-    gpus = _connect(config).get("GPU", 0.0) if config.device == "auto" else 0.0
-    context = prepare_context(config, cluster_gpus=gpus)
+    context = prepare_context(config, device=model_device(config))
     expected = {v.video_id: video_config_hash(context.config_hash, v) for v in inputs}
     out = output_folder(config, context.config_hash, finished_videos(config.out), expected)
     summary = RunSummary(out=out, config_hash=context.config_hash)
@@ -170,6 +172,34 @@ def _process_on_ray(
         bar.close()
         for ref in running:
             ray.cancel(ref, force=True)
+
+
+def model_device(config: RunConfig) -> str:
+    """``cpu`` or ``cuda``: where the inference actors will run the model.
+
+    For ``device: auto`` this decides the precision and so the config hash, so it is the
+    actors' own answer: a local run asks this machine; on a cluster with GPUs a probe
+    task with an actor's resources asks a GPU node whether CUDA works there.
+    """
+    if config.device != "auto":
+        return config.device
+    if not ray.is_initialized() and config.address is None and "RAY_ADDRESS" not in os.environ:
+        # The local Ray this run starts has this machine's GPUs; not starting it yet keeps
+        # a run with nothing to do, or a refused output folder, free of Ray's start-up.
+        return "cuda" if torch.cuda.is_available() and config.gpus_per_actor > 0 else "cpu"
+    gpus = _connect(config).get("GPU", 0.0)
+    if gpus <= 0 or config.gpus_per_actor <= 0:
+        return "cpu"
+    probe = ray.remote(num_cpus=0, num_gpus=min(config.gpus_per_actor, gpus))(_has_cuda)
+    try:
+        return "cuda" if ray.get(probe.remote(), timeout=DEVICE_PROBE_TIMEOUT_S) else "cpu"
+    except GetTimeoutError:
+        # Every GPU is busy with other work: the cluster says it has GPUs, so trust it.
+        return "cuda"
+
+
+def _has_cuda() -> bool:
+    return torch.cuda.is_available()
 
 
 def _connect(config: RunConfig) -> dict[str, float]:

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from hflpipe.hashing import sha256_file
+from hflpipe.model.geometry import mirror_mano_pose, mirror_points3d
 from hflpipe.pipeline.common.errors import HflpipeError, one_line
 from hflpipe.pipeline.config.run_config import RunConfig
 from hflpipe.pipeline.crop.batch import HandObjectPair
@@ -29,7 +30,7 @@ from hflpipe.pipeline.infer.batching import BatchedInference
 from hflpipe.pipeline.infer.client import InferenceClient
 from hflpipe.pipeline.inputs.camera import default_intrinsics
 from hflpipe.pipeline.inputs.videos import VideoInput
-from hflpipe.pipeline.pose.hands import fit_root_translation, mirror_mano_pose, mirror_points3d
+from hflpipe.pipeline.pose.hands import fit_root_translation
 from hflpipe.pipeline.pose.objects import solve_object_poses
 from hflpipe.pipeline.run.context import RunContext
 from hflpipe.pipeline.run.worker_cache import hand_layer, video_detector

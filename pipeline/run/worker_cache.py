@@ -64,8 +64,12 @@ def video_detector(config: RunConfig, context: RunContext, video: Path) -> Itera
 
 @functools.lru_cache(maxsize=4)
 def hand_layer(checkpoint: Path) -> ManoLayer:
-    """The checkpoint's MANO layer, read once per worker process (smoothed hands re-posed)."""
-    return load_hand_layer(checkpoint)
+    """The checkpoint's MANO layer in float64, read once per worker process.
+
+    It re-poses the smoothed hands; float64 makes the rows the same whichever process
+    computes them (see :func:`hflpipe.pipeline.smooth.tables.hand_mesh`).
+    """
+    return load_hand_layer(checkpoint).double()
 
 
 @atexit.register

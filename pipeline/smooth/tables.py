@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from hflpipe.model.geometry import mirror_mano_pose, mirror_points3d
 from hflpipe.model.mano import ManoLayer
 from hflpipe.pipeline.output.quality import (
     acceleration_magnitude,
@@ -32,7 +33,6 @@ from hflpipe.pipeline.output.schema import (
     hands_table,
     objects_table,
 )
-from hflpipe.pipeline.pose.hands import mirror_mano_pose, mirror_points3d
 from hflpipe.pipeline.smooth.filters import (
     SmoothingConfig,
     TrackSpan,
@@ -175,11 +175,14 @@ def hand_mesh(
 ) -> dict[str, np.ndarray]:
     """MANO ``joints`` (N,21,3) and optionally ``vertices`` (N,778,3), metres from the wrist.
 
-    float32 on the CPU whatever the inference precision: a few hundred hands a second
-    of video, a fraction of a millisecond each.
+    Computed in the layer's dtype on the CPU, whatever the inference precision. The
+    pipeline's layer is float64 (:func:`hflpipe.pipeline.run.worker_cache.hand_layer`):
+    float32 matrix products may round differently from one process to another (memory
+    alignment picks the kernel), and a re-run must write the same rows.
     """
-    verts, joints = layer(torch.as_tensor(pose, dtype=torch.float32),
-                          torch.as_tensor(shape, dtype=torch.float32), center_idx=0)
+    dtype = layer.th_v_template.dtype
+    verts, joints = layer(torch.as_tensor(pose, dtype=dtype), torch.as_tensor(shape, dtype=dtype),
+                          center_idx=0)
     result = {"joints": joints.numpy()}
     if with_vertices:
         result["vertices"] = verts.numpy()
