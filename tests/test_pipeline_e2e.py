@@ -19,7 +19,7 @@ from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.run.runner import run
 
 pytestmark = pytest.mark.slow
-FRAMES = 12
+FRAMES = 8
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ from hflpipe.pipeline.run.context import (
 )
 from hflpipe.pipeline.run.runner import estimate_progress
 
-FRAMES = 6
+FRAMES = 4
 VIDEOS = 3
 
 

@@ -31,7 +31,7 @@ from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.run.submit import ClusterError, submit
 
-FRAMES = 6
+FRAMES = 4
 RAY = Path(sys.executable).with_name("ray")
 # Row columns that record when something ran, not what it computed.
 TIMING_COLUMNS = ("started_at", "finished_at")

@@ -76,6 +76,35 @@ def start_actors(
     return actors
 
 
+#: The pool the last run of this driver process used, with what it was started for.
+_kept_pool: tuple[tuple, list[ray.actor.ActorHandle]] | None = None
+
+
+def actor_pool(
+    settings: PredictorSettings, num_actors: int, gpus_per_actor: float, cpus_per_actor: float,
+    weights_sha256: str,
+) -> list[ray.actor.ActorHandle]:
+    """The pool for a run: the one an earlier run of this driver started when it matches.
+
+    A driver that runs several jobs (a notebook, a service, the tests) keeps its model
+    loaded between them instead of loading it again for each; a pool for other settings,
+    other weights (``weights_sha256``: the checkpoint's and MANO file's hashes) or another
+    Ray session replaces it, and the old one is released.
+    """
+    global _kept_pool
+    key = (settings, num_actors, gpus_per_actor, cpus_per_actor, weights_sha256,
+           ray.get_runtime_context().get_job_id())
+    if _kept_pool is not None and _kept_pool[0] == key:
+        return _kept_pool[1]
+    if _kept_pool is not None:
+        for actor in _kept_pool[1]:
+            ray.kill(actor)
+        _kept_pool = None
+    actors = start_actors(settings, num_actors, gpus_per_actor, cpus_per_actor)
+    _kept_pool = (key, actors)
+    return actors
+
+
 def _last_error_line(exc: BaseException) -> str:
     """The innermost ``SomeError: message`` line of a Ray error's text (its remote cause)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from hflpipe.pipeline.common.errors import ConfigError, HflpipeError, one_line
 from hflpipe.pipeline.config.run_config import RunConfig, validate_paths
-from hflpipe.pipeline.infer.actor_pool import ActorInference, start_actors
+from hflpipe.pipeline.infer.actor_pool import ActorInference, actor_pool
 from hflpipe.pipeline.inputs.videos import VideoInput, collect_inputs
 from hflpipe.pipeline.output.reader import finished_videos
 from hflpipe.pipeline.output.writer import (
@@ -139,8 +139,9 @@ def _process_on_ray(
     gpus = resources.get("GPU", 0.0)
     use_gpu = context.predictor_settings.device == "cuda" and gpus > 0 and config.gpus_per_actor > 0
     num_actors = config.num_actors or (max(1, int(gpus // config.gpus_per_actor)) if use_gpu else 1)
-    actors = start_actors(context.predictor_settings, num_actors,
-                          config.gpus_per_actor if use_gpu else 0.0, config.cpus_per_task)
+    actors = actor_pool(context.predictor_settings, num_actors,
+                        config.gpus_per_actor if use_gpu else 0.0, config.cpus_per_task,
+                        f"{context.metadata.checkpoint_sha256}:{context.metadata.mano_sha256}")
     board = start_board()
     task = ray.remote(num_cpus=config.cpus_per_task, max_retries=config.max_retries,
                       retry_exceptions=False)(_video_task)
