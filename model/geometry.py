@@ -22,15 +22,16 @@ import numpy as np
 MIN_DEPTH_M = 1e-9
 
 
-def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+def project(points: np.ndarray, K: np.ndarray, clamp_depth: bool = True) -> np.ndarray:
     """Pinhole projection of (..., 3) camera-frame points to (..., 2) float64 pixels.
 
-    ``K`` is one (3, 3) intrinsics matrix (no skew). Points at or behind the camera are
-    projected as if at depth :data:`MIN_DEPTH_M`; callers that may see them check z first.
+    ``K`` is one (3, 3) intrinsics matrix (no skew). With ``clamp_depth``, points at or
+    behind the camera are projected as if at depth :data:`MIN_DEPTH_M` (drawing, fitting);
+    without, they are divided by their own depth, as a reprojection error measures them.
     """
     P = np.asarray(points, dtype=np.float64)
     K = np.asarray(K, dtype=np.float64)
-    z = np.maximum(P[..., 2], MIN_DEPTH_M)
+    z = np.maximum(P[..., 2], MIN_DEPTH_M) if clamp_depth else P[..., 2]
     return np.stack([K[0, 0] * P[..., 0] / z + K[0, 2], K[1, 1] * P[..., 1] / z + K[1, 2]], -1)
 
 

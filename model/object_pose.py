@@ -266,7 +266,7 @@ def reprojection_error(points3d: np.ndarray, points2d: np.ndarray, R: np.ndarray
     """
     if len(points3d) == 0:
         return float("nan")
-    uv = project(to_camera(points3d, np.asarray(R, dtype=np.float64), t), K)
+    uv = project(to_camera(points3d, np.asarray(R, dtype=np.float64), t), K, clamp_depth=False)
     return float(np.linalg.norm(uv - points2d, axis=1).mean())
 
 

@@ -13,6 +13,7 @@ from hflpipe.model.geometry import mirror_points2d
 from hflpipe.model.object_pose import (
     decode_object_pose,
     gather_cells,
+    reprojection_error,
     select_vote_candidates,
     solve_object_pose,
 )
@@ -213,3 +214,12 @@ def test_bad_arguments_raise(pnp_cases):
             pnp_cases["bbox_obj"][0], np.eye(4), pnp_cases["bbox3d"][0])
     with pytest.raises(ValueError, match="mirror_width"):
         _decode_case(pnp_cases, 2, mirror_width=-640)
+
+
+def test_reprojection_error_divides_by_the_points_own_depth_even_behind_the_camera():
+    K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
+    points = np.array([[0.1, 0.0, 0.0], [0.0, 0.1, 0.0]])
+    t = np.array([0.0, 0.0, -0.5])  # the pose puts both points half a metre behind
+    seen = np.array([[320.0, 240.0], [320.0, 240.0]])
+    # (0.1 / -0.5) * 500 = -100 px from the centre: the error a plain pinhole gives.
+    assert reprojection_error(points, seen, np.eye(3), t, K) == pytest.approx(100.0)
