@@ -9,10 +9,13 @@ Tests that need a Ray of their own (several nodes, a separate head) are marked
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -107,3 +110,36 @@ def _own_ray_modules_start_without_one(request: pytest.FixtureRequest) -> None:
         import ray
 
         ray.shutdown()
+
+
+@dataclass
+class CliResult:
+    """What ``hflpipe ARGS`` printed and the status it exited with."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def hflpipe_cli(monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run ``hflpipe ARGS`` through its entry point in this process (on the session's Ray).
+
+    The entry point is the console script's: the same one-line errors and exit statuses as
+    a real ``hflpipe`` process, without starting Python, torch and Ray again. Tests about
+    the process itself (a kill, native output) run the real command instead.
+    """
+    from hflpipe.pipeline.cli.main import main
+
+    def run(*args: str) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["hflpipe", *map(str, args)])
+        stdout, stderr = io.StringIO(), io.StringIO()
+        code = 0
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+        return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+    return run

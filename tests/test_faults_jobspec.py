@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 PAYLOADS = {
@@ -15,7 +12,7 @@ PAYLOADS = {
 
 
 @pytest.mark.parametrize("kind", sorted(PAYLOADS))
-def test_a_spec_with_a_code_payload_is_refused_without_running_it(tmp_path, kind):
+def test_a_spec_with_a_code_payload_is_refused_without_running_it(tmp_path, kind, hflpipe_cli):
     marker = tmp_path / "payload-ran"
     out = tmp_path / "out"
     spec = tmp_path / "job.yaml"
@@ -25,8 +22,7 @@ def test_a_spec_with_a_code_payload_is_refused_without_running_it(tmp_path, kind
         f"output:\n  out: {out}\n"
         f"model:\n  checkpoint: {payload}\n"
     )
-    result = subprocess.run([sys.executable, "-m", "hflpipe", "run", str(spec)],
-                            capture_output=True, text=True, timeout=120)
+    result = hflpipe_cli("run", spec)
     assert result.returncode == 1, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"hflpipe: error: job spec {spec}"), lines

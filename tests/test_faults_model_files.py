@@ -7,8 +7,6 @@ is the end-to-end view a user gets, including pickles that would run code if unp
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -56,7 +54,7 @@ CASES = [
 
 @pytest.mark.parametrize(("which", "kind"), CASES)
 def test_a_bad_model_file_stops_the_run_with_one_line(tmp_path, synthetic_checkpoint, which,
-                                                      kind):
+                                                      kind, hflpipe_cli):
     marker = tmp_path / "payload-ran"
     clip = common.write_clip(tmp_path / "clip.mp4", 3)
     boxes = common.write_boxes(tmp_path / "boxes.csv", 3)
@@ -68,12 +66,8 @@ def test_a_bad_model_file_stops_the_run_with_one_line(tmp_path, synthetic_checkp
         mano = _bad_mano(kind, tmp_path / "MANO_RIGHT.pkl", marker)
         bad = mano
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "hflpipe", "run", "--videos", str(clip), "--out", str(out),
-         "--checkpoint", str(checkpoint), "--mano", str(mano), "--boxes", str(boxes),
-         "--device", "cpu", "-q"],
-        capture_output=True, text=True, timeout=180,
-    )
+    result = hflpipe_cli("run", "--videos", clip, "--out", out, "--checkpoint", checkpoint,
+                         "--mano", mano, "--boxes", boxes, "--device", "cpu", "-q")
     assert result.returncode == 1, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hflpipe: error: "), result.stderr[-2000:]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -12,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,7 +19,6 @@ import pytest
 import yaml
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
-from hflpipe.pipeline.cli.main import main
 from hflpipe.pipeline.common.errors import ConfigError, OutputError
 from hflpipe.pipeline.config.run_config import RunConfig
 from hflpipe.pipeline.demo.scene import make_demo_scene
@@ -181,31 +178,13 @@ def _sorted_rows(out: Path, table: str) -> pa.Table:
     return rows.sort_by([(k, "ascending") for k in keys]).replace_schema_metadata(None)
 
 
-@dataclass
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def _run(spec: Path, *args: str) -> CliResult:
-    """``hflpipe run SPEC -q --format json ARGS`` in this process, on the session's Ray."""
-    sys.argv = ["hflpipe", "run", str(spec), "-q", "--format", "json", *args]
-    stdout, stderr = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return CliResult(code, stdout.getvalue(), stderr.getvalue())
-
-
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_rows_as_an_uninterrupted_one(
-    archive, local_ray, monkeypatch
+    archive, local_ray, hflpipe_cli
 ):
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    def _run(spec: Path, *args: str):
+        return hflpipe_cli("run", spec, "-q", "--format", "json", *args)
+
     spec = archive
     out = spec.parent / "out"
     _kill_run(spec, out, kill_after_videos=1)
