@@ -92,14 +92,16 @@ def actor_pool(
     Ray session replaces it, and the old one is released.
     """
     global _kept_pool
-    key = (settings, num_actors, gpus_per_actor, cpus_per_actor, weights_sha256,
-           ray.get_runtime_context().get_job_id())
+    runtime = ray.get_runtime_context()
+    # Job ids restart at 1 in every Ray session; the driver's node id is new each time.
+    session = (runtime.gcs_address, runtime.get_node_id(), runtime.get_job_id())
+    key = (settings, num_actors, gpus_per_actor, cpus_per_actor, weights_sha256, session)
     if _kept_pool is not None and _kept_pool[0] == key:
         return _kept_pool[1]
-    if _kept_pool is not None:
+    if _kept_pool is not None and _kept_pool[0][-1] == session:
         for actor in _kept_pool[1]:
             ray.kill(actor)
-        _kept_pool = None
+    _kept_pool = None
     actors = start_actors(settings, num_actors, gpus_per_actor, cpus_per_actor)
     _kept_pool = (key, actors)
     return actors
