@@ -23,6 +23,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 #: Logical CPUs of the shared Ray: one inference actor and three video tasks at once.
 SHARED_RAY_CPUS = 4
+#: Its object store: test frames are small, and two test workers each run one such Ray.
+SHARED_RAY_STORE_BYTES = 2 * 1024**3
 
 
 def _find_fixtures() -> Path | None:
@@ -49,6 +51,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if item.get_closest_marker("needs_cuda"):
                 item.add_marker(skip)
     items.sort(key=lambda item: item.get_closest_marker("own_ray") is not None)
+    # Under pytest-xdist (--dist loadgroup --no-loadscope-reorder, see pyproject) the tests
+    # are handed out in this order, so a worker gets own_ray tests only once no shared-Ray
+    # test is left; each own_ray module stays on one worker, where it shares its cluster.
+    for item in items:
+        if item.get_closest_marker("own_ray"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +105,7 @@ def local_ray(fault_dir: Path) -> Iterator[Path]:
     if not ray.is_initialized():
         # address="local": a fresh instance, never a cluster started elsewhere on the machine.
         ray.init(address="local", num_cpus=SHARED_RAY_CPUS, include_dashboard=False,
+                 object_store_memory=SHARED_RAY_STORE_BYTES,
                  log_to_driver=False, configure_logging=False,
                  runtime_env=faults.fault_runtime_env(fault_dir))
     yield fault_dir

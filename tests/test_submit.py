@@ -152,8 +152,8 @@ def job(tmp_path_factory, synthetic_checkpoint):
 
 
 @pytest.mark.slow
-def test_a_submitted_job_matches_hflpipe_run(head, job):
-    url, gcs, env = head
+def test_a_submitted_job_matches_hflpipe_run(head, job, hflpipe_cli, local_ray):
+    url, _, env = head
     spec, submitted, local = job
     sent = _hflpipe("submit", str(spec), "--address", url, "--format", "json", env=env)
     assert sent.returncode == 0, sent.stderr
@@ -169,8 +169,8 @@ def test_a_submitted_job_matches_hflpipe_run(head, job):
     report = json.loads(status.stdout)
     assert report["status"] == "SUCCEEDED" and report["metadata"]["out"] == str(submitted)
 
-    # The same spec with hflpipe run (joining the same cluster), into another folder.
-    ran = _hflpipe("run", str(spec), "--out", str(local), "--address", gcs, "-q", env=env)
+    # The same spec with hflpipe run on this session's Ray, into another folder.
+    ran = hflpipe_cli("run", spec, "--out", local, "-q")
     assert ran.returncode == 0, ran.stderr
     for table in ("hands", "objects", "videos"):
         a, b = (_rows(read_table(out, table)) for out in (submitted, local))
