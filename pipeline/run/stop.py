@@ -1,0 +1,95 @@
+"""Stopping a run on SIGINT or SIGTERM: promptly, with nothing half-written.
+
+While a run is on, both signals raise :class:`RunInterrupted` in the main thread, so the
+run unwinds as from any error: tasks in flight are cancelled, the output lock is released
+and the caller prints one line. A signal that arrives while a video's files are being
+written waits until its ``videos`` row has committed it (a few milliseconds).
+
+``ray.init`` installs handlers of its own (Python's, which exit at once, and a native one
+that prints a crash dump for SIGTERM); :func:`reclaim_signals` puts ours back after it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from hflpipe.pipeline.common.errors import HflpipeError
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class RunInterrupted(HflpipeError):
+    """A run stopped by a signal; ``exit_code`` is the shell's: 128 + the signal number."""
+
+    def __init__(self, signum: int, message: str | None = None) -> None:
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(message or f"stopped by {self.signal_name}")
+
+
+class _StopSignals:
+    """The handlers and the state they share: a signal held back while files are written."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.writing = 0
+        self.pending: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.writing:
+            self.pending = signum
+            return
+        raise RunInterrupted(signum)
+
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            previous = signal.signal(signum, self.handle)
+            self.previous.setdefault(signum, previous)
+
+
+_STOPS = _StopSignals()
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise :class:`RunInterrupted`.
+
+    Signal handlers belong to the main thread: elsewhere (a notebook's worker thread)
+    the block changes nothing. The handlers found are restored afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread() or _STOPS.active:
+        yield
+        return
+    _STOPS.active, _STOPS.pending, _STOPS.previous = True, None, {}
+    _STOPS.install()
+    try:
+        yield
+    finally:
+        for signum, previous in _STOPS.previous.items():
+            signal.signal(signum, previous)
+        _STOPS.active = False
+
+
+def reclaim_signals() -> None:
+    """Put the run's handlers back after a library (``ray.init``) replaced them."""
+    if _STOPS.active and threading.current_thread() is threading.main_thread():
+        _STOPS.install()
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold a stop signal back until the block ends (writing one video's files)."""
+    _STOPS.writing += 1
+    try:
+        yield
+    finally:
+        _STOPS.writing -= 1
+    if not _STOPS.writing and _STOPS.pending is not None:
+        signum, _STOPS.pending = _STOPS.pending, None
+        raise RunInterrupted(signum)
