@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +20,7 @@ from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.config.run_config import make_config
 from hflpipe.pipeline.inputs.videos import video_id_for
 from hflpipe.pipeline.output.reader import read_table
+from hflpipe.pipeline.results.render import render
 from hflpipe.pipeline.run.runner import run
 
 pytestmark = pytest.mark.slow
@@ -140,6 +142,12 @@ def test_a_phone_clip_is_processed_as_displayed(out: Path, footage: dict[str, Pa
         np.testing.assert_allclose(np.stack(turned[column].map(np.stack)),
                                    np.stack(stored[column].map(np.stack)), atol=1e-3,
                                    err_msg=column)
+
+
+def test_render_draws_on_the_displayed_frame(out: Path, footage: dict[str, Path],
+                                             tmp_path: Path) -> None:
+    (still,) = render(footage["phone.mp4"], out, tmp_path / "phone.png", frames=(2, 3))
+    assert cv2.imread(str(still)).shape == (WIDTH, HEIGHT, 3)
 
 
 def test_a_trimmed_clip_is_whole_on_its_presentation_timeline(

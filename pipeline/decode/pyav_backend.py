@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import logging
 from collections.abc import Iterator
@@ -125,8 +124,8 @@ def _orientation(path: str, container: av.container.InputContainer,
     return Orientation()
 
 
-def _header(path: str, container: av.container.InputContainer, wanted: int | None,
-            orientation: Orientation) -> ContainerHeader:
+def _header(path: str, container: av.container.InputContainer, wanted: int | None
+            ) -> ContainerHeader:
     stream = choose_stream(path, container, wanted)
     # A damaged codec tag leaves the stream without a decoder (and without a frame size).
     if stream.codec_context is None:
@@ -141,7 +140,7 @@ def _header(path: str, container: av.container.InputContainer, wanted: int | Non
         average_fps=float(rate) if rate else None,
         width=stream.width,
         height=stream.height,
-        orientation=orientation,
+        orientation=_orientation(path, container, stream),
         video_streams=len(container.streams.video),
         format_name=container.format.name,
     )
@@ -152,10 +151,7 @@ def read_container_header(path: str, wanted: int | None = None) -> ContainerHead
     :class:`DecodeError` if there is none. Decodes the first frame for its orientation."""
     path = check_video_path(path)
     with _open(path) as container:
-        header = _header(path, container, wanted, Orientation())
-        stream = container.streams[header.stream_index]
-        orientation = _orientation(path, container, stream)
-    return dataclasses.replace(header, orientation=orientation)
+        return _header(path, container, wanted)
 
 
 def video_info(
