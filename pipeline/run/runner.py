@@ -47,8 +47,8 @@ from hflpipe.pipeline.run.progress import start_board
 from hflpipe.pipeline.run.ray_address import check_reachable
 from hflpipe.pipeline.run.stop import (
     RunInterrupted,
+    check_stop,
     reclaim_signals,
-    signals_deferred,
     stop_on_signals,
 )
 from hflpipe.pipeline.run.video import VideoOutcome, failed_outcome, process_video
@@ -167,6 +167,7 @@ def _process_on_ray(
                bar_format=BAR_FORMAT)
     try:
         while pending or running:
+            check_stop()
             while pending and len(running) < concurrency:
                 video, video_context = pending.pop()
                 ref = task.remote(video, config, video_context, actors, board, len(running))
@@ -361,13 +362,12 @@ def _record(summary: RunSummary, config: RunConfig, context: RunContext,
             outcome: VideoOutcome) -> None:
     row = outcome.video_row
     row.setdefault("finished_at", dt.datetime.now(dt.UTC))
-    with signals_deferred():
-        if outcome.hands is not None and outcome.objects is not None:
-            write_video_output(summary.out, outcome.video_id, outcome.hands, outcome.objects,
-                               row, context.metadata)
-        else:
-            write_video_status(summary.out, outcome.video_id, row, context.metadata)
-        summary.statuses[row["status"]] += 1
+    if outcome.hands is not None and outcome.objects is not None:
+        write_video_output(summary.out, outcome.video_id, outcome.hands, outcome.objects, row,
+                           context.metadata)
+    else:
+        write_video_status(summary.out, outcome.video_id, row, context.metadata)
+    summary.statuses[row["status"]] += 1
     summary.frames += int(row.get("frames_processed") or 0)
     if outcome.hands is not None:
         summary.hand_rows += outcome.hands.num_rows

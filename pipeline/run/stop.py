@@ -1,9 +1,12 @@
 """Stopping a run on SIGINT or SIGTERM: promptly, with nothing half-written.
 
-While a run is on, both signals raise :class:`RunInterrupted` in the main thread, so the
-run unwinds as from any error: tasks in flight are cancelled, the output lock is released
-and the caller prints one line. A signal that arrives while a video's files are being
-written waits until its ``videos`` row has committed it (a few milliseconds).
+While a run is on, both signals are recorded, not acted on in the middle of whatever the
+driver is doing: an exception raised inside Ray's calls (``ray.wait`` checks for signals)
+comes out of them mangled, and one raised while a video's files are written would leave
+them half done. The run loop calls :func:`check_stop` between steps (at least every
+``POLL_INTERVAL_S``), which raises :class:`RunInterrupted`; the run then unwinds as from
+any error: tasks in flight are cancelled, the output lock is released and the caller
+prints one line.
 
 ``ray.init`` installs handlers of its own (Python's, which exit at once, and a native one
 that prints a crash dump for SIGTERM); :func:`reclaim_signals` puts ours back after it.
@@ -33,19 +36,16 @@ class RunInterrupted(HflpipeError):
 
 
 class _StopSignals:
-    """The handlers and the state they share: a signal held back while files are written."""
+    """The handlers' state: whether a run listens, and the first signal received."""
 
     def __init__(self) -> None:
         self.active = False
-        self.writing = 0
-        self.pending: int | None = None
+        self.received: int | None = None
         self.previous: dict[int, object] = {}
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.writing:
-            self.pending = signum
-            return
-        raise RunInterrupted(signum)
+        if self.received is None:
+            self.received = signum
 
     def install(self) -> None:
         for signum in STOP_SIGNALS:
@@ -58,15 +58,16 @@ _STOPS = _StopSignals()
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise :class:`RunInterrupted`.
+    """Within the block, SIGINT and SIGTERM make :func:`check_stop` raise.
 
-    Signal handlers belong to the main thread: elsewhere (a notebook's worker thread)
-    the block changes nothing. The handlers found are restored afterwards.
+    A signal that no check saw raises :class:`RunInterrupted` when the block ends. Signal
+    handlers belong to the main thread: elsewhere (a notebook's worker thread) the block
+    changes nothing. The handlers found are restored afterwards.
     """
     if threading.current_thread() is not threading.main_thread() or _STOPS.active:
         yield
         return
-    _STOPS.active, _STOPS.pending, _STOPS.previous = True, None, {}
+    _STOPS.active, _STOPS.received, _STOPS.previous = True, None, {}
     _STOPS.install()
     try:
         yield
@@ -74,6 +75,7 @@ def stop_on_signals() -> Iterator[None]:
         for signum, previous in _STOPS.previous.items():
             signal.signal(signum, previous)
         _STOPS.active = False
+    check_stop()
 
 
 def reclaim_signals() -> None:
@@ -82,14 +84,8 @@ def reclaim_signals() -> None:
         _STOPS.install()
 
 
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold a stop signal back until the block ends (writing one video's files)."""
-    _STOPS.writing += 1
-    try:
-        yield
-    finally:
-        _STOPS.writing -= 1
-    if not _STOPS.writing and _STOPS.pending is not None:
-        signum, _STOPS.pending = _STOPS.pending, None
+def check_stop() -> None:
+    """Raise :class:`RunInterrupted` if a stop signal has arrived (once per signal)."""
+    if _STOPS.received is not None:
+        signum, _STOPS.received = _STOPS.received, None
         raise RunInterrupted(signum)
