@@ -140,3 +140,13 @@ def test_sound_without_pictures_is_no_video(tmp_path: Path, backend: str) -> Non
     for call in (lambda d: d.probe(path), lambda d: list(d.read_chunks(path))):
         with pytest.raises(DecodeError, match="no video stream"):
             call(get_decoder(backend))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_turn_by_other_than_quarter_turns_is_refused(tmp_path: Path, backend: str) -> None:
+    # 45 degrees in FFmpeg's 16.16 fixed point.
+    c = round(65536 / 2**0.5)
+    path = videogen.encode_clip(tmp_path / "tilted.mp4", SOURCE[:2], FPS,
+                                display_matrix=[c, -c, 0, c, c, 0, 0, 0, 1 << 30])
+    with pytest.raises(DecodeError, match=r"turns frames by -?45\.0 degrees"):
+        get_decoder(backend).probe(str(path))

@@ -300,6 +300,7 @@ def encode_clip(
     options: dict[str, str] | None = None,
     rotation: int = 0,
     hflip: bool = False,
+    display_matrix: Sequence[int] | None = None,
     first_frame_s: float = 0.0,
     audio: bool = False,
 ) -> Path:
@@ -307,8 +308,9 @@ def encode_clip(
 
     ``rotation``: counter-clockwise degrees of the display matrix (FFmpeg's sign, as
     ``ffprobe`` prints it and ``VideoFrame.rotation`` reads it back); ``hflip`` mirrors
-    it. ``first_frame_s``: presentation time of the first frame (an MP4 starts it with
-    an empty edit). ``audio``: a short silent AAC track beside the video.
+    it; ``display_matrix``: FFmpeg's 9 values instead. ``first_frame_s``: presentation
+    time of the first frame (an MP4 starts it with an empty edit). ``audio``: a short
+    silent AAC track beside the video.
     """
     import av
 
@@ -321,6 +323,8 @@ def encode_clip(
             stream.codec_context.options = options
         if rotation or hflip:
             stream.set_display_rotation(rotation, hflip=hflip)
+        if display_matrix is not None:
+            stream.set_display_matrix(display_matrix)
         sound = container.add_stream("aac", rate=8000) if audio else None
         offset = round(first_frame_s * fps)
         for index, frame in enumerate(frames):
