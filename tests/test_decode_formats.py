@@ -76,9 +76,10 @@ CASES = {
                             lambda f: np.rot90(f, 1)[:, ::-1], size=(HEIGHT, WIDTH),
                             rotation_deg=270, mirrored=True),
     "edit-list.mp4": Case(_trimmed, first_source_frame=3, decord_reads=False),
+    # The first stream is larger, the second is the one marked default.
     "two-streams.mp4": Case(
         lambda p: videogen.write_two_streams(
-            p, list(videogen.moving_square_frames(2, 64, 48)), SOURCE[:FRAMES], FPS),
+            p, list(videogen.moving_square_frames(2, 128, 96)), SOURCE[:FRAMES], FPS),
         stream_index=1, decord_reads=False),
     "cover-art.mkv": Case(lambda p: videogen.write_with_cover_art(p, SOURCE[:FRAMES], FPS),
                           decord_reads=False),
@@ -127,7 +128,7 @@ def test_a_stream_asked_for(clips: dict[str, Path], backend: str) -> None:
     path = str(clips["two-streams.mp4"])
     decoder = get_decoder(backend, stream=0)
     info = decoder.probe(path)
-    assert (info.stream_index, info.num_frames, info.width, info.height) == (0, 2, 64, 48)
+    assert (info.stream_index, info.num_frames, info.width, info.height) == (0, 2, 128, 96)
     frames = np.concatenate([c.frames for c in decoder.read_chunks(path)])
     assert [videogen.read_frame_index(f) for f in frames] == [0, 1]
     with pytest.raises(DecodeError, match=r"stream 5 is not a video stream \(video streams: 0, 1"):
