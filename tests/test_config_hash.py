@@ -65,6 +65,7 @@ def test_options_the_run_ignores_do_not_change_the_hash(tmp_path, base, change) 
         ({"detector": "boxes", "boxes": Path("b.csv")}, {"boxes": Path("other.csv")}),
         ({}, {"intrinsics": "600,600,320,240"}),
         ({}, {"stride": 2}),
+        ({}, {"stream": 1}),
         ({}, {"with_vertices": True}),
     ],
 )

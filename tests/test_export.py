@@ -50,7 +50,7 @@ def test_json_layout_and_mano_parameters_reproduce_the_joints(output, tmp_path, 
     out, hands, _ = output
     [path] = export_output(out, tmp_path / "json", "json", mano=synthetic_mano_path())
     doc = json.loads(path.read_text())
-    assert doc["format"] == "hflpipe-export" and doc["schema_version"] == "2"
+    assert doc["format"] == "hflpipe-export" and doc["schema_version"] == "3"
     assert doc["video"]["video_id"] == "clip" and "OpenCV" in doc["coordinates"]
     [hand] = doc["hands"]
     assert hand["frame_index"] == list(range(N)) and hand["handedness"] == "right"

@@ -25,7 +25,6 @@ from hflpipe.pipeline.track.propagation import (
     points_box,
     propagate_chunk,
     propagate_video,
-    usable_boxes,
 )
 
 WIDTH, HEIGHT = 200, 150
@@ -143,11 +142,6 @@ def test_points_box_margin_and_frame_clipping() -> None:
         points_box(points, -0.1, (200, 150))
     with pytest.raises(ValueError, match="shape"):
         points_box(points[0], 0.1, (200, 150))
-
-
-def test_usable_boxes() -> None:
-    boxes = np.array([[0, 0, 10, 10], [5, 5, 6, 30], [200, 0, 200, 30], [np.nan, 0, 4, 4]])
-    assert usable_boxes(boxes).tolist() == [True, False, False, False]
 
 
 def test_keyframe_mask() -> None:

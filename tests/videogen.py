@@ -285,3 +285,138 @@ def cut_mdat(path: str | os.PathLike[str], keep_fraction: float) -> Path:
     tail = data[mdat_at : mdat_at + 8 + int((mdat_size - 8) * keep_fraction)]
     Path(path).write_bytes(head + bytes(moov) + tail)
     return Path(path)
+
+
+# --- the format matrix: what phones, editors and muxers make ------------------------
+
+
+def encode_clip(
+    path: str | os.PathLike[str],
+    frames: Sequence[np.ndarray],
+    fps: int = 10,
+    *,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+    rotation: int = 0,
+    hflip: bool = False,
+    display_matrix: Sequence[int] | None = None,
+    first_frame_s: float = 0.0,
+    audio: bool = False,
+) -> Path:
+    """Encode RGB ``frames`` at ``fps`` with PyAV, as one video stream.
+
+    ``rotation``: counter-clockwise degrees of the display matrix (FFmpeg's sign, as
+    ``ffprobe`` prints it and ``VideoFrame.rotation`` reads it back); ``hflip`` mirrors
+    it; ``display_matrix``: FFmpeg's 9 values instead. ``first_frame_s``: presentation
+    time of the first frame (an MP4 starts it with an empty edit). ``audio``: a short
+    silent AAC track beside the video.
+    """
+    import av
+
+    height, width = frames[0].shape[:2]
+    with av.open(os.fspath(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.time_base = Fraction(1, fps)
+        if options:
+            stream.codec_context.options = options
+        if rotation or hflip:
+            stream.set_display_rotation(rotation, hflip=hflip)
+        if display_matrix is not None:
+            stream.set_display_matrix(display_matrix)
+        sound = container.add_stream("aac", rate=8000) if audio else None
+        offset = round(first_frame_s * fps)
+        for index, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            picture.pts = index + offset
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode(None))
+        if sound is not None:
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                                 layout="mono")
+            samples.sample_rate, samples.pts = 8000, 0
+            container.mux(sound.encode(samples))
+            container.mux(sound.encode(None))
+    return Path(path)
+
+
+def hide_leading_frames(source: str | os.PathLike[str], path: str | os.PathLike[str],
+                        hidden: int) -> Path:
+    """Remux ``source`` (constant rate, one video stream) into an MP4 whose edit list
+    starts playback ``hidden`` frames in, as ``ffmpeg -ss ... -c copy`` and phone editors
+    trim: the packets before the cut stay in the file, players skip them."""
+    import av
+
+    with av.open(os.fspath(source)) as reader, av.open(os.fspath(path), mode="w") as writer:
+        video = reader.streams.video[0]
+        out = writer.add_stream_from_template(video)
+        step = round(1 / (video.average_rate * video.time_base))
+        for packet in reader.demux(video):
+            if packet.dts is None:
+                continue
+            packet.pts -= hidden * step
+            packet.dts -= hidden * step
+            packet.stream = out
+            writer.mux(packet)
+    return Path(path)
+
+
+def write_two_streams(path: str | os.PathLike[str], decoy: Sequence[np.ndarray],
+                      main: Sequence[np.ndarray], fps: int = 10) -> Path:
+    """Two video streams: ``decoy`` first, ``main`` second and marked default."""
+    import av
+
+    with av.open(os.fspath(path), mode="w") as container:
+        streams = []
+        for frames, disposition in ((decoy, av.stream.Disposition(0)),
+                                    (main, av.stream.Disposition.default)):
+            stream = container.add_stream("libx264", rate=fps)
+            stream.height, stream.width = frames[0].shape[:2]
+            stream.pix_fmt, stream.disposition = "yuv420p", disposition
+            streams.append((stream, frames))
+        for stream, frames in streams:
+            for index, frame in enumerate(frames):
+                picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                picture.pts = index
+                container.mux(stream.encode(picture))
+            container.mux(stream.encode(None))
+    return Path(path)
+
+
+def write_with_cover_art(path: str | os.PathLike[str], frames: Sequence[np.ndarray],
+                         fps: int = 10, cover_side: int = 256) -> Path:
+    """A Matroska file (use ``.mkv``) with ``frames`` as its video stream and a JPEG cover
+    attached, which FFmpeg reads as a second video stream, larger than the first and,
+    like it, not marked default."""
+    import av
+
+    ok, jpeg = cv2.imencode(".jpg", np.full((cover_side, cover_side, 3), 200, np.uint8))
+    if not ok:
+        raise RuntimeError("cv2 cannot encode a JPEG cover")
+    with av.open(os.fspath(path), mode="w") as container:
+        container.add_attachment("cover.jpg", "image/jpeg", jpeg.tobytes())
+        video = container.add_stream("libx264", rate=fps)
+        video.height, video.width = frames[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        for index, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            picture.pts = index
+            container.mux(video.encode(picture))
+        container.mux(video.encode(None))
+    return Path(path)
+
+
+def write_audio_only(path: str | os.PathLike[str]) -> Path:
+    """An M4A-style MP4 with one short silent AAC track and no video."""
+    import av
+
+    with av.open(os.fspath(path), mode="w", format="mp4") as container:
+        sound = container.add_stream("aac", rate=8000)
+        for block in range(4):
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                                 layout="mono")
+            samples.sample_rate, samples.pts = 8000, block * 1024
+            container.mux(sound.encode(samples))
+        container.mux(sound.encode(None))
+    return Path(path)

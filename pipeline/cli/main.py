@@ -21,6 +21,7 @@ from hflpipe.pipeline.cli.results import COMMANDS as RESULT_COMMANDS
 from hflpipe.pipeline.common.errors import HflpipeError, redact
 from hflpipe.pipeline.config.run_config import RunConfig
 from hflpipe.pipeline.decode.base import BACKENDS
+from hflpipe.pipeline.run.stop import RunInterrupted
 
 if TYPE_CHECKING:
     from hflpipe.pipeline.run.submit import JobReport
@@ -100,6 +101,9 @@ RUN_OPTIONS = [
             help="Video decoder: pyav (default) decodes every frame; decord seeks to "
             "keyframes, faster when far fewer frames are needed."),
     _option("--chunk-size", field="chunk_size", type=int, help="Frames decoded at once."),
+    _option("--stream", field="stream", type=int,
+            help="Index of the video stream to decode, as ffprobe lists it (default: the "
+            "one a player shows: not cover art, the default stream, else the largest)."),
     _option("--stride", field="stride", type=int, help="Every n-th frame."),
     _option("--start", field="start_s", type=float, help="Start time (s)."),
     _option("--end", field="end_s", type=float, help="End time (s)."),
@@ -364,6 +368,9 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except RunInterrupted as stop:
+        click.echo(f"hflpipe: {redact(str(stop))}", err=True)
+        sys.exit(stop.exit_code)
     except (HflpipeError, ModelFileError) as exc:
         if os.environ.get("HFLPIPE_DEBUG"):
             raise

@@ -33,7 +33,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "scene": ("intrinsics", "hfov_deg", "object"),
     "detection": ("detector", "boxes", "score_threshold", "detect_every", "torchvision_model",
                   "torchvision_weights", "torchvision_classes"),
-    "decoding": ("decoder", "chunk_size", "stride", "start_s", "end_s"),
+    "decoding": ("decoder", "chunk_size", "stream", "stride", "start_s", "end_s"),
     "smoothing": ("max_gap", "smoothing_cutoff_hz"),
     "resources": ("batch_size", "num_actors", "gpus_per_actor", "cpus_per_task",
                   "max_concurrent_videos"),

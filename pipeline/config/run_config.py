@@ -28,6 +28,7 @@ RESULT_FIELDS = (
     "torchvision_weights",
     "torchvision_classes",
     "score_threshold",
+    "stream",
     "stride",
     "start_s",
     "end_s",
@@ -62,6 +63,10 @@ class RunConfig(BaseModel):
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)
     decoder: Literal["decord", "pyav"] = "pyav"
     chunk_size: int = Field(64, ge=1, le=4096, description="frames decoded at once")
+    stream: int | None = Field(
+        None, ge=0, description="index of the video stream to decode (default: the one a "
+        "player shows)",
+    )
     stride: int = Field(1, ge=1, description="process every n-th frame")
     start_s: float | None = Field(None, ge=0.0)
     end_s: float | None = Field(None, gt=0.0)
@@ -130,6 +135,8 @@ def result_options(config: RunConfig) -> dict[str, object]:
         ignored.add("boxes")
     if config.intrinsics is not None:
         ignored.add("hfov_deg")
+    if config.stream is None:
+        ignored.add("stream")
     options: dict[str, object] = {}
     for name in RESULT_FIELDS:
         if name in ignored:

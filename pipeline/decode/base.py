@@ -9,6 +9,13 @@ number frames in presentation order from 0, give container presentation times
 in seconds (the first frame at its real pts, which need not be 0), and hold at
 most ``chunk_size`` frames in memory at once.
 
+Frames are those a player shows, as it shows them: of the video stream a player
+picks (cover art skipped, the default stream first, then the largest; or the
+stream asked for), frames an edit list hides left out, and turned by the
+container's display matrix (rotation and mirror, see
+:mod:`hflpipe.pipeline.decode.orientation`). Widths, heights and pixel
+coordinates everywhere downstream are those of the displayed frame.
+
 A video whose tail cannot be decoded is read up to the first bad frame; the
 chunks then simply end early (a warning is logged), so the frames a caller
 receives are the truth, whatever the container's index claims.
@@ -46,6 +53,10 @@ class VideoInfo:
     frames that actually decode. ``fps`` is the container's average rate and
     ``duration_s = num_frames / fps``. ``variable_frame_rate`` is true when
     the gaps between presentation times differ by more than timestamp rounding.
+    ``width`` and ``height`` are those of the displayed frame; ``rotation_deg``
+    (clockwise, 0/90/180/270) and ``mirrored`` (left-right, after the rotation) say how
+    stored frames were turned to get it. ``stream_index``: the decoded stream's index
+    among all the container's streams.
     """
 
     path: str
@@ -56,6 +67,9 @@ class VideoInfo:
     duration_s: float
     backend: str
     variable_frame_rate: bool
+    stream_index: int = 0
+    rotation_deg: int = 0
+    mirrored: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,7 +90,9 @@ class FrameChunk:
 
 
 class Decoder(ABC):
-    """A video decoding backend. ``threads``: decoding threads (0 lets the library choose).
+    """A video decoding backend. ``threads``: decoding threads (0 lets the library choose);
+    ``stream``: the index (among all the container's streams) of the video stream to
+    decode, None for the one a player would show.
 
     Backends implement :meth:`probe` and :meth:`_read_selected`; :meth:`read_chunks` checks
     its arguments here, so that both backends refuse the same ones the same way.
@@ -84,8 +100,9 @@ class Decoder(ABC):
 
     name: str
 
-    def __init__(self, threads: int = 0) -> None:
+    def __init__(self, threads: int = 0, stream: int | None = None) -> None:
         self.threads = threads
+        self.stream = stream
 
     @abstractmethod
     def probe(self, path: str) -> VideoInfo:
@@ -126,17 +143,19 @@ class Decoder(ABC):
         """
 
 
-def get_decoder(name: str = DEFAULT_BACKEND, threads: int = 0) -> Decoder:
+def get_decoder(name: str = DEFAULT_BACKEND, threads: int = 0,
+                stream: int | None = None) -> Decoder:
     """Return the backend called ``name`` (``"decord"`` or ``"pyav"``) decoding with
-    ``threads`` threads (0 lets the library choose: about one per core of the machine)."""
+    ``threads`` threads (0 lets the library choose: about one per core of the machine),
+    reading video stream ``stream`` (None: the one a player would show)."""
     if name == "decord":
         from hflpipe.pipeline.decode.decord_backend import DecordDecoder
 
-        return DecordDecoder(threads)
+        return DecordDecoder(threads, stream)
     if name == "pyav":
         from hflpipe.pipeline.decode.pyav_backend import PyAVDecoder
 
-        return PyAVDecoder(threads)
+        return PyAVDecoder(threads, stream)
     raise ConfigError(f"decoder {name!r}: unknown backend; expected one of {', '.join(BACKENDS)}")
 
 

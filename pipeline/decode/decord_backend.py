@@ -1,10 +1,11 @@
-"""decord decoding backend (the default).
+"""decord decoding backend (the alternative to PyAV).
 
-decord builds a frame table from the whole file when it opens it, so probing
-and selection are cheap and frames are fetched ``chunk_size`` at a time with
-``get_batch``. Its timestamps are float32 seconds counted from the stream
-start; they are put back on the container's tick grid and shifted to the real
-first pts (read with PyAV) so both backends report the same times.
+decord builds a frame table from the whole file when it opens it, so selection
+is cheap and frames are fetched ``chunk_size`` at a time with ``get_batch``.
+Presentation times come from PyAV's demux of the same stream (decord's own are
+float32 seconds from the stream start, and missing in some Matroska files), so
+both backends report the same times. decord turns frames by the rotation of an
+MP4 display matrix but not by its mirror; the rest of the turn is applied here.
 
 decord is unmaintained and can abort the process on some corrupt input; the
 container is therefore checked with PyAV first, and the orchestrator runs
@@ -40,10 +41,11 @@ from hflpipe.pipeline.decode.base import (
     check_video_path,
     decode_error,
 )
+from hflpipe.pipeline.decode.orientation import Orientation, rotation_only
 from hflpipe.pipeline.decode.pyav_backend import (
     ContainerHeader,
     PyAVDecoder,
-    packet_timestamps,
+    packet_table,
     read_container_header,
     video_info,
 )
@@ -53,55 +55,76 @@ logger = logging.getLogger(__name__)
 # decord reports failures as DECORDError, except when its reader cannot open a file whose
 # header PyAV accepted: then a bare RuntimeError ("Error reading <path>...").
 _DECORD_ERRORS = (decord.DECORDError, RuntimeError)
+# decord's FFmpeg (4.1) turns frames by a display matrix only in these containers.
+_TURNED_BY_DECORD = "mov"
 
 
-def _plausible(relative: np.ndarray) -> bool:
-    """Finite, non-negative, strictly increasing times of less than a year."""
-    return bool(np.all(np.isfinite(relative)) and relative.min() >= 0
-                and relative.max() < 3.2e7 and np.all(np.diff(relative) > 0))
+def _why_not_decord(header: ContainerHeader) -> str | None:
+    """Why decord cannot give the frames a player shows from this file, or None."""
+    if header.video_streams > 1:
+        return f"decord cannot choose among {header.video_streams} video streams"
+    if not header.orientation.is_identity and _TURNED_BY_DECORD not in header.format_name:
+        return "decord ignores the display matrix of this container format"
+    return None
 
 
 class DecordDecoder(Decoder):
-    """Decodes with decord on the CPU. ``threads``: decoding threads (0 lets decord choose)."""
+    """Decodes with decord on the CPU. ``threads``: decoding threads (0 lets decord choose).
+
+    Files decord cannot read as a player shows them (several video streams, an edit list
+    that hides frames, a display matrix outside MP4/MOV) are read with PyAV instead; the
+    :class:`VideoInfo` of such a file names ``pyav`` as its backend.
+    """
 
     name = "decord"
 
-    def _open(self, path: str) -> tuple[decord.VideoReader, ContainerHeader, np.ndarray]:
-        """Open ``path``; return the reader, the header and the ``(n,)`` float64 timestamps."""
+    def _open(self, path: str) -> tuple[decord.VideoReader | None, ContainerHeader, np.ndarray]:
+        """Open ``path``; return the reader, the header and the ``(n,)`` float64 timestamps.
+
+        The reader is None when PyAV must read the file instead (logged with the reason).
+        """
         path = check_video_path(path)
-        header = read_container_header(path)
-        try:
-            reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=self.threads)
-        except _DECORD_ERRORS as exc:
-            # decord indexes every packet on open, so a file cut short fails here.
-            raise decode_error(path, f"decord cannot index the video ({exc})") from exc
-        count = len(reader)
-        if count == 0:
+        header = read_container_header(path, self.stream)
+        reason = _why_not_decord(header)
+        table = packet_table(path, header)
+        reader = None
+        if reason is None:
+            try:
+                reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=self.threads)
+            except _DECORD_ERRORS as exc:
+                # decord indexes every packet on open, so a file cut short fails here.
+                raise decode_error(path, f"decord cannot index the video ({exc})") from exc
+            if len(reader) != len(table.pts):
+                # decord counts the frames an edit list hides and then misnumbers the rest.
+                reason = (f"decord lists {len(reader)} frames where a player shows "
+                          f"{len(table.pts)} (an edit list)")
+                reader = None
+        if reason is not None:
+            logger.info("%s: %s; decoding with PyAV", path, reason)
+        elif not len(table.pts):
             raise decode_error(path, "video stream has no frames")
-        relative = reader.get_frame_timestamp(np.arange(count))[:, 0].astype(np.float64)
-        if not _plausible(relative):
-            # decord reports FFmpeg's "no timestamp" value (~9.2e15 s) for every frame of
-            # some short Matroska files: take the container's own packet times instead.
-            _, timestamps = packet_timestamps(path)
-            if len(timestamps) != count:
-                raise decode_error(path, f"decord lists {count} frames, the container "
-                                         f"{len(timestamps)}, and decord has no timestamps")
-            return reader, header, timestamps
-        time_base = float(header.time_base)
-        ticks = np.rint(relative / time_base) + header.start_pts
-        return reader, header, ticks * time_base
+        # The container's own packet times: decord's are float32 seconds from the stream
+        # start, and some short Matroska files give FFmpeg's "no timestamp" for every frame.
+        return reader, header, table.timestamps_s
 
     def probe(self, path: str) -> VideoInfo:
-        """Metadata from decord's frame table and the container header."""
-        _, header, timestamps = self._open(path)
+        """Metadata from the container header and its packet table."""
+        reader, header, timestamps = self._open(path)
+        if reader is None:
+            return PyAVDecoder(self.threads, self.stream).probe(path)
         return video_info(str(path), header, timestamps, self.name)
 
     def _read_selected(
         self, path: str, chunk_size: int, selector: FrameSelector
     ) -> Iterator[FrameChunk]:
-        reader, _, timestamps = self._open(path)
+        reader, header, timestamps = self._open(path)
+        if reader is None:
+            return PyAVDecoder(self.threads, self.stream)._read_selected(
+                path, chunk_size, selector)
         selected = selector.select(timestamps)
-        return self._read(str(path), reader, timestamps, selected, chunk_size)
+        # decord turns frames by the display matrix's rotation but ignores its mirror.
+        orientation = header.orientation.after(rotation_only(header.orientation).inverse())
+        return self._read(str(path), reader, timestamps, selected, chunk_size, orientation)
 
     def _read(
         self,
@@ -110,6 +133,7 @@ class DecordDecoder(Decoder):
         timestamps: np.ndarray,
         selected: np.ndarray,
         chunk_size: int,
+        orientation: Orientation,
     ) -> Iterator[FrameChunk]:
         keyframes = np.asarray(reader.get_key_indices(), dtype=np.int64)
         begin = 0
@@ -129,10 +153,12 @@ class DecordDecoder(Decoder):
                     decode_error(path, f"decord failed at frames {indices[0]}+, using PyAV: {exc}"),
                 )
                 del reader
-                yield from PyAVDecoder(self.threads).read_chunks(
+                yield from PyAVDecoder(self.threads, self.stream).read_chunks(
                     path, chunk_size=chunk_size, frame_indices=selected[begin:].tolist()
                 )
                 return
+            if not orientation.is_identity:
+                frames = np.ascontiguousarray(orientation.apply(frames))
             yield _chunk(indices, timestamps, frames)
             begin = end
 

@@ -22,6 +22,7 @@ from hflpipe.pipeline.decode.base import (
     is_variable_frame_rate,
     log_truncated,
 )
+from hflpipe.pipeline.decode.orientation import Orientation, UnsupportedOrientation
 from hflpipe.pipeline.decode.read_ahead import iterate_ahead
 
 logger = logging.getLogger(__name__)
@@ -33,18 +34,29 @@ DECODE_AHEAD = 4
 
 @dataclass(frozen=True)
 class ContainerHeader:
-    """What the container header says about its first video stream (nothing decoded).
+    """What the container says about the video stream a player would show.
 
-    ``time_base``: seconds per pts tick. ``start_pts``: presentation time of
-    the first frame, in ticks. ``average_fps``: the container's average rate, or None
-    when it does not say.
+    ``stream_index``: that stream's index among all the container's streams.
+    ``time_base``: seconds per pts tick. ``start_pts``: presentation time of the first
+    frame, in ticks. ``average_fps``: the container's average rate, or None when it does
+    not say. ``width``, ``height``: the frame size as stored; ``orientation`` turns stored
+    frames for display. ``video_streams``: how many video streams (cover art included)
+    the container has. ``format_name``: FFmpeg's name of the container format.
     """
 
+    stream_index: int
     time_base: Fraction
     start_pts: int
     average_fps: float | None
     width: int
     height: int
+    orientation: Orientation
+    video_streams: int
+    format_name: str
+
+    def displayed_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the frames as displayed."""
+        return self.orientation.displayed_size(self.width, self.height)
 
 
 def _open(path: str) -> av.container.InputContainer:
@@ -62,7 +74,59 @@ def _open(path: str) -> av.container.InputContainer:
     return container
 
 
-def _header(path: str, stream: av.video.stream.VideoStream) -> ContainerHeader:
+def _is_picture(stream: av.video.stream.VideoStream) -> bool:
+    """Cover art and other still pictures stored as a one-frame video stream."""
+    return bool(stream.disposition & (av.stream.Disposition.attached_pic
+                                      | av.stream.Disposition.still_image))
+
+
+def choose_stream(path: str, container: av.container.InputContainer,
+                  wanted: int | None = None) -> av.video.stream.VideoStream:
+    """The video stream to decode: ``wanted`` (an index among all streams) when given,
+    else the one a player shows: not cover art, the default one first, then the largest,
+    then the first."""
+    videos = list(container.streams.video)
+    if wanted is not None:
+        for stream in videos:
+            if stream.index == wanted:
+                return stream
+        listed = ", ".join(str(s.index) for s in videos)
+        raise decode_error(path, f"stream {wanted} is not a video stream "
+                                 f"(video streams: {listed})")
+    moving = [stream for stream in videos if not _is_picture(stream)]
+    if not moving:
+        raise decode_error(path, "no video stream (only cover art or still pictures)")
+    return min(moving, key=lambda s: (not s.disposition & av.stream.Disposition.default,
+                                      -(s.width or 0) * (s.height or 0), s.index))
+
+
+def _orientation(path: str, container: av.container.InputContainer,
+                 stream: av.video.stream.VideoStream) -> Orientation:
+    """The display orientation, from the side data of the stream's first frame.
+
+    FFmpeg hands the container's display matrix to decoded frames (PyAV has no reader
+    for a stream's own side data). A stream whose first frame does not decode reads
+    as unturned; the read that follows reports the damage.
+    """
+    try:
+        frame = next(container.decode(stream), None)
+    except av.error.FFmpegError:
+        return Orientation()
+    if frame is None:
+        return Orientation()
+    for data in frame.side_data:
+        if data.type.name == "DISPLAYMATRIX":
+            try:
+                return Orientation.from_display_matrix(
+                    np.frombuffer(bytes(data), dtype=np.int32).tolist())
+            except UnsupportedOrientation as exc:
+                raise decode_error(path, str(exc)) from None
+    return Orientation()
+
+
+def _header(path: str, container: av.container.InputContainer, wanted: int | None
+            ) -> ContainerHeader:
+    stream = choose_stream(path, container, wanted)
     # A damaged codec tag leaves the stream without a decoder (and without a frame size).
     if stream.codec_context is None:
         raise decode_error(path, "video stream has an unknown codec (no decoder for it)")
@@ -70,19 +134,24 @@ def _header(path: str, stream: av.video.stream.VideoStream) -> ContainerHeader:
         raise decode_error(path, "video stream has no frame size or time base")
     rate = stream.average_rate or stream.guessed_rate
     return ContainerHeader(
+        stream_index=stream.index,
         time_base=Fraction(stream.time_base),
         start_pts=stream.start_time or 0,
         average_fps=float(rate) if rate else None,
         width=stream.width,
         height=stream.height,
+        orientation=_orientation(path, container, stream),
+        video_streams=len(container.streams.video),
+        format_name=container.format.name,
     )
 
 
-def read_container_header(path: str) -> ContainerHeader:
-    """Read the header of ``path``'s first video stream; :class:`DecodeError` if there is none."""
+def read_container_header(path: str, wanted: int | None = None) -> ContainerHeader:
+    """Read the header of ``path``'s video stream (``wanted``, or the one a player shows);
+    :class:`DecodeError` if there is none. Decodes the first frame for its orientation."""
     path = check_video_path(path)
     with _open(path) as container:
-        return _header(path, container.streams.video[0])
+        return _header(path, container, wanted)
 
 
 def video_info(
@@ -105,11 +174,14 @@ def video_info(
         path=path,
         num_frames=n,
         fps=fps,
-        width=header.width,
-        height=header.height,
+        width=header.displayed_size()[0],
+        height=header.displayed_size()[1],
         duration_s=n / fps,
         backend=backend,
         variable_frame_rate=is_variable_frame_rate(timestamps_s, float(header.time_base)),
+        stream_index=header.stream_index,
+        rotation_deg=header.orientation.rotation_deg,
+        mirrored=header.orientation.mirrored,
     )
 
 
@@ -130,36 +202,32 @@ class PacketTable:
         return self.pts * float(self.header.time_base)
 
 
-def _packet_table(path: str, container: av.container.InputContainer) -> PacketTable:
-    stream = container.streams.video[0]
-    header = _header(path, stream)
+def packet_table(path: str, header: ContainerHeader) -> PacketTable:
+    """Demux the packets of ``header``'s stream (nothing decoded).
+
+    Packets an edit list hides (the container flags them to be decoded and dropped, as
+    a trimmed clip keeps the frames before its cut) are left out, so the table lists the
+    frames a player shows. A damaged tail ends the table where it starts.
+    """
     pts: list[int] = []
     keyframes: list[int] = []
-    try:
-        for packet in container.demux(stream):
-            # The demuxer's final flush packet carries no data.
-            if packet.size == 0:
-                continue
-            stamp = packet.pts if packet.pts is not None else packet.dts
-            if stamp is None:
-                raise decode_error(path, "packets carry no timestamps")
-            pts.append(stamp)
-            if packet.is_keyframe:
-                keyframes.append(stamp)
-    except av.error.FFmpegError as exc:
-        log_truncated(path, len(pts), exc)
+    with _open(path) as container:
+        stream = container.streams[header.stream_index]
+        try:
+            for packet in container.demux(stream):
+                # The demuxer's final flush packet carries no data.
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if stamp is None:
+                    raise decode_error(path, "packets carry no timestamps")
+                pts.append(stamp)
+                if packet.is_keyframe:
+                    keyframes.append(stamp)
+        except av.error.FFmpegError as exc:
+            log_truncated(path, len(pts), exc)
     return PacketTable(header, np.sort(np.asarray(pts, dtype=np.int64)),
                        np.sort(np.asarray(keyframes, dtype=np.int64)))
-
-
-def packet_timestamps(path: str) -> tuple[ContainerHeader, np.ndarray]:
-    """The header and the sorted ``(n,)`` float64 presentation times of every video packet.
-
-    A demux only (nothing is decoded); a damaged tail ends the list where it starts.
-    """
-    with _open(path) as container:
-        table = _packet_table(path, container)
-    return table.header, table.timestamps_s
 
 
 class PyAVDecoder(Decoder):
@@ -182,10 +250,10 @@ class PyAVDecoder(Decoder):
     name = "pyav"
 
     def probe(self, path: str) -> VideoInfo:
-        """Metadata from the header plus a demux of every packet (no decoding)."""
-        path = check_video_path(path)
-        header, timestamps = packet_timestamps(path)
-        return video_info(path, header, timestamps, self.name)
+        """Metadata from the header (and its first frame) plus a demux of every packet."""
+        header = read_container_header(path, self.stream)
+        return video_info(str(path), header, packet_table(str(path), header).timestamps_s,
+                          self.name)
 
     def _read_selected(
         self, path: str, chunk_size: int, selector: FrameSelector
@@ -193,33 +261,33 @@ class PyAVDecoder(Decoder):
         return self._read(check_video_path(path), chunk_size, selector)
 
     def _read(self, path: str, chunk_size: int, selector: FrameSelector) -> Iterator[FrameChunk]:
+        header = read_container_header(path, self.stream)
         keyframe = None
         if selector.may_pass_over_leading_frames:
-            keyframe = _keyframe_before_selection(path, selector)
+            keyframe = _keyframe_before_selection(path, header, selector)
         if keyframe is not None:
             logger.debug("%s: seeking to the keyframe at frame %d", path, keyframe.position)
             try:
-                yield from self._decode(path, chunk_size, selector, keyframe)
+                yield from self._decode(path, header, chunk_size, selector, keyframe)
                 return
             except _MissedKeyframe as exc:
                 logger.debug("%s: seeking to frame %d failed (%s); decoding from the start",
                              path, keyframe.position, exc)
-        yield from self._decode(path, chunk_size, selector, None)
+        yield from self._decode(path, header, chunk_size, selector, None)
 
-    def _decode(self, path: str, chunk_size: int, selector: FrameSelector,
-                keyframe: _Keyframe | None) -> Iterator[FrameChunk]:
+    def _decode(self, path: str, header: ContainerHeader, chunk_size: int,
+                selector: FrameSelector, keyframe: _Keyframe | None) -> Iterator[FrameChunk]:
         """Decode from the start or from ``keyframe``; :class:`_MissedKeyframe` if the seek
         to it fails (before any frame is selected)."""
         with _open(path) as container:
-            stream = container.streams.video[0]
-            header = _header(path, stream)
+            stream = container.streams[header.stream_index]
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = self.threads
             time_base = float(header.time_base)
-            chunk = _ChunkBuffer(chunk_size, header.height, header.width)
+            chunk = _ChunkBuffer(chunk_size, header.height, header.width, header.orientation)
             received = 0 if keyframe is None else keyframe.position
             # The thread decodes (FFmpeg releases the GIL) while this one converts to RGB.
-            decoded = iterate_ahead(_frames_from(container, keyframe), DECODE_AHEAD,
+            decoded = iterate_ahead(_frames_from(container, stream, keyframe), DECODE_AHEAD,
                                     "hflpipe-decode")
             try:
                 with contextlib.closing(decoded):
@@ -257,7 +325,8 @@ class _MissedKeyframe(Exception):
     """A seek did not land on the keyframe asked for (raised before any frame is used)."""
 
 
-def _keyframe_before_selection(path: str, selector: FrameSelector) -> _Keyframe | None:
+def _keyframe_before_selection(path: str, header: ContainerHeader, selector: FrameSelector
+                               ) -> _Keyframe | None:
     """The last keyframe at or before the first frame ``selector`` could select; None
     when that is the first frame anyway, or when the stream does not start on a keyframe.
 
@@ -265,8 +334,7 @@ def _keyframe_before_selection(path: str, selector: FrameSelector) -> _Keyframe 
     be decoded; a read from the start drops them and numbers the first frame it can
     decode 0, so the packet table's positions would not match its frame numbers.
     """
-    with _open(path) as container:
-        table = _packet_table(path, container)
+    table = packet_table(path, header)
     if not len(table.keyframe_pts) or table.keyframe_pts[0] != table.pts[0]:
         return None
     first = min(selector.first_candidate(table.timestamps_s), len(table.pts) - 1)
@@ -277,10 +345,9 @@ def _keyframe_before_selection(path: str, selector: FrameSelector) -> _Keyframe 
     return _Keyframe(position=int(np.searchsorted(table.pts, pts)), pts=pts)
 
 
-def _frames_from(container: av.container.InputContainer, keyframe: _Keyframe | None
-                 ) -> Iterator[av.VideoFrame]:
-    """Decoded frames from the start, or from ``keyframe`` after seeking to it."""
-    stream = container.streams.video[0]
+def _frames_from(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 keyframe: _Keyframe | None) -> Iterator[av.VideoFrame]:
+    """Decoded frames of ``stream`` from the start, or from ``keyframe`` after seeking to it."""
     if keyframe is None:
         return container.decode(stream)
     try:
@@ -297,12 +364,14 @@ def _frames_from(container: av.container.InputContainer, keyframe: _Keyframe | N
 class _ChunkBuffer:
     """Collects one chunk: each frame converted to RGB and copied once, into the chunk's array.
 
-    Frames are scaled to the header's size, so a mid-stream size change cannot break
-    the ``(n, H, W, 3)`` chunk shape.
+    Frames are scaled to the header's stored size, so a mid-stream size change cannot
+    break the ``(n, H, W, 3)`` chunk shape, and turned for display as they are copied.
     """
 
-    def __init__(self, size: int, height: int, width: int) -> None:
+    def __init__(self, size: int, height: int, width: int, orientation: Orientation) -> None:
         self.size, self.height, self.width = size, height, width
+        self.orientation = orientation
+        self.shown_width, self.shown_height = orientation.displayed_size(width, height)
         self.indices: list[int] = []
         self.stamps: list[float] = []
         self._frames: np.ndarray | None = None
@@ -313,15 +382,16 @@ class _ChunkBuffer:
 
     def add(self, index: int, timestamp: float, frame: av.VideoFrame) -> None:
         if self._frames is None:
-            self._frames = np.empty((self.size, self.height, self.width, 3), dtype=np.uint8)
+            self._frames = np.empty((self.size, self.shown_height, self.shown_width, 3),
+                                    dtype=np.uint8)
         # swscale's own threads (one per core by default) slow the conversion down
         # next to a decoding thread; one is enough.
         rgb = frame.reformat(format="rgb24", width=self.width, height=self.height, threads=1)
         plane = rgb.planes[0]
         # FFmpeg pads each row to line_size bytes; the view drops the padding.
         rows = np.frombuffer(plane, dtype=np.uint8).reshape(self.height, plane.line_size)
-        self._frames[len(self.indices)] = rows[:, : 3 * self.width].reshape(
-            self.height, self.width, 3)
+        self._frames[len(self.indices)] = self.orientation.apply(
+            rows[:, : 3 * self.width].reshape(self.height, self.width, 3))
         self.indices.append(index)
         self.stamps.append(timestamp)
 

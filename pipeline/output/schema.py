@@ -47,7 +47,9 @@ from hflpipe.pipeline.common.errors import one_line
 
 # 2: quality columns (jitter_mps2, handedness_flip, hand_object_distance_m, suspect,
 # suspect_reasons) appended to hands and objects.
-SCHEMA_VERSION = "2"
+# 3: videos: width/height are the displayed frame's; stream_index, rotation_deg, mirrored,
+# boxes_dropped added.
+SCHEMA_VERSION = "3"
 TABLES = ("hands", "objects", "videos")
 NUM_JOINTS = 21
 NUM_KEYPOINTS = 21
@@ -226,8 +228,17 @@ def videos_schema() -> pa.Schema:
         _field("frames_processed", pa.int64(), unit="frame", nullable=True,
                description="frames run through the model"),
         _field("fps", pa.float64(), unit="1/s", nullable=True, description="average frame rate"),
-        _field("width", pa.int32(), unit="px", nullable=True, description="frame width"),
-        _field("height", pa.int32(), unit="px", nullable=True, description="frame height"),
+        _field("width", pa.int32(), unit="px", nullable=True,
+               description="frame width as displayed (after rotation_deg)"),
+        _field("height", pa.int32(), unit="px", nullable=True,
+               description="frame height as displayed (after rotation_deg)"),
+        _field("stream_index", pa.int32(), unit="", nullable=True,
+               description="index of the decoded video stream among the file's streams"),
+        _field("rotation_deg", pa.int32(), unit="deg", nullable=True,
+               description="clockwise rotation applied to stored frames for display "
+                           "(0, 90, 180, 270), from the container's display matrix"),
+        _field("mirrored", pa.bool_(), unit="", nullable=True,
+               description="frames were mirrored left-right for display, after the rotation"),
         _field("duration_s", pa.float64(), unit="s", nullable=True, description="duration"),
         _field("status", pa.string(), unit="", description="'ok', 'failed' or 'skipped'"),
         _field("error", pa.string(), unit="", nullable=True,
@@ -237,6 +248,9 @@ def videos_schema() -> pa.Schema:
         _field("object_tracks", pa.int32(), unit="", nullable=True, description="object tracks"),
         _field("failed_crops", pa.int32(), unit="", nullable=True,
                description="hand-object crops the model could not process (no row for them)"),
+        _field("boxes_dropped", pa.int32(), unit="", nullable=True,
+               description="detector or boxes-file boxes outside the frame, or under 2 px "
+                           "once clipped to it; dropped before the model"),
         _field("intrinsics", pa.list_(pa.float64(), 9), unit="px", shape="3x3", nullable=True,
                description="camera matrix K, row-major"),
         _field("intrinsics_source", pa.string(), unit="", nullable=True,

@@ -117,7 +117,8 @@ def render(
     hands = _select(read_table(out_dir, "hands"), vid, frames)
     objects = _select(read_table(out_dir, "objects"), vid, frames)
     scene = FrameDrawer(hands, objects, K, mesh, object_points)
-    dec = get_decoder(decoder)
+    # The stream the run decoded; frames come turned for display, like the run's.
+    dec = get_decoder(decoder, stream=row.get("stream_index"))
     info = dec.probe(str(video))
     wanted = range(*(frames or (0, info.num_frames)))
     indices = [i for i in wanted if i < info.num_frames]

@@ -45,6 +45,12 @@ from hflpipe.pipeline.run.context import (
 )
 from hflpipe.pipeline.run.progress import start_board
 from hflpipe.pipeline.run.ray_address import check_reachable
+from hflpipe.pipeline.run.stop import (
+    RunInterrupted,
+    check_stop,
+    reclaim_signals,
+    stop_on_signals,
+)
 from hflpipe.pipeline.run.video import VideoOutcome, failed_outcome, process_video
 
 log = logging.getLogger(__name__)
@@ -76,8 +82,14 @@ def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
 
     Resumable: videos already committed with the same config hash are skipped (failed ones
     too, unless ``retry_failed``). Results of a different config are never mixed in: see
-    :func:`~hflpipe.pipeline.run.context.output_folder`.
+    :func:`~hflpipe.pipeline.run.context.output_folder`. SIGINT and SIGTERM stop it with
+    :class:`~hflpipe.pipeline.run.stop.RunInterrupted` (see that module).
     """
+    with stop_on_signals():
+        return _run(config, progress)
+
+
+def _run(config: RunConfig, progress: bool) -> RunSummary:
     started = time.monotonic()
     validate_paths(config)
     inputs = collect_inputs(config.videos, config.video_list, config.manifest)
@@ -155,6 +167,7 @@ def _process_on_ray(
                bar_format=BAR_FORMAT)
     try:
         while pending or running:
+            check_stop()
             while pending and len(running) < concurrency:
                 video, video_context = pending.pop()
                 ref = task.remote(video, config, video_context, actors, board, len(running))
@@ -169,10 +182,20 @@ def _process_on_ray(
                 bar.update(1)
             _fail_stalled(running, board, config, contexts, summary, bar)
             _show_frames(bar, board, summary, len(pending))
+    except RunInterrupted as stop:
+        raise RunInterrupted(stop.signum, _stopped_line(
+            stop, summary, len(running) + len(pending))) from None
     finally:
         bar.close()
         for ref in running:
             ray.cancel(ref, force=True)
+
+
+def _stopped_line(stop: RunInterrupted, summary: RunSummary, unfinished: int) -> str:
+    committed = sum(summary.statuses.values())
+    return (f"stopped by {stop.signal_name}: {committed} videos committed to {summary.out} by "
+            f"this run ({summary.already_done} were done before), {unfinished} not finished "
+            "and nothing of them kept; run the same command again to resume")
 
 
 def model_device(config: RunConfig) -> str:
@@ -212,6 +235,8 @@ def _connect(config: RunConfig) -> dict[str, float]:
                      configure_logging=False)
         except ConnectionError as exc:
             raise ConfigError(f"ray cluster '{config.address}': {one_line(exc)}") from None
+        finally:
+            reclaim_signals()
     return ray.cluster_resources()
 
 

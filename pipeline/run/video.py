@@ -26,6 +26,7 @@ from hflpipe.pipeline.crop.batch import HandObjectPair
 from hflpipe.pipeline.crop.to_frame import crops_to_frame
 from hflpipe.pipeline.decode.base import Decoder, VideoInfo, get_decoder
 from hflpipe.pipeline.detect.base import Detection, Detector
+from hflpipe.pipeline.detect.frame_boxes import MIN_BOX_SIDE_PX, clip_to_frame
 from hflpipe.pipeline.infer.batching import BatchedInference
 from hflpipe.pipeline.infer.client import InferenceClient
 from hflpipe.pipeline.inputs.camera import default_intrinsics
@@ -117,12 +118,15 @@ def _process(
     path = str(video.path)
     # Ray reserved cpus_per_task cores for this task; the libraries' own choice would be
     # a thread per core of the machine in every one of the concurrent tasks.
-    decoder = get_decoder(config.decoder, threads=max(1, int(config.cpus_per_task)))
+    decoder = get_decoder(config.decoder, threads=max(1, int(config.cpus_per_task)),
+                          stream=config.stream)
     info = decoder.probe(path)
+    # Width, height, boxes, intrinsics and outputs are all those of the displayed frame.
     camera = context.intrinsics or default_intrinsics(info.width, info.height, config.hfov_deg)
     row.update(
         content_sha256=sha256_file(video.path), fps=info.fps, width=info.width,
-        height=info.height, duration_s=info.duration_s, decoder=decoder.name,
+        height=info.height, duration_s=info.duration_s, decoder=info.backend,
+        stream_index=info.stream_index, rotation_deg=info.rotation_deg, mirrored=info.mirrored,
         intrinsics=camera.K, intrinsics_source=camera.source,
     )
     chunk_frames = frames_per_chunk(config.chunk_size, info.width, info.height)
@@ -130,6 +134,11 @@ def _process(
         indices, keyframes, detections, decoded = _detect(
             decoder, detector, path, config, info, chunk_frames, report
         )
+    detections, row["boxes_dropped"] = clip_to_frame(detections, info.width, info.height)
+    if row["boxes_dropped"]:
+        log.warning("%s: %d boxes dropped: outside the %dx%d frame, or under %g px once "
+                    "clipped to it", path, row["boxes_dropped"], info.width, info.height,
+                    MIN_BOX_SIDE_PX)
     # The tracker counts frame indices; max_gap counts detector runs.
     step = config.stride * config.detect_every
     tracked = track(keyframes, detections,

@@ -36,6 +36,7 @@ from hflpipe.pipeline.common.errors import InputError
 from hflpipe.pipeline.crop.batch import HandObjectPair
 from hflpipe.pipeline.crop.to_frame import crops_to_frame
 from hflpipe.pipeline.decode.base import FrameChunk
+from hflpipe.pipeline.detect.frame_boxes import usable_boxes
 from hflpipe.pipeline.infer.batching import BatchedInference
 from hflpipe.pipeline.infer.client import InferenceClient
 
@@ -46,10 +47,6 @@ HAND_MARGIN = 0.1
 #: Margin around the object keypoints: none. The reference's object box is the tight box
 #: of the 21 projected control points, and so are the demo scene's boxes.
 OBJECT_MARGIN = 0.0
-#: A propagated box narrower or shorter than this, in pixels, after clipping to the frame,
-#: means the target has left the frame.
-MIN_BOX_SIDE_PX = 2.0
-
 def points_box(points: np.ndarray, margin: float, frame_size: tuple[int, int]) -> np.ndarray:
     """Boxes around point sets, grown by a margin and clipped to the frame.
 
@@ -73,13 +70,6 @@ def points_box(points: np.ndarray, margin: float, frame_size: tuple[int, int]) -
     low = np.clip(low - grow, 0.0, limit)
     high = np.clip(high + grow, 0.0, limit)
     return np.concatenate([low, high], axis=1).astype(np.float32)
-
-
-def usable_boxes(boxes: np.ndarray) -> np.ndarray:
-    """``(N, 4)`` xyxy -> ``(N,)`` bool: finite, and at least ``MIN_BOX_SIDE_PX`` wide and high."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    sides = boxes[:, 2:] - boxes[:, :2]
-    return np.isfinite(boxes).all(axis=1) & (sides >= MIN_BOX_SIDE_PX).all(axis=1)
 
 
 def keyframe_mask(first_position: int, count: int, detect_every: int) -> np.ndarray:
