@@ -33,6 +33,7 @@ from hflpipe.atomic import atomic_write_text
 from hflpipe.jsonable import to_jsonable
 from hflpipe.model.checkpoint import file_sha256, load_hflnet
 from hflpipe.model.control_points import control_points_from_file, load_control_points
+from hflpipe.model.hand_object import load_hand_object_detector
 from hflpipe.model.mano_file import load_mano_model
 from hflpipe.pipeline.common.errors import ConfigError, InputError, OutputError
 from hflpipe.pipeline.config.run_config import RunConfig, result_options
@@ -92,6 +93,10 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
         raise ConfigError("a checkpoint is required (--checkpoint HFL-Net .pth.tar)")
     # Loading once here turns a wrong or corrupted file into one line before Ray starts.
     load_hflnet(config.checkpoint, mano=config.mano, device="cpu")
+    detector_weights = None
+    if config.detector == "hand-object":
+        load_hand_object_detector(config.hand_object_weights)
+        detector_weights = Path(config.hand_object_weights).resolve()
     checkpoint_sha = file_sha256(config.checkpoint)
     mano_sha = load_mano_model(config.mano).sha256 if config.mano else "from-checkpoint"
     if device is None:
@@ -109,6 +114,7 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
             checkpoint=Path(config.checkpoint).resolve(),
             mano=Path(config.mano).resolve() if config.mano else None,
             device=device, precision=precision, compile=config.compile,
+            hand_object_weights=detector_weights,
         ),
         intrinsics=intrinsics,
         object_name=object_name,
