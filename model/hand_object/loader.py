@@ -63,6 +63,12 @@ def _state_dict(path: Path, payload: object) -> Mapping[str, object]:
     return state
 
 
+def official_state_dict(net: HandObjectDetector) -> dict[str, torch.Tensor]:
+    """``net``'s weights under the release file's names (for writing files of that layout)."""
+    back = tuple((new, old) for old, new in _PREFIXES)
+    return {_renamed(k, back): v for k, v in net.state_dict().items()}
+
+
 def load_hand_object_detector(path: str | os.PathLike[str],
                               device: str | torch.device = "cpu") -> HandObjectDetector:
     """The 100DOH hand-object detector with the weights of a checkpoint, in eval mode.
@@ -88,8 +94,7 @@ def load_hand_object_detector(path: str | os.PathLike[str],
     with torch.device("meta"):
         net = HandObjectDetector()
     ours = net.state_dict()
-    back = tuple((new, old) for old, new in _PREFIXES)
-    check_state_keys(path, state, {_renamed(k, back): v for k, v in ours.items()}, _NETWORK)
+    check_state_keys(path, state, official_state_dict(net), _NETWORK)
     renamed = {_renamed(k, _PREFIXES): v for k, v in state.items()}
     # assign=True adopts the tensors as they are: give them the network's dtypes first.
     net.load_state_dict({k: v.to(ours[k].dtype) for k, v in renamed.items()}, strict=True,

@@ -329,7 +329,8 @@ def bench_command(names: tuple[str, ...], quick: bool, out: Path | None,
                   checkpoint: Path | None) -> None:
     """Measure this machine: each benchmark prints its tables and writes its JSON.
 
-    NAMES: one or more of model, pipeline, decode, memory, scaling, smoothing, or all.
+    NAMES: one or more of model, pipeline, decode, memory, scaling, smoothing, hand_object,
+    or all.
     What each measures: docs/performance.md.
     """
     run_benchmarks(names, quick=quick, out_dir=out, checkpoint=checkpoint)
