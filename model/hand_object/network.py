@@ -126,8 +126,9 @@ class HandObjectDetector(nn.Module):
     def contact_outputs(self, enlarged_features: torch.Tensor) -> tuple[torch.Tensor,
                                                                           torch.Tensor]:
         """(N, 2048) features of enlarged RoIs -> contact logits (N, 5) and offsets (N, 3)."""
-        contact = self.contact_head(enlarged_features.to(self.side_head.weight.dtype)).float()
-        raw = self.offset_head(enlarged_features.to(self.side_head.weight.dtype)).float()
+        head_input = enlarged_features.to(self.side_head.weight.dtype)
+        contact = self.contact_head(head_input).float()
+        raw = self.offset_head(head_input).float()
         offsets = torch.cat([raw[:, :1], 0.1 * F.normalize(raw[:, 1:], p=2, dim=1)], dim=1)
         return contact, offsets
 
