@@ -8,9 +8,10 @@ Three measurements, each against a baseline taken in the same run:
 3. the whole pipeline on the same demo videos with ``--detector hand-object
    --detect-every 5`` against the pipeline reading the scene's boxes file.
 
-The weights are random (the synthetic recipe's distribution does not matter for speed):
-the arithmetic per frame is the network's, whatever its values; the number of
-detections (and so of HFL-Net crops) differs from a trained model's.
+The weights are random: the network's arithmetic per frame does not depend on them, but
+random weights find few or no hands, so the pipeline row then measures the detector's own
+cost with little HFL-Net work; with trained weights on real footage HFL-Net also runs on
+the hands it finds.
 """
 
 from __future__ import annotations
