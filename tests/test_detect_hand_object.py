@@ -132,3 +132,12 @@ def test_missing_or_wrong_detector_weights_stop_the_run(problem: str, tmp_path: 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and weights.name in lines[0], result.stderr[-2000:]
     assert not out.exists()
+
+
+def test_other_detector_weights_change_the_config_hash(tmp_path: Path) -> None:
+    from hflpipe.pipeline.run.context import config_hash
+
+    config = make_config(videos=["a.mp4"], out=tmp_path, detector="hand-object",
+                         hand_object_weights=tmp_path / "w.pth")
+    hashes = {config_hash(config, "c", "m", "cpu", "fp32", sha) for sha in ("a", "b")}
+    assert len(hashes) == 2

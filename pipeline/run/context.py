@@ -67,14 +67,17 @@ def run_precision(config: RunConfig, device: str) -> str:
 
 
 def config_hash(
-    config: RunConfig, checkpoint_sha256: str, mano_sha256: str, device: str, precision: str
+    config: RunConfig, checkpoint_sha256: str, mano_sha256: str, device: str, precision: str,
+    detector_sha256: str | None = None,
 ) -> str:
     """Hash of everything that determines the output rows (16 hex digits).
 
     Device and precision are the resolved ones: an fp32 run on the CPU and an fp16 run
-    on a GPU give different numbers, so their rows never share a hash.
+    on a GPU give different numbers, so their rows never share a hash. ``detector_sha256``:
+    the hand-object detector's weights, when the run uses them.
     """
-    fields = to_jsonable(result_options(config) | {
+    extra = {"detector_weights": detector_sha256} if detector_sha256 else {}
+    fields = to_jsonable(result_options(config) | extra | {
         "device": device, "precision": precision, "checkpoint": checkpoint_sha256,
         "mano": mano_sha256, "version": __version__, "schema": SCHEMA_VERSION,
     })
@@ -93,16 +96,17 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
         raise ConfigError("a checkpoint is required (--checkpoint HFL-Net .pth.tar)")
     # Loading once here turns a wrong or corrupted file into one line before Ray starts.
     load_hflnet(config.checkpoint, mano=config.mano, device="cpu")
-    detector_weights = None
+    detector_weights, detector_sha = None, None
     if config.detector == "hand-object":
         load_hand_object_detector(config.hand_object_weights)
         detector_weights = Path(config.hand_object_weights).resolve()
+        detector_sha = file_sha256(detector_weights)
     checkpoint_sha = file_sha256(config.checkpoint)
     mano_sha = load_mano_model(config.mano).sha256 if config.mano else "from-checkpoint"
     if device is None:
         device = "cpu" if config.device == "auto" else config.device
     precision = run_precision(config, device)
-    run_hash = config_hash(config, checkpoint_sha, mano_sha, device, precision)
+    run_hash = config_hash(config, checkpoint_sha, mano_sha, device, precision, detector_sha)
     intrinsics = parse_intrinsics(config.intrinsics) if config.intrinsics else None
     object_name, control_points = resolve_object(config.object)
     boxes = BoxesFile.load(config.boxes) if config.detector == "boxes" else None
