@@ -256,3 +256,23 @@ def test_link_rule_rejects_rows_of_the_wrong_shape() -> None:
         link_hands_to_objects(np.zeros((2, 4)), np.zeros((1, 10)))
     with pytest.raises(ValueError, match="objects"):
         link_hands_to_objects(np.ones((1, 10)), np.zeros((1, 2)))
+
+
+def test_detect_batches_frames_of_one_size_and_keeps_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with torch.device("meta"):
+        net = HandObjectDetector()
+    calls = []
+
+    def fake(images, scales, hand_threshold, object_threshold):
+        calls.append((images.shape, list(scales)))
+        return [FrameDetections(np.full((1, 10), s, np.float32), np.zeros((0, 10), np.float32),
+                                np.full(1, -1)) for s in scales]
+
+    monkeypatch.setattr(net, "detect_resized", fake)
+    sizes = [(480, 640), (720, 1280), (480, 640), (480, 640)]
+    frames = [np.zeros((*size, 3), np.uint8) for size in sizes]
+    found = net.detect(frames, batch_size=2)
+    assert [shape[:3] for shape, _ in calls] == [(2, 600, 800), (1, 600, 800), (1, 562, 1000)]
+    assert [float(f.hands[0, 0]) for f in found] == pytest.approx([1.25, 0.78125, 1.25, 1.25])
