@@ -4,7 +4,7 @@ Layouts (one file per video for JSON/NPZ, one file per table for CSV; ``DEST`` i
 
 - ``json``: ``DEST/<video_id>.json``::
 
-      {"format": "hflpipe-export", "schema_version": "2", "coordinates": "...",
+      {"format": "hflpipe-export", "schema_version": "3", "coordinates": "...",
        "rotation_format": "quaternion_wxyz", "mano_note": "...",
        "video": {videos row},
        "hands":   [{"track_id", "handedness", "frame_index": [n], "timestamp_s": [n],
