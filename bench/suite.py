@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hflpipe.bench.common import RESULTS_DIR
 
-BENCHMARKS = ("model", "pipeline", "decode", "memory", "scaling", "smoothing")
+BENCHMARKS = ("model", "pipeline", "decode", "memory", "scaling", "smoothing", "hand_object")
 #: Benchmarks that load the network and accept ``checkpoint``.
 _NEEDS_CHECKPOINT = ("model", "pipeline", "memory", "scaling")
 

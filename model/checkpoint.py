@@ -68,7 +68,7 @@ def _read_bytes(path: Path) -> bytes:
     except FileNotFoundError:
         raise ModelFileError(f"{path}: checkpoint does not exist") from None
     except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a directory, expected a .pth.tar checkpoint") from None
+        raise ModelFileError(f"{path}: is a directory, expected a checkpoint file") from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not data:
@@ -76,20 +76,17 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The raw state dict of a checkpoint file, on the CPU, keys as stored.
-
-    Accepts the official ``{"state_dict": ...}`` layout or a bare state dict.
+def read_payload(path: str | os.PathLike[str]) -> object:
+    """What a checkpoint file holds, read with a weights-only load onto the CPU.
 
     Raises:
         ModelFileError: the file is missing, empty, truncated, corrupted, not a PyTorch
-            checkpoint, holds pickled objects a weights-only load refuses, or holds no
-            tensor state dict.
+            checkpoint, or holds pickled objects a weights-only load refuses.
     """
     path = Path(path)
     data = _read_bytes(path)
     try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = _weights_only_reason(str(exc))
         if "Unsupported global" in reason:
@@ -106,6 +103,17 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"({type(exc).__name__}: {_first_line(exc)})"
         ) from None
 
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The raw state dict of a checkpoint file, on the CPU, keys as stored.
+
+    Accepts the official ``{"state_dict": ...}`` layout or a bare state dict.
+
+    Raises:
+        ModelFileError: as :func:`read_payload`, or the file holds no tensor state dict.
+    """
+    path = Path(path)
+    payload = read_payload(path)
     state = payload.get("state_dict", payload) if isinstance(payload, Mapping) else None
     if not isinstance(state, Mapping) or not state:
         raise ModelFileError(
@@ -147,8 +155,14 @@ def _drop_unused_constants(path: Path, state: dict[str, torch.Tensor]) -> None:
             raise ModelFileError(f"{path}: {key} is not the expected constant {expected.tolist()}")
 
 
-def _check_keys(path: Path, state: Mapping[str, torch.Tensor],
-                expected: Mapping[str, torch.Tensor]) -> None:
+def check_state_keys(path: Path, state: Mapping[str, torch.Tensor],
+                     expected: Mapping[str, torch.Tensor], network: str) -> None:
+    """Require ``state`` to hold exactly ``expected``'s keys and shapes, all values finite.
+
+    Raises:
+        ModelFileError: one line naming the missing, unexpected and mis-shaped keys
+            ("not a ``network`` checkpoint: ..."), or the non-finite ones.
+    """
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     misshaped = [
@@ -162,7 +176,7 @@ def _check_keys(path: Path, state: Mapping[str, torch.Tensor],
         if names
     ]
     if problems:
-        raise ModelFileError(f"{path}: not an HFL-Net checkpoint: {'; '.join(problems)}")
+        raise ModelFileError(f"{path}: not {network} checkpoint: {'; '.join(problems)}")
     non_finite = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
     if non_finite:
         raise ModelFileError(f"{path}: non-finite values in {_listing(non_finite)}")
@@ -244,7 +258,7 @@ def load_hflnet(path: str | os.PathLike[str], mano: str | os.PathLike[str] | Non
     with torch.device("meta"):
         net = HFLNet()
     expected = net.state_dict()
-    _check_keys(path, state, expected)
+    check_state_keys(path, state, expected, "an HFL-Net")
     if mano is not None:
         _check_mano(path, state, mano)
     # assign=True adopts the file's tensors as they are, so fix their dtypes first

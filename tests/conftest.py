@@ -91,6 +91,29 @@ def reference_checkpoint(
 
 
 @pytest.fixture(scope="session")
+def hod100_dir() -> Path:
+    """The 100DOH hand-object detector's parity fixtures (``../shared/fixtures/hod100``)."""
+    env = os.environ.get("HFLPIPE_FIXTURES")
+    root = Path(env).parent if env else REPO.parent / "shared" / "fixtures"
+    path = root / "hod100"
+    if not (path / "make_checkpoint.py").is_file():
+        pytest.fail(f"100DOH fixtures not found in {path}: check out ../shared")
+    return path
+
+
+@pytest.fixture(scope="session")
+def hand_object_checkpoint(hod100_dir: Path,
+                           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The synthetic 100DOH detector checkpoint (official layout, 190 MB), by the fixtures'
+    own recipe."""
+    path = tmp_path_factory.mktemp("hod100") / "synthetic_handobj.pth"
+    subprocess.run([sys.executable, str(hod100_dir / "make_checkpoint.py"), str(path)],
+                   check=True, capture_output=True)
+    yield path
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
 def fault_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the shared Ray's fault hooks leave their traces and find armed faults."""
     return tmp_path_factory.mktemp("faults")

@@ -82,8 +82,8 @@ RUN_OPTIONS = [
             help="Horizontal field of view assumed without --intrinsics."),
     _option("--object", field="object",
             help="YCB object name (e.g. 003_cracker_box) or a mesh/point file."),
-    _option("--hand-detector", field="detector",
-            type=click.Choice(["mediapipe", "boxes", "torchvision"]),
+    _option("--hand-detector", "--detector", field="detector",
+            type=click.Choice(["mediapipe", "boxes", "torchvision", "hand-object"]),
             help="Detector (mediapipe unless a boxes file is given)."),
     _option("--boxes", field="boxes", type=_PATH,
             help="Boxes file (CSV/JSON/Parquet); see docs/boxes-format.md."),
@@ -95,6 +95,11 @@ RUN_OPTIONS = [
             help="torchvision detection builder name."),
     _option("--torchvision-weights", field="torchvision_weights", type=_PATH,
             help="Weights for --torchvision-model."),
+    _option("--hand-object-weights", field="hand_object_weights", type=_PATH,
+            help="100DOH hand-object detector checkpoint (faster_rcnn_1_8_132028.pth)."),
+    _option("--contact-states", field="contact_states",
+            help="With the hand-object detector: contact states whose linked object HFL-Net "
+            "gets, comma-separated (portable, stationary, other, self)."),
     _option("--torchvision-classes", field="torchvision_classes",
             help='Class map as JSON, e.g. \'{"1": "hand", "2": "003_cracker_box"}\'.'),
     _option("--decoder", field="decoder", type=click.Choice(BACKENDS),
@@ -328,7 +333,8 @@ def bench_command(names: tuple[str, ...], quick: bool, out: Path | None,
                   checkpoint: Path | None) -> None:
     """Measure this machine: each benchmark prints its tables and writes its JSON.
 
-    NAMES: one or more of model, pipeline, decode, memory, scaling, smoothing, or all.
+    NAMES: one or more of model, pipeline, decode, memory, scaling, smoothing, hand_object,
+    or all.
     What each measures: docs/performance.md.
     """
     run_benchmarks(names, quick=quick, out_dir=out, checkpoint=checkpoint)

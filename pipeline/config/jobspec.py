@@ -32,7 +32,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("checkpoint", "mano", "device", "precision", "compile"),
     "scene": ("intrinsics", "hfov_deg", "object"),
     "detection": ("detector", "boxes", "score_threshold", "detect_every", "torchvision_model",
-                  "torchvision_weights", "torchvision_classes"),
+                  "torchvision_weights", "torchvision_classes", "hand_object_weights",
+                  "contact_states"),
     "decoding": ("decoder", "chunk_size", "stream", "stride", "start_s", "end_s"),
     "smoothing": ("max_gap", "smoothing_cutoff_hz"),
     "resources": ("batch_size", "num_actors", "gpus_per_actor", "cpus_per_task",
@@ -43,8 +44,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 COMMAND_LINE_ONLY = ("retry_failed", "new_version", "address")
 
 _SECTION_OF = {name: section for section, names in SECTIONS.items() for name in names}
-_PATH_FIELDS = ("out", "checkpoint", "mano", "boxes", "torchvision_weights", "video_list",
-                "manifest")
+_PATH_FIELDS = ("out", "checkpoint", "mano", "boxes", "torchvision_weights",
+                "hand_object_weights", "video_list", "manifest")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hflpipe.pipeline.common.errors import ConfigError
 
@@ -27,6 +34,8 @@ RESULT_FIELDS = (
     "torchvision_model",
     "torchvision_weights",
     "torchvision_classes",
+    "hand_object_weights",
+    "contact_states",
     "score_threshold",
     "stream",
     "stride",
@@ -55,11 +64,18 @@ class RunConfig(BaseModel):
     intrinsics: str | None = Field(None, description="'fx,fy,cx,cy' or a JSON file")
     hfov_deg: float = Field(60.0, gt=1.0, lt=179.0, description="FOV assumed without intrinsics")
     object: str | None = Field(None, description="YCB object name or a mesh/point file")
-    detector: Literal["boxes", "mediapipe", "torchvision"] = "mediapipe"
+    detector: Literal["boxes", "mediapipe", "torchvision", "hand-object"] = "mediapipe"
     boxes: Path | None = Field(None, description="boxes file (CSV, JSON or Parquet)")
     torchvision_model: str | None = None
     torchvision_weights: Path | None = None
     torchvision_classes: dict[int, str] | None = None
+    hand_object_weights: Path | None = Field(
+        None, description="100DOH detector checkpoint (faster_rcnn_1_8_132028.pth)"
+    )
+    contact_states: tuple[Literal["self", "other", "portable", "stationary"], ...] = Field(
+        ("portable",), description="hand-object detector: contact states whose linked object "
+        "HFL-Net is given; other hands take the hand-only path",
+    )
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)
     decoder: Literal["decord", "pyav"] = "pyav"
     chunk_size: int = Field(64, ge=1, le=4096, description="frames decoded at once")
@@ -101,6 +117,14 @@ class RunConfig(BaseModel):
     )
     address: str | None = None
 
+    @field_validator("contact_states", mode="before")
+    @classmethod
+    def _split_states(cls, value: object) -> object:
+        # The command line gives "portable,stationary".
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     @model_validator(mode="after")
     def _check_consistency(self) -> RunConfig:
         if not (self.videos or self.video_list or self.manifest):
@@ -115,6 +139,9 @@ class RunConfig(BaseModel):
             raise ValueError(
                 "detector 'torchvision' needs --torchvision-model and --torchvision-weights"
             )
+        if self.detector == "hand-object" and self.hand_object_weights is None:
+            raise ValueError("detector 'hand-object' needs --hand-object-weights "
+                             "(faster_rcnn_1_8_132028.pth)")
         return self
 
 
@@ -129,6 +156,8 @@ def result_options(config: RunConfig) -> dict[str, object]:
     ignored = set()
     if config.detector != "torchvision":
         ignored |= {"torchvision_model", "torchvision_weights", "torchvision_classes"}
+    if config.detector != "hand-object":
+        ignored |= {"hand_object_weights", "contact_states"}
     if config.detector == "boxes":
         ignored.add("score_threshold")
     else:
@@ -151,7 +180,8 @@ def result_options(config: RunConfig) -> dict[str, object]:
 
 
 #: Fields naming files that must exist before a run starts.
-FILE_FIELDS = ("checkpoint", "mano", "boxes", "torchvision_weights", "video_list", "manifest")
+FILE_FIELDS = ("checkpoint", "mano", "boxes", "torchvision_weights", "hand_object_weights",
+               "video_list", "manifest")
 
 
 def validate_paths(config: RunConfig, describe: Callable[[str], str] | None = None) -> None:

@@ -24,6 +24,8 @@ class HandObjectPair:
     obj: Detection | None
     #: The detector's own handedness for this hand, before the track's vote replaced it.
     detected_handedness: str | None = None
+    #: The hand-object detector's contact state for this hand on its keyframe.
+    contact_state: str | None = None
 
 
 def empty_fields(*extra: str) -> dict[str, list[Any]]:

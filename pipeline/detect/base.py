@@ -33,6 +33,10 @@ class Detection:
             hand, not the side of the image), ``None`` otherwise and for objects.
         object_name: the object's name when the detector or boxes file gives one.
         track_id: a track id given by the source (boxes file); the tracker keeps it.
+        contact_state: for hands from the hand-object detector, its contact state
+            (``none``, ``self``, ``other``, ``portable``, ``stationary``).
+        linked_object: for those hands, the position in the same frame's detection list of
+            the object the detector links the hand to (None: no link).
     """
 
     kind: Kind
@@ -41,6 +45,8 @@ class Detection:
     handedness: Handedness | None = None
     object_name: str | None = None
     track_id: int | None = None
+    contact_state: str | None = None
+    linked_object: int | None = None
 
 
 @runtime_checkable

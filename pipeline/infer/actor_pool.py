@@ -16,6 +16,7 @@ from ray.exceptions import RayActorError
 
 from hflpipe.pipeline.common.errors import HflpipeError
 from hflpipe.pipeline.infer.freed_memory import keep_freed_memory
+from hflpipe.pipeline.infer.hand_object import HandObjectRunner
 from hflpipe.pipeline.infer.predictor import HflnetPredictor, PredictorSettings
 
 
@@ -39,6 +40,8 @@ class PredictorActor:
 
     def __init__(self, settings: PredictorSettings, cpu_threads: int) -> None:
         self.predictor = load_actor_predictor(settings, cpu_threads)
+        self.hand_object = (HandObjectRunner(settings.hand_object_weights, self.predictor.device)
+                            if settings.hand_object_weights else None)
 
     def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -50,6 +53,9 @@ class PredictorActor:
                 torch.cuda.empty_cache()
             raise
 
+    def detect_hands_objects(self, images: np.ndarray, scales: np.ndarray, hand_threshold: float,
+                             object_threshold: float) -> list[tuple[np.ndarray, ...]]:
+        return self.hand_object(images, scales, hand_threshold, object_threshold)
 
     def ready(self) -> str:
         return str(self.predictor.device)
@@ -130,4 +136,11 @@ class ActorInference:
 
     def result(self, handle: ray.ObjectRef) -> dict[str, np.ndarray]:
         return ray.get(handle)
+
+    def detect_hands_objects(self, images: np.ndarray, scales: np.ndarray,
+                             hand_threshold: float,
+                             object_threshold: float) -> list[tuple[np.ndarray, ...]]:
+        actor = self.actors[next(self._next)]
+        return ray.get(actor.detect_hands_objects.remote(images, scales, hand_threshold,
+                                                         object_threshold))
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hflpipe.pipeline.infer.hand_object import HandObjectRunner
 from hflpipe.pipeline.infer.predictor import HflnetPredictor
 
 
@@ -26,15 +27,30 @@ class InferenceClient(Protocol):
         """Wait for and return a batch's outputs."""
         ...
 
+    def detect_hands_objects(self, images: np.ndarray, scales: np.ndarray,
+                             hand_threshold: float,
+                             object_threshold: float) -> list[tuple[np.ndarray, ...]]:
+        """The hand-object detector on prepared images (see ``HandObjectRunner``)."""
+        ...
+
 
 class LocalInference:
     """Runs the predictor in this process (tests, single-process runs)."""
 
-    def __init__(self, predictor: HflnetPredictor) -> None:
+    def __init__(self, predictor: HflnetPredictor,
+                 hand_object: HandObjectRunner | None = None) -> None:
         self.predictor = predictor
+        self.hand_object = hand_object
 
     def submit(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.predictor(batch)
 
     def result(self, handle: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return handle
+
+    def detect_hands_objects(self, images: np.ndarray, scales: np.ndarray,
+                             hand_threshold: float,
+                             object_threshold: float) -> list[tuple[np.ndarray, ...]]:
+        if self.hand_object is None:
+            raise ValueError("LocalInference was made without a hand-object detector")
+        return self.hand_object(images, scales, hand_threshold, object_threshold)

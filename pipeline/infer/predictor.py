@@ -54,6 +54,8 @@ class PredictorSettings:
     precision: str = "auto"
     optimize: bool = True
     compile: bool = False
+    #: The 100DOH hand-object detector's weights, when the run detects with it.
+    hand_object_weights: Path | None = None
 
 
 def resolve_device(device: str) -> torch.device:

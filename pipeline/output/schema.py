@@ -48,7 +48,8 @@ from hflpipe.pipeline.common.errors import one_line
 # 2: quality columns (jitter_mps2, handedness_flip, hand_object_distance_m, suspect,
 # suspect_reasons) appended to hands and objects.
 # 3: videos: width/height are the displayed frame's; stream_index, rotation_deg, mirrored,
-# boxes_dropped added.
+# boxes_dropped added. hands gain detector_side and contact_state (the 100DOH hand-object
+# detector's).
 SCHEMA_VERSION = "3"
 TABLES = ("hands", "objects", "videos")
 NUM_JOINTS = 21
@@ -63,9 +64,13 @@ METADATA_PREFIX = "hflpipe."
 VIDEO_STATUSES = ("ok", "failed", "skipped")
 INTRINSICS_SOURCES = ("given", "default_fov")
 HANDEDNESS = ("left", "right")
-#: Derived columns a builder may be given or not; left out, they are null (not assessed).
+#: The 100DOH detector's contact states, in the order of its classifier's outputs.
+CONTACT_STATES = ("none", "self", "other", "portable", "stationary")
+#: Columns a builder may be given or not; left out, they are null (not assessed, or not
+#: given by the detector).
 QUALITY_COLUMNS = frozenset({
     "jitter_mps2", "handedness_flip", "hand_object_distance_m", "suspect", "suspect_reasons",
+    "detector_side", "contact_state",
 })
 
 
@@ -169,6 +174,14 @@ def hands_schema(*, with_vertices: bool = False) -> pa.Schema:
         _field("handedness_flip", pa.bool_(), unit="", nullable=True,
                description="detector's handedness on this frame differs from the track's; "
                "null if interpolated or not given by the detector"),
+        _field("detector_side", pa.string(), unit="", nullable=True,
+               description="'left'/'right' as the detector saw this hand on this frame (the "
+               "track's vote is 'handedness'); null if interpolated or not given (between "
+               "keyframes of --detect-every, the keyframe's)"),
+        _field("contact_state", pa.string(), unit="", nullable=True,
+               description="hand-object detector's contact state: none, self, other, portable "
+               "or stationary; null if interpolated or not given (between keyframes of "
+               "--detect-every, the keyframe's)"),
         _field("hand_object_distance_m", _f32(), unit="m", nullable=True,
                description="nearest joint to the nearest posed object's 3D box on this frame; "
                "null if no posed object"),
@@ -354,6 +367,8 @@ def hands_table(columns: Mapping[str, object], metadata: OutputMetadata) -> pa.T
     schema = hands_schema(with_vertices="vertices" in columns)
     table = _build("hands", schema, columns, metadata)
     _check_values("hands", "handedness", table, HANDEDNESS)
+    _check_values("hands", "detector_side", table, HANDEDNESS)
+    _check_values("hands", "contact_state", table, CONTACT_STATES)
     return table
 
 
@@ -566,6 +581,7 @@ def _check_values(table_name: str, column: str, table: pa.Table, allowed: tuple[
 
 
 __all__ = [
+    "CONTACT_STATES",
     "COORDINATES",
     "QUALITY_COLUMNS",
     "ROTATION_FORMAT",

@@ -33,6 +33,7 @@ from hflpipe.atomic import atomic_write_text
 from hflpipe.jsonable import to_jsonable
 from hflpipe.model.checkpoint import file_sha256, load_hflnet
 from hflpipe.model.control_points import control_points_from_file, load_control_points
+from hflpipe.model.hand_object import load_hand_object_detector
 from hflpipe.model.mano_file import load_mano_model
 from hflpipe.pipeline.common.errors import ConfigError, InputError, OutputError
 from hflpipe.pipeline.config.run_config import RunConfig, result_options
@@ -66,14 +67,17 @@ def run_precision(config: RunConfig, device: str) -> str:
 
 
 def config_hash(
-    config: RunConfig, checkpoint_sha256: str, mano_sha256: str, device: str, precision: str
+    config: RunConfig, checkpoint_sha256: str, mano_sha256: str, device: str, precision: str,
+    detector_sha256: str | None = None,
 ) -> str:
     """Hash of everything that determines the output rows (16 hex digits).
 
     Device and precision are the resolved ones: an fp32 run on the CPU and an fp16 run
-    on a GPU give different numbers, so their rows never share a hash.
+    on a GPU give different numbers, so their rows never share a hash. ``detector_sha256``:
+    the hand-object detector's weights, when the run uses them.
     """
-    fields = to_jsonable(result_options(config) | {
+    extra = {"detector_weights": detector_sha256} if detector_sha256 else {}
+    fields = to_jsonable(result_options(config) | extra | {
         "device": device, "precision": precision, "checkpoint": checkpoint_sha256,
         "mano": mano_sha256, "version": __version__, "schema": SCHEMA_VERSION,
     })
@@ -92,12 +96,17 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
         raise ConfigError("a checkpoint is required (--checkpoint HFL-Net .pth.tar)")
     # Loading once here turns a wrong or corrupted file into one line before Ray starts.
     load_hflnet(config.checkpoint, mano=config.mano, device="cpu")
+    detector_weights, detector_sha = None, None
+    if config.detector == "hand-object":
+        load_hand_object_detector(config.hand_object_weights)
+        detector_weights = Path(config.hand_object_weights).resolve()
+        detector_sha = file_sha256(detector_weights)
     checkpoint_sha = file_sha256(config.checkpoint)
     mano_sha = load_mano_model(config.mano).sha256 if config.mano else "from-checkpoint"
     if device is None:
         device = "cpu" if config.device == "auto" else config.device
     precision = run_precision(config, device)
-    run_hash = config_hash(config, checkpoint_sha, mano_sha, device, precision)
+    run_hash = config_hash(config, checkpoint_sha, mano_sha, device, precision, detector_sha)
     intrinsics = parse_intrinsics(config.intrinsics) if config.intrinsics else None
     object_name, control_points = resolve_object(config.object)
     boxes = BoxesFile.load(config.boxes) if config.detector == "boxes" else None
@@ -109,6 +118,7 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
             checkpoint=Path(config.checkpoint).resolve(),
             mano=Path(config.mano).resolve() if config.mano else None,
             device=device, precision=precision, compile=config.compile,
+            hand_object_weights=detector_weights,
         ),
         intrinsics=intrinsics,
         object_name=object_name,

@@ -130,7 +130,7 @@ def _process(
         intrinsics=camera.K, intrinsics_source=camera.source,
     )
     chunk_frames = frames_per_chunk(config.chunk_size, info.width, info.height)
-    with video_detector(config, context, video.path) as detector:
+    with video_detector(config, context, video.path, inference) as detector:
         indices, keyframes, detections, decoded = _detect(
             decoder, detector, path, config, info, chunk_frames, report
         )
@@ -145,9 +145,10 @@ def _process(
                     TrackingConfig(max_gap=(config.max_gap + 1) * step - 1))
     seeds = [
         HandObjectPair(int(frame_index), frame[h], frame[o] if o is not None else None,
-                detected_handedness=raw[h].handedness)
+                       detected_handedness=raw[h].handedness,
+                       contact_state=raw[h].contact_state)
         for frame_index, frame, raw in zip(keyframes.tolist(), tracked, detections, strict=True)
-        for h, o in pair_hands_with_objects(frame)
+        for h, o in pair_hands_with_objects(frame, contact_states=config.contact_states)
     ]
     if config.detect_every == 1:
         jobs, crops, failed = _infer(decoder, path, config, chunk_frames, seeds, inference,
@@ -328,6 +329,7 @@ def _hand_observations(
         "track_id": np.array([j.hand.track_id for j in jobs], np.int32),
         "handedness": np.array([j.hand.handedness or "right" for j in jobs]),
         "detected_handedness": np.array([j.detected_handedness for j in jobs], dtype=object),
+        "contact_state": np.array([j.contact_state for j in jobs], dtype=object),
         "box": np.stack([j.hand.box for j in jobs]).astype(np.float32),
         "detector_score": np.array([j.hand.score for j in jobs], np.float32),
         "confidence": confidence.mean(axis=1).astype(np.float32),

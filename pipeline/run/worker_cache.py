@@ -21,6 +21,8 @@ from hflpipe.model.checkpoint import load_hand_layer
 from hflpipe.model.mano import ManoLayer
 from hflpipe.pipeline.config.run_config import RunConfig
 from hflpipe.pipeline.detect.base import Detector, make_detector
+from hflpipe.pipeline.detect.hand_object import HandObjectFrameDetector
+from hflpipe.pipeline.infer.client import InferenceClient
 from hflpipe.pipeline.run.context import RunContext
 
 _DETECTORS: dict[str, Detector] = {}
@@ -39,8 +41,17 @@ def detector_options(config: RunConfig) -> dict[str, Any]:
 
 
 @contextmanager
-def video_detector(config: RunConfig, context: RunContext, video: Path) -> Iterator[Detector]:
-    """The detector for one video: the boxes file's rows, or this worker's pixel detector."""
+def video_detector(config: RunConfig, context: RunContext, video: Path,
+                   inference: InferenceClient | None = None) -> Iterator[Detector]:
+    """The detector for one video: the boxes file's rows, the hand-object detector on the
+    inference actors (through ``inference``), or this worker's pixel detector."""
+    if config.detector == "hand-object":
+        if inference is None:
+            raise ValueError("the hand-object detector runs on the inference actors")
+        yield HandObjectFrameDetector(functools.partial(
+            inference.detect_hands_objects, hand_threshold=config.score_threshold,
+            object_threshold=config.score_threshold))
+        return
     if config.detector == "boxes":
         detector = make_detector("boxes", {"file": context.boxes}, video=video)
         try:

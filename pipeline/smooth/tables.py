@@ -104,6 +104,18 @@ def _handedness_disagreement(obs: dict[str, np.ndarray], rows: np.ndarray) -> np
                      for d, side in zip(detected[rows], track_side, strict=True)])
 
 
+def _observed_labels(span: TrackSpan, frames: np.ndarray, labels: np.ndarray | None,
+                     rows: np.ndarray) -> np.ndarray:
+    """Per-observation strings (or None) on the span's frames, None on the others."""
+    out = np.full(len(span.frame_indices), None, dtype=object)
+    if labels is None:
+        return out
+    positions = np.asarray(frames, dtype=np.int64) - span.frame_indices[0]
+    inside = (positions >= 0) & (positions < len(out))
+    out[positions[inside]] = labels[rows][inside]
+    return out
+
+
 def hand_table(
     video_id: str, selected: np.ndarray, obs: dict[str, np.ndarray], settings: TableSettings,
     metadata: OutputMetadata, hand_layer: ManoLayer,
@@ -145,6 +157,8 @@ def hand_table(
             "translation_raw": np.nan_to_num(translation_raw),
             "jitter_mps2": acceleration_magnitude(t, joints3d_raw, observed),
             "handedness_flip": span.scatter(frames, _handedness_disagreement(obs, rows)),
+            "detector_side": _observed_labels(span, frames, obs.get("detected_handedness"), rows),
+            "contact_state": _observed_labels(span, frames, obs.get("contact_state"), rows),
             "left": np.full(len(t), left),
         })
     columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

@@ -12,7 +12,7 @@ separate sequences.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -250,19 +250,27 @@ def track(
 
 
 def pair_hands_with_objects(
-    detections: Sequence[Detection], max_distance: float = 1.5
+    detections: Sequence[Detection], max_distance: float = 1.5,
+    contact_states: Collection[str] = ("portable",),
 ) -> list[tuple[int, int | None]]:
     """For each hand on one frame, the object it most likely holds.
 
-    The object overlapping the hand most (highest IoU) wins; when none overlaps,
-    the one with the nearest centre, if that centre lies within ``max_distance``
-    times the hand's size (the longer side of its box). Several hands may share
-    one object.
+    A hand that carries the hand-object detector's contact state gets the object the
+    detector links it to, if its state is one of ``contact_states``, else none (the
+    hand-only path). Otherwise the object overlapping the hand most (highest IoU) wins;
+    when none overlaps, the one with the nearest centre, if that centre lies within
+    ``max_distance`` times the hand's size (the longer side of its box). Several hands
+    may share one object.
 
     Returns:
         ``(hand_index, object_index | None)`` per hand, indices into ``detections``,
         in detection order.
     """
+    if any(d.kind == "hand" and d.contact_state is not None for d in detections):
+        return [
+            (i, d.linked_object if d.contact_state in contact_states else None)
+            for i, d in enumerate(detections) if d.kind == "hand"
+        ]
     hands = [i for i, d in enumerate(detections) if d.kind == "hand"]
     objects = [i for i, d in enumerate(detections) if d.kind == "object"]
     if not objects or not hands:
