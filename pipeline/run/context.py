@@ -34,6 +34,7 @@ from hflpipe.jsonable import to_jsonable
 from hflpipe.model.checkpoint import file_sha256, load_hflnet
 from hflpipe.model.control_points import control_points_from_file, load_control_points
 from hflpipe.model.mano_file import load_mano_model
+from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.common.errors import ConfigError, InputError, OutputError
 from hflpipe.pipeline.config.run_config import RunConfig, result_options
 from hflpipe.pipeline.detect.boxes import BoxesFile
@@ -91,23 +92,25 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
     if config.checkpoint is None:
         raise ConfigError("a checkpoint is required (--checkpoint HFL-Net .pth.tar)")
     # Loading once here turns a wrong or corrupted file into one line before Ray starts.
-    load_hflnet(config.checkpoint, mano=config.mano, device="cpu")
-    checkpoint_sha = file_sha256(config.checkpoint)
-    mano_sha = load_mano_model(config.mano).sha256 if config.mano else "from-checkpoint"
+    checkpoint = storage.cached_copy(config.checkpoint)
+    mano = storage.cached_copy(config.mano) if config.mano else None
+    load_hflnet(checkpoint, mano=mano, device="cpu")
+    checkpoint_sha = file_sha256(checkpoint)
+    mano_sha = load_mano_model(mano).sha256 if mano else "from-checkpoint"
     if device is None:
         device = "cpu" if config.device == "auto" else config.device
     precision = run_precision(config, device)
     run_hash = config_hash(config, checkpoint_sha, mano_sha, device, precision)
-    intrinsics = parse_intrinsics(config.intrinsics) if config.intrinsics else None
+    intrinsics = read_intrinsics(config.intrinsics) if config.intrinsics else None
     object_name, control_points = resolve_object(config.object)
-    boxes = BoxesFile.load(config.boxes) if config.detector == "boxes" else None
+    boxes = read_boxes(config.boxes) if config.detector == "boxes" else None
     return RunContext(
         config_hash=run_hash,
         metadata=OutputMetadata(checkpoint_sha256=checkpoint_sha, mano_sha256=mano_sha,
                                 config_hash=run_hash),
         predictor_settings=PredictorSettings(
-            checkpoint=Path(config.checkpoint).resolve(),
-            mano=Path(config.mano).resolve() if config.mano else None,
+            checkpoint=_absolute(config.checkpoint),
+            mano=_absolute(config.mano) if config.mano else None,
             device=device, precision=precision, compile=config.compile,
         ),
         intrinsics=intrinsics,
@@ -117,10 +120,29 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
     )
 
 
+def _absolute(location: storage.Location) -> storage.Location:
+    # Actors on other nodes read the model files themselves: a URL travels as it is.
+    return location if storage.is_url(location) else Path(location).resolve()
+
+
+def read_intrinsics(spec: str) -> Intrinsics:
+    """Intrinsics from ``'fx,fy,cx,cy'``, a JSON file or a JSON file's URL."""
+    return storage.load_named(spec, parse_intrinsics) if storage.is_url(spec) else (
+        parse_intrinsics(spec))
+
+
+def read_boxes(location: storage.Location) -> BoxesFile:
+    """A boxes file from a path or a URL."""
+    return storage.load_named(location, BoxesFile.load)
+
+
 def resolve_object(spec: str | None) -> tuple[str | None, np.ndarray | None]:
     """A YCB catalogue name or a mesh / point file -> (name, (21, 3) control points)."""
     if spec is None:
         return None, None
+    if storage.is_url(spec):
+        return Path(storage.name_of(spec)).stem, storage.load_named(spec,
+                                                                    control_points_from_file)
     path = Path(spec)
     if path.suffix and path.exists():
         return path.stem, control_points_from_file(path)
@@ -134,7 +156,7 @@ def video_config_hash(job_hash: str, video: VideoInput) -> str:
     """The config hash of one video: the job's, or with its manifest overrides mixed in."""
     overrides = video.overrides()
     if "boxes" in overrides:
-        overrides["boxes"] = str(Path(overrides["boxes"]).resolve())
+        overrides["boxes"] = str(_absolute(overrides["boxes"]))
     if not overrides:
         return job_hash
     blob = json.dumps({"job": job_hash, **overrides}, sort_keys=True).encode()
@@ -164,11 +186,11 @@ def context_for_video(context: RunContext, video: VideoInput, objects: ObjectCac
         return context
     changes: dict[str, object] = {}
     if video.intrinsics is not None:
-        changes["intrinsics"] = parse_intrinsics(video.intrinsics)
+        changes["intrinsics"] = read_intrinsics(video.intrinsics)
     if video.object is not None:
         changes["object_name"], changes["control_points"] = objects.get(video.object)
     if video.boxes is not None:
-        changes["boxes"] = BoxesFile.load(video.boxes)
+        changes["boxes"] = read_boxes(video.boxes)
     return replace(with_config_hash(context, video_hash), **changes)
 
 

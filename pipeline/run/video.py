@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from hflpipe.hashing import sha256_file
 from hflpipe.model.geometry import mirror_mano_pose, mirror_points3d
+from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.common.errors import HflpipeError, one_line
 from hflpipe.pipeline.config.run_config import RunConfig
 from hflpipe.pipeline.crop.batch import HandObjectPair
@@ -72,8 +73,9 @@ def base_row(video: VideoInput, context: RunContext) -> dict[str, Any]:
         "config_hash": context.config_hash,
         "started_at": dt.datetime.now(dt.UTC),
     }
-    with contextlib.suppress(OSError):
-        row["size_bytes"] = video.path.stat().st_size
+    if not storage.is_url(video.path):
+        with contextlib.suppress(OSError):
+            row["size_bytes"] = video.path.stat().st_size
     return row
 
 
@@ -102,7 +104,14 @@ def process_video(
     # The first heartbeat starts the driver's stall clock only once the task really runs.
     report(0, 0)
     try:
-        return _process(video, config, context, inference, report, row)
+        with storage.scratch_copy(video.path, int(config.scratch_limit_gb * 1e9)) as local:
+            row.setdefault("size_bytes", local.stat().st_size)
+            try:
+                return _process(replace(video, path=local), config, context, inference,
+                                report, row)
+            except HflpipeError as exc:
+                # Messages name the file read, the scratch copy: the user knows the URL.
+                raise type(exc)(str(exc).replace(str(local), str(video.path))) from None
     except HflpipeError as exc:
         return failed_outcome(video, context, str(exc), row)
 
