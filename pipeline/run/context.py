@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from hflpipe import __version__
-from hflpipe.atomic import atomic_write_text
 from hflpipe.jsonable import to_jsonable
 from hflpipe.model.checkpoint import file_sha256, load_hflnet
 from hflpipe.model.control_points import control_points_from_file, load_control_points
@@ -41,7 +40,9 @@ from hflpipe.pipeline.detect.boxes import BoxesFile
 from hflpipe.pipeline.infer.predictor import PredictorSettings
 from hflpipe.pipeline.inputs.camera import Intrinsics, parse_intrinsics
 from hflpipe.pipeline.inputs.videos import VideoInput
+from hflpipe.pipeline.output.object_lock import s3_lease
 from hflpipe.pipeline.output.schema import SCHEMA_VERSION, OutputMetadata
+from hflpipe.pipeline.output.store import OutputStore
 
 log = logging.getLogger(__name__)
 
@@ -207,18 +208,18 @@ VERSIONS_FOLDER = "versions"
 
 def output_folder(
     config: RunConfig, job_hash: str, committed: Mapping[str, Mapping], expected: Mapping[str, str]
-) -> Path:
+) -> storage.Location:
     """The folder this run writes to: ``OUT``, or ``OUT/versions/<hash>`` for a new version.
 
     ``committed``: video id -> ``videos`` row already in ``OUT``; ``expected``: video id ->
     the config hash this run gives it. Raises ConfigError when ``OUT`` holds another
     config's results and ``new_version`` is off.
     """
-    out = Path(config.out)
+    out = config.out
     recorded = _recorded_hash(out, job_hash, committed, expected)
     if recorded is None or recorded == job_hash:
         return out
-    version = out / VERSIONS_FOLDER / job_hash
+    version = storage.join(out, VERSIONS_FOLDER, job_hash)
     if config.new_version:
         log.warning("%s holds config %s; writing config %s to %s", out, recorded, job_hash,
                     version)
@@ -229,14 +230,15 @@ def output_folder(
     )
 
 
-def _recorded_hash(out: Path, job_hash: str, committed: Mapping[str, Mapping],
+def _recorded_hash(out: storage.Location, job_hash: str, committed: Mapping[str, Mapping],
                    expected: Mapping[str, str]) -> str | None:
-    record = out / JOB_RECORD
-    if record.is_file():
+    store = OutputStore(out)
+    if store.is_file(JOB_RECORD):
         try:
-            return str(json.loads(record.read_text(encoding="utf-8"))["config_hash"])
+            return str(json.loads(store.read_bytes(JOB_RECORD))["config_hash"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise OutputError(f"job record {record}: unreadable ({exc})") from None
+            raise OutputError(f"job record {storage.describe(store.location(JOB_RECORD))}: "
+                              f"unreadable ({storage.cause_of(exc)})") from None
     # A folder written before job records existed: judge it by its rows.
     for video_id, row in committed.items():
         if row.get("config_hash") != expected.get(video_id, job_hash):
@@ -245,13 +247,20 @@ def _recorded_hash(out: Path, job_hash: str, committed: Mapping[str, Mapping],
 
 
 @contextmanager
-def claim_output(folder: Path, config: RunConfig, job_hash: str) -> Iterator[None]:
+def claim_output(folder: storage.Location, config: RunConfig, job_hash: str) -> Iterator[None]:
     """Hold ``folder``'s lock for the run and make sure its job record exists.
 
     The lock is an ``flock`` on ``_hflpipe.lock``: the kernel drops it when the process
-    dies, so a killed run never blocks the next one. Raises OutputError when another run
-    holds it or the folder cannot be written.
+    dies, so a killed run never blocks the next one. On S3 it is a lease object written
+    with conditional writes (:mod:`~hflpipe.pipeline.output.object_lock`). Raises
+    OutputError when another run holds it or the folder cannot be written.
     """
+    if storage.is_url(folder):
+        with object_store_lock(storage.join(folder, LOCK_FILE)):
+            if not OutputStore(folder).is_file(JOB_RECORD):
+                _write_job_record(folder, config, job_hash)
+            yield
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -271,11 +280,23 @@ def claim_output(folder: Path, config: RunConfig, job_hash: str) -> Iterator[Non
         os.close(fd)
 
 
-def _write_job_record(folder: Path, config: RunConfig, job_hash: str) -> None:
+def _write_job_record(folder: storage.Location, config: RunConfig, job_hash: str) -> None:
     record = {
         "config_hash": job_hash,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "result_options": to_jsonable(result_options(config)),
     }
-    atomic_write_text(folder / JOB_RECORD, json.dumps(record, indent=2, sort_keys=True),
-                      OutputError)
+    text = json.dumps(record, indent=2, sort_keys=True)
+    OutputStore(folder).write_bytes(text.encode("utf-8"), JOB_RECORD)
+
+
+@contextmanager
+def object_store_lock(url: str) -> Iterator[None]:
+    """The lock on an object store: S3's conditional writes; elsewhere none (a warning)."""
+    if url.lower().startswith("s3://"):
+        with s3_lease(url):
+            yield
+        return
+    log.warning("%s: no exclusive lock on this store; make sure no other run writes to it",
+                storage.describe(url))
+    yield

@@ -53,13 +53,17 @@ Report = Callable[[int, int], None]
 
 @dataclass
 class VideoOutcome:
-    """A video's tables (None when it failed) and its ``videos`` row."""
+    """A video's tables (None when it failed or the task wrote them) and its ``videos`` row."""
 
     video_id: str
     video_row: dict[str, Any]
     hands: pa.Table | None = None
     objects: pa.Table | None = None
     failed_crop_frames: list[int] = field(default_factory=list)
+    #: Set once the task wrote the tables itself (then ``hands``/``objects`` are None).
+    data_written: bool = False
+    hand_rows: int = 0
+    object_rows: int = 0
 
 #: (frame index, one-line cause) of a crop the model failed on.
 CropFailure = tuple[int, str]
