@@ -10,7 +10,11 @@ Commit protocol, so that a crash at any point loses nothing and duplicates nothi
 3. the ``videos`` row is written last, the same way: a video is finished exactly when its
    ``videos`` file exists and reads.
 
-Writers for different videos touch disjoint files, so Ray workers may write concurrently.
+On an object store each file is one upload of finished bytes instead of a rename
+(:mod:`.store`). In a run, a video's task does steps 1 and 2 where it ran
+(:func:`write_video_data`) and the driver step 3 (:func:`commit_video`), so no rows pass
+through the driver. Writers for different videos touch disjoint files, so Ray workers may
+write concurrently.
 ``remove_stale_temp_files`` and ``remove_uncommitted_outputs`` must run only while no
 writer is running (at job start), since an in-flight write looks exactly like a stale one.
 """
