@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import s3_server
+
+# Before any Ray starts, so that its workers see the test S3 server's endpoint and keys.
+s3_server.export_environment()
 
 REPO = Path(__file__).resolve().parents[1]
 #: Logical CPUs of the shared Ray: one inference actor and three video tasks at once.
@@ -117,6 +121,14 @@ def hand_object_checkpoint(hod100_dir: Path,
 def fault_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the shared Ray's fault hooks leave their traces and find armed faults."""
     return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[s3_server.S3Server]:
+    """This test worker's S3 server (moto, loopback, signatures checked), started on first use."""
+    server = s3_server.S3Server()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

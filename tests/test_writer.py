@@ -14,7 +14,7 @@ from test_schema import META, sample_hand_columns, sample_object_columns, sample
 
 from hflpipe.atomic import temporary_name
 from hflpipe.pipeline.common.errors import InputError, OutputError
-from hflpipe.pipeline.output import writer
+from hflpipe.pipeline.output import store, writer
 from hflpipe.pipeline.output.reader import finished_videos, read_table, scan_output
 from hflpipe.pipeline.output.schema import (
     empty_hands,
@@ -128,7 +128,7 @@ def test_disk_full_mid_video_keeps_written_files_valid(tmp_path, monkeypatch) ->
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_write(table, sink, **kwargs)
 
-    monkeypatch.setattr(writer.pq, "write_table", write_then_fail)
+    monkeypatch.setattr(store.pq, "write_table", write_then_fail)
     with pytest.raises(OutputError) as info:
         _write(tmp_path, "a", n=3)
     message = str(info.value)

@@ -64,18 +64,21 @@ def _option(*decls: str, field: str, help: str, **kwargs: Any) -> Callable:
 
 
 _PATH = click.Path(path_type=Path)
+#: A path or a store URL (``s3://...``): kept as text, since ``Path`` would fold its ``//``.
+_LOCATION = click.Path(path_type=str)
 
 RUN_OPTIONS = [
     _option("--videos", field="videos", multiple=True,
             help="Video file or glob (quote it); repeatable."),
-    _option("--video-list", field="video_list", type=_PATH,
+    _option("--video-list", field="video_list", type=_LOCATION,
             help="Text file, one video path or glob a line."),
-    _option("--manifest", field="manifest", type=_PATH,
+    _option("--manifest", field="manifest", type=_LOCATION,
             help="CSV/JSON of videos with per-video object, intrinsics, boxes (docs/jobs.md)."),
-    _option("--out", field="out", type=_PATH, help="Output directory."),
-    _option("--checkpoint", field="checkpoint", type=_PATH,
+    _option("--out", field="out", type=_LOCATION,
+            help="Output directory, or a store URL (s3://bucket/prefix)."),
+    _option("--checkpoint", field="checkpoint", type=_LOCATION,
             help="Official HFL-Net checkpoint (.pth.tar)."),
-    _option("--mano", field="mano", type=_PATH,
+    _option("--mano", field="mano", type=_LOCATION,
             help="MANO_RIGHT.pkl or converted .npz (checked against the checkpoint)."),
     _option("--intrinsics", field="intrinsics", help="'fx,fy,cx,cy' or a JSON file."),
     _option("--hfov", field="hfov_deg", type=float,
@@ -85,7 +88,7 @@ RUN_OPTIONS = [
     _option("--hand-detector", "--detector", field="detector",
             type=click.Choice(["mediapipe", "boxes", "torchvision", "hand-object"]),
             help="Detector (mediapipe unless a boxes file is given)."),
-    _option("--boxes", field="boxes", type=_PATH,
+    _option("--boxes", field="boxes", type=_LOCATION,
             help="Boxes file (CSV/JSON/Parquet); see docs/boxes-format.md."),
     _option("--score-threshold", field="score_threshold", type=float,
             help="Detector score threshold."),
@@ -95,7 +98,7 @@ RUN_OPTIONS = [
             help="torchvision detection builder name."),
     _option("--torchvision-weights", field="torchvision_weights", type=_PATH,
             help="Weights for --torchvision-model."),
-    _option("--hand-object-weights", field="hand_object_weights", type=_PATH,
+    _option("--hand-object-weights", field="hand_object_weights", type=_LOCATION,
             help="100DOH hand-object detector checkpoint (faster_rcnn_1_8_132028.pth)."),
     _option("--contact-states", field="contact_states",
             help="With the hand-object detector: contact states whose linked object HFL-Net "
@@ -126,6 +129,8 @@ RUN_OPTIONS = [
             help="CPUs per video (decode) task."),
     _option("--max-concurrent-videos", field="max_concurrent_videos", type=int,
             help="Videos in flight (default: cluster CPUs / --cpus-per-task)."),
+    _option("--scratch-limit", field="scratch_limit_gb", type=float,
+            help="Largest remote video (GB) a worker copies to its scratch space."),
     _option("--device", field="device", type=click.Choice(["auto", "cpu", "cuda"]),
             help="Inference device."),
     _option("--precision", field="precision",

@@ -21,8 +21,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.common.errors import ConfigError, one_line
-from hflpipe.pipeline.config.run_config import RunConfig, looks_like_values, validate_paths
+from hflpipe.pipeline.config.run_config import (
+    RunConfig,
+    is_object_file,
+    looks_like_values,
+    validate_paths,
+)
 
 #: Section -> the RunConfig fields it holds. Every field is in exactly one section or
 #: in COMMAND_LINE_ONLY.
@@ -37,7 +43,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "decoding": ("decoder", "chunk_size", "stream", "stride", "start_s", "end_s"),
     "smoothing": ("max_gap", "smoothing_cutoff_hz"),
     "resources": ("batch_size", "num_actors", "gpus_per_actor", "cpus_per_task",
-                  "max_concurrent_videos"),
+                  "max_concurrent_videos", "scratch_limit_gb"),
     "retries": ("max_retries", "stall_timeout_s"),
 }
 #: Choices made per invocation, not properties of a job: flags only.
@@ -153,18 +159,21 @@ def _anchor_paths(values: dict[str, Any], folder: Path) -> dict[str, Any]:
     if isinstance(intrinsics, str) and not looks_like_values(intrinsics):
         anchored["intrinsics"] = _beside(folder, intrinsics)
     obj = values.get("object")
-    if isinstance(obj, str) and Path(obj).suffix:
+    if isinstance(obj, str) and is_object_file(obj):
         anchored["object"] = _beside(folder, obj)
     return anchored
 
 
 def _is_relative(value: object) -> bool:
     names = value if isinstance(value, list) else [value]
-    return any(isinstance(n, str) and not Path(n).expanduser().is_absolute() for n in names)
+    return any(isinstance(n, str) and not storage.is_url(n)
+               and not Path(n).expanduser().is_absolute() for n in names)
 
 
 def _beside(folder: Path, name: str) -> str:
-    """An absolute, normalised path, so the config hash does not depend on the cwd."""
+    """An absolute, normalised path (URLs as they are), so the hash does not depend on the cwd."""
+    if storage.is_url(name):
+        return name
     return os.path.abspath(Path(folder, Path(name).expanduser()))
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -19,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.common.errors import ConfigError
 
 #: Options that can change what lands in the output files; the config hash covers those
@@ -48,28 +50,35 @@ RESULT_FIELDS = (
 )
 
 
+#: A local path (``Path``) or a store URL such as ``s3://bucket/key`` (kept as text).
+Location = Annotated[Path | str, BeforeValidator(
+    lambda value: storage.as_location(value) if isinstance(value, str | Path) else value)]
+
+
 class RunConfig(BaseModel):
     """Everything a run needs. Paths are kept as given; checks happen in :func:`validate_paths`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     videos: list[str] = Field(default_factory=list, description="video files or glob patterns")
-    video_list: Path | None = Field(None, description="text file, one video path or glob a line")
-    manifest: Path | None = Field(
+    video_list: Location | None = Field(
+        None, description="text file, one video path or glob a line"
+    )
+    manifest: Location | None = Field(
         None, description="CSV/JSON table of videos with per-video object, intrinsics, boxes"
     )
-    out: Path = Field(description="output directory")
-    checkpoint: Path | None = Field(None, description="official HFL-Net checkpoint (.pth.tar)")
-    mano: Path | None = Field(None, description="MANO_RIGHT.pkl or a converted .npz")
+    out: Location = Field(description="output directory or store URL (s3://bucket/prefix)")
+    checkpoint: Location | None = Field(None, description="official HFL-Net checkpoint (.pth.tar)")
+    mano: Location | None = Field(None, description="MANO_RIGHT.pkl or a converted .npz")
     intrinsics: str | None = Field(None, description="'fx,fy,cx,cy' or a JSON file")
     hfov_deg: float = Field(60.0, gt=1.0, lt=179.0, description="FOV assumed without intrinsics")
     object: str | None = Field(None, description="YCB object name or a mesh/point file")
     detector: Literal["boxes", "mediapipe", "torchvision", "hand-object"] = "mediapipe"
-    boxes: Path | None = Field(None, description="boxes file (CSV, JSON or Parquet)")
+    boxes: Location | None = Field(None, description="boxes file (CSV, JSON or Parquet)")
     torchvision_model: str | None = None
     torchvision_weights: Path | None = None
     torchvision_classes: dict[int, str] | None = None
-    hand_object_weights: Path | None = Field(
+    hand_object_weights: Location | None = Field(
         None, description="100DOH detector checkpoint (faster_rcnn_1_8_132028.pth)"
     )
     contact_states: tuple[Literal["self", "other", "portable", "stationary"], ...] = Field(
@@ -110,6 +119,9 @@ class RunConfig(BaseModel):
     max_retries: int = Field(2, ge=0, le=20, description="retries of a video whose worker died")
     stall_timeout_s: float = Field(
         600.0, gt=0.0, description="a video making no progress for this long fails"
+    )
+    scratch_limit_gb: float = Field(
+        50.0, gt=0.0, description="largest remote video a worker copies to its scratch space"
     )
     retry_failed: bool = False
     new_version: bool = Field(
@@ -193,17 +205,23 @@ def validate_paths(config: RunConfig, describe: Callable[[str], str] | None = No
     describe = describe or (lambda name: f"option '{name}'")
     for name in FILE_FIELDS:
         path = getattr(config, name)
-        if path is not None and not Path(path).is_file():
-            cause = "is a directory, not a file" if Path(path).is_dir() else "file not found"
-            raise ConfigError(f"{describe(name)}: {cause}: {path}")
+        if path is not None and not storage.is_file(path):
+            is_dir = not storage.is_url(path) and Path(path).is_dir()
+            cause = "is a directory, not a file" if is_dir else "file not found"
+            raise ConfigError(f"{describe(name)}: {cause}: {storage.describe(path)}")
     intrinsics = config.intrinsics
-    if intrinsics and not looks_like_values(intrinsics) and not Path(intrinsics).is_file():
-        raise ConfigError(
-            f"{describe('intrinsics')}: file not found (or give 'fx,fy,cx,cy'): {intrinsics}"
-        )
+    if intrinsics and not looks_like_values(intrinsics) and not storage.is_file(intrinsics):
+        raise ConfigError(f"{describe('intrinsics')}: file not found (or give 'fx,fy,cx,cy'): "
+                          f"{storage.describe(intrinsics)}")
     # A name with a suffix is a mesh/point file; YCB catalogue names have none.
-    if config.object and Path(config.object).suffix and not Path(config.object).is_file():
-        raise ConfigError(f"{describe('object')}: mesh/point file not found: {config.object}")
+    if is_object_file(config.object) and not storage.is_file(config.object):
+        raise ConfigError(f"{describe('object')}: mesh/point file not found: "
+                          f"{storage.describe(config.object)}")
+
+
+def is_object_file(spec: str | None) -> bool:
+    """True for a mesh/point file name or URL (it has a suffix); YCB names have none."""
+    return bool(spec) and bool(Path(storage.name_of(spec)).suffix)
 
 
 def looks_like_values(text: str) -> bool:

@@ -7,19 +7,19 @@ frames :mod:`hflpipe.pipeline.detect.hand_object` prepared on the CPU side.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from hflpipe.model.hand_object import load_hand_object_detector
+from hflpipe.pipeline.common.storage import Location, cached_copy
 
 
 class HandObjectRunner:
     """Prepared images in, detection rows out (numpy), in fp32 on ``device``."""
 
-    def __init__(self, weights: Path, device: torch.device) -> None:
-        self.network = load_hand_object_detector(weights, device=device)
+    def __init__(self, weights: Location, device: torch.device) -> None:
+        self.network = load_hand_object_detector(cached_copy(weights), device=device)
 
     def __call__(self, images: np.ndarray, scales: Sequence[float], hand_threshold: float,
                  object_threshold: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

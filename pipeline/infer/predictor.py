@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +29,7 @@ import torch
 from hflpipe.model.checkpoint import load_hflnet
 from hflpipe.model.inference_speed import autocast_backbone, fold_batch_norms
 from hflpipe.model.object_pose import select_vote_candidates
+from hflpipe.pipeline.common.storage import Location, cached_copy
 from hflpipe.pipeline.infer.freed_memory import ShapeChangeTrim
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,14 @@ class PredictorSettings:
     seen so far, so a video's short last batch reuses the compiled shape.
     """
 
-    checkpoint: Path
-    mano: Path | None = None
+    checkpoint: Location  # a path, or a URL each actor fetches to its machine's cache
+    mano: Location | None = None
     device: str = "auto"
     precision: str = "auto"
     optimize: bool = True
     compile: bool = False
     #: The 100DOH hand-object detector's weights, when the run detects with it.
-    hand_object_weights: Path | None = None
+    hand_object_weights: Location | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -84,7 +84,8 @@ class HflnetPredictor:
     def __init__(self, settings: PredictorSettings) -> None:
         self.device = resolve_device(settings.device)
         self.autocast_dtype = resolve_precision(settings.precision, self.device)
-        self.net = load_hflnet(settings.checkpoint, mano=settings.mano, device=self.device)
+        mano = cached_copy(settings.mano) if settings.mano else None
+        self.net = load_hflnet(cached_copy(settings.checkpoint), mano=mano, device=self.device)
         self.channels_last = settings.optimize
         if settings.optimize:
             folded = fold_batch_norms(self.net)

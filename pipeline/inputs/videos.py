@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hflpipe.model.control_points import load_control_points
+from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.common.errors import ConfigError, InputError, one_line
-from hflpipe.pipeline.config.run_config import looks_like_values
+from hflpipe.pipeline.common.storage import Location
+from hflpipe.pipeline.config.run_config import is_object_file, looks_like_values
 from hflpipe.pipeline.inputs.camera import intrinsics_from_mapping, parse_intrinsics
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -32,12 +34,12 @@ class VideoInput:
     the manifest's per-video overrides of the run's ``object``, ``intrinsics`` and ``boxes``.
     """
 
-    path: Path
+    path: Location
     video_id: str
     problem: str | None = None
     object: str | None = None
     intrinsics: str | None = None
-    boxes: Path | None = None
+    boxes: Location | None = None
 
     def overrides(self) -> dict[str, str]:
         """The per-video overrides that are set, as strings (for hashing and display)."""
@@ -45,20 +47,20 @@ class VideoInput:
         return {k: str(v) for k, v in values.items() if v is not None}
 
 
-def video_id_for(path: Path) -> str:
+def video_id_for(path: Location) -> str:
     """``<stem>-<8 hex>``: readable, unique per absolute path, and a safe file name.
 
     The hash keeps ``a/clip.mp4`` and ``b/clip.mp4`` apart; the sanitising keeps a
     name such as ``../../x`` from ever leaving the output directory.
     """
-    absolute = str(Path(path).absolute())
+    absolute = storage.identity(path)
     digest = hashlib.sha1(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    stem = _UNSAFE.sub("_", Path(path).stem).strip("._-")[:80] or "video"
+    stem = _UNSAFE.sub("_", Path(storage.name_of(path)).stem).strip("._-")[:80] or "video"
     return f"{stem}-{digest}"
 
 
 def collect_inputs(
-    videos: list[str], video_list: Path | None = None, manifest: Path | None = None
+    videos: list[str], video_list: Location | None = None, manifest: Location | None = None
 ) -> list[VideoInput]:
     """Every input of a run: manifest rows first, then ``videos`` and the list file's lines.
 
@@ -68,9 +70,9 @@ def collect_inputs(
     patterns = list(videos)
     if video_list:
         patterns += read_video_list(video_list)
-    seen = {video.path.absolute() for video in inputs}
+    seen = {storage.identity(video.path) for video in inputs}
     for video in expand_videos(patterns) if patterns else []:
-        if video.path.absolute() not in seen:
+        if storage.identity(video.path) not in seen:
             inputs.append(video)
     return inputs
 
@@ -82,29 +84,39 @@ def expand_videos(patterns: list[str]) -> list[VideoInput]:
     produce an empty run); a directory that matches is kept as an input with a
     problem, so that it gets a ``failed`` row rather than vanishing.
     """
-    seen: dict[Path, VideoInput] = {}
+    seen: dict[str, VideoInput] = {}
     for pattern in patterns:
         matches = [pattern]
         if glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern, recursive=True))
+            matches = _matches(pattern)
             if not matches:
-                raise ConfigError(f"videos '{pattern}': no files match")
+                raise ConfigError(f"videos '{storage.describe(pattern)}': no files match")
         for match in matches:
-            path = Path(match)
-            seen.setdefault(path.absolute(), VideoInput(path, video_id_for(path), _problem(path)))
+            path = storage.as_location(match)
+            seen.setdefault(storage.identity(path),
+                            VideoInput(path, video_id_for(path), _problem(path)))
     return list(seen.values())
 
 
-def read_video_list(path: Path) -> list[str]:
+def _matches(pattern: str) -> list[str]:
+    if storage.is_url(pattern):
+        try:
+            return storage.glob(pattern)
+        except InputError as exc:
+            raise ConfigError(f"videos: {exc}") from None
+    return sorted(glob.glob(pattern, recursive=True))
+
+
+def read_video_list(path: Location) -> list[str]:
     """Names or glob patterns from a text file, one a line; ``#`` starts a comment line.
 
     Relative names are relative to the list file's folder, so the list can travel with
     the videos.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"video list {path}: cannot be read: {_cause(exc)}") from None
+        lines = storage.read_text(path).splitlines()
+    except InputError as exc:
+        raise ConfigError(f"video list {exc}") from None
     names = [line.strip() for line in lines]
     patterns = [_beside(path, name) for name in names if name and not name.startswith("#")]
     if not patterns:
@@ -112,7 +124,7 @@ def read_video_list(path: Path) -> list[str]:
     return patterns
 
 
-def read_manifest(path: Path) -> list[VideoInput]:
+def read_manifest(path: Location) -> list[VideoInput]:
     """Read a manifest (``.csv``, ``.json`` list of objects, or ``.jsonl``); checks every row.
 
     Columns: ``video`` (required) and optional ``object`` (YCB name or mesh/point file),
@@ -120,12 +132,12 @@ def read_manifest(path: Path) -> list[VideoInput]:
     or K) and ``boxes`` (a boxes file). Empty cells mean "use the run's value". Relative
     paths are relative to the manifest's folder. Raises ConfigError naming the row.
     """
-    path = Path(path)
+    path = storage.as_location(path)
     rows = _manifest_rows(path)
     if not rows:
         raise ConfigError(f"manifest {path}: has no rows")
     inputs: list[VideoInput] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
     known_objects: set[str] = set()
     for number, row in enumerate(rows, start=1):
         where = f"manifest {path}: row {number}"
@@ -136,24 +148,24 @@ def read_manifest(path: Path) -> list[VideoInput]:
         values = {k: _cell(row.get(k), f"{where}: {k}") for k in ("video", "object", "boxes")}
         if values["video"] is None:
             raise ConfigError(f"{where}: 'video' is empty")
-        video = Path(_beside(path, values["video"]))
-        if video.absolute() in seen:
+        video = storage.as_location(_beside(path, values["video"]))
+        if storage.identity(video) in seen:
             raise ConfigError(f"{where}: video {video} is listed twice")
-        seen.add(video.absolute())
+        seen.add(storage.identity(video))
         obj = _manifest_object(path, values["object"], where, known_objects)
         intrinsics = _manifest_intrinsics(path, row.get("intrinsics"), where)
-        boxes = Path(_beside(path, values["boxes"])) if values["boxes"] else None
-        if boxes is not None and not boxes.is_file():
+        boxes = storage.as_location(_beside(path, values["boxes"])) if values["boxes"] else None
+        if boxes is not None and not storage.is_file(boxes):
             raise ConfigError(f"{where}: boxes file not found: {boxes}")
         inputs.append(VideoInput(video, video_id_for(video), _problem(video), obj, intrinsics,
                                  boxes))
     return inputs
 
 
-def _manifest_rows(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
+def _manifest_rows(path: Location) -> list[dict]:
+    suffix = Path(storage.name_of(path)).suffix.lower()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = storage.read_text(path)
         if suffix == ".csv":
             reader = csv.DictReader(text.splitlines())
             if reader.fieldnames is None or "video" not in reader.fieldnames:
@@ -166,7 +178,9 @@ def _manifest_rows(path: Path) -> list[dict]:
         else:
             raise ConfigError(f"manifest {path}: unknown format '{suffix}' (use .csv, .json "
                               "or .jsonl)")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except InputError as exc:
+        raise ConfigError(f"manifest {exc}") from None
+    except json.JSONDecodeError as exc:
         raise ConfigError(f"manifest {path}: cannot be read: {_cause(exc)}") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ConfigError(f"manifest {path}: expected a list of objects, one per video")
@@ -181,13 +195,13 @@ def _cell(value: object, where: str) -> str | None:
     return value.strip()
 
 
-def _manifest_object(manifest: Path, value: str | None, where: str, known: set[str]
+def _manifest_object(manifest: Location, value: str | None, where: str, known: set[str]
                      ) -> str | None:
     if value is None:
         return None
-    if Path(value).suffix:
-        file = Path(_beside(manifest, value))
-        if not file.is_file():
+    if is_object_file(value):
+        file = _beside(manifest, value)
+        if not storage.is_file(file):
             raise ConfigError(f"{where}: object mesh/point file not found: {file}")
         return str(file)
     if value not in known:
@@ -199,7 +213,7 @@ def _manifest_object(manifest: Path, value: str | None, where: str, known: set[s
     return value
 
 
-def _manifest_intrinsics(manifest: Path, value: object, where: str) -> str | None:
+def _manifest_intrinsics(manifest: Location, value: object, where: str) -> str | None:
     """Check a row's intrinsics now; returns them as 'fx,fy,cx,cy' or a file path."""
     if isinstance(value, dict):
         try:
@@ -212,16 +226,16 @@ def _manifest_intrinsics(manifest: Path, value: object, where: str) -> str | Non
         return None
     spec = text if looks_like_values(text) else _beside(manifest, text)
     try:
-        parse_intrinsics(spec)
+        storage.load_named(spec, parse_intrinsics) if storage.is_url(spec) else parse_intrinsics(
+            spec)
     except InputError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return spec
 
 
-def _beside(anchor: Path, name: str) -> str:
+def _beside(anchor: Location, name: str) -> str:
     """``name`` with ``~`` expanded, relative names joined to ``anchor``'s folder."""
-    expanded = Path(name).expanduser()
-    return str(expanded if expanded.is_absolute() else Path(anchor).parent / expanded)
+    return str(storage.beside(anchor, name))
 
 
 def _cause(exc: BaseException) -> str:
@@ -229,7 +243,11 @@ def _cause(exc: BaseException) -> str:
     return one_line(getattr(exc, "strerror", None) or exc)
 
 
-def _problem(path: Path) -> str | None:
+def _problem(path: Location) -> str | None:
+    # A remote video is checked by the task that reads it: one request per video here
+    # would make planning a 100,000-video archive slow.
+    if storage.is_url(path):
+        return None
     if not path.exists():
         return "no such file"
     if path.is_dir():

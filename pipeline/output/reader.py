@@ -19,8 +19,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.common.errors import InputError, one_line
+from hflpipe.pipeline.common.storage import Location
 from hflpipe.pipeline.output.schema import TABLES, hands_schema, table_schema
+from hflpipe.pipeline.output.store import OutputStore
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +58,13 @@ def check_video_id(video_id: str) -> str:
     raise InputError(f"video id {video_id!r} is not a safe file name: {cause}")
 
 
-def output_path(out_dir: str | Path, table: str, video_id: str) -> Path:
+def output_path(out_dir: Location, table: str, video_id: str) -> Location:
     """``OUT/<table>/<video_id>.parquet``, refusing ids that would escape ``OUT/<table>``."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}: expected one of {', '.join(TABLES)}")
+    if storage.is_url(out_dir):
+        # check_video_id refuses separators and '..': the key stays under OUT/<table>/.
+        return storage.join(out_dir, table, f"{check_video_id(video_id)}{SUFFIX}")
     folder = Path(out_dir) / table
     path = folder / f"{check_video_id(video_id)}{SUFFIX}"
     if path.resolve().parent != folder.resolve():
@@ -76,27 +82,28 @@ class OutputScan:
     """
 
     finished: dict[str, dict] = field(default_factory=dict)
-    unreadable: dict[Path, str] = field(default_factory=dict)
+    unreadable: dict[Location, str] = field(default_factory=dict)
 
 
-def scan_output(out_dir: str | Path) -> OutputScan:
+def scan_output(out_dir: Location) -> OutputScan:
     """Read the commit markers in ``OUT/videos`` and check the data files they vouch for."""
     scan = OutputScan()
-    for marker in visible_files(Path(out_dir) / "videos"):
-        video_id = marker.name[: -len(SUFFIX)]
+    store = OutputStore(out_dir)
+    for name in visible_names(store, "videos"):
+        video_id = name[: -len(SUFFIX)]
         try:
-            row = _read_marker(marker, video_id)
+            row = _read_marker(store, name, video_id)
         except (OSError, ValueError, pa.ArrowException) as exc:
-            scan.unreadable[marker] = one_line(exc)
+            scan.unreadable[store.location("videos", name)] = one_line(exc)
             continue
         if row["status"] == "ok":
             problems = {}
-            for name in ("hands", "objects"):
-                data = output_path(out_dir, name, video_id)
+            for table in ("hands", "objects"):
+                data = f"{check_video_id(video_id)}{SUFFIX}"
                 try:
-                    pq.read_metadata(data)
+                    pq.read_metadata(store.path(table, data), filesystem=store.filesystem)
                 except (OSError, pa.ArrowException) as exc:
-                    problems[data] = one_line(exc)
+                    problems[store.location(table, data)] = one_line(exc)
             if problems:
                 scan.unreadable.update(problems)
                 continue
@@ -106,13 +113,13 @@ def scan_output(out_dir: str | Path) -> OutputScan:
     return scan
 
 
-def finished_videos(out_dir: str | Path) -> dict[str, dict]:
+def finished_videos(out_dir: Location) -> dict[str, dict]:
     """Video id -> ``videos`` row for every committed video (unreadable files are logged)."""
     return scan_output(out_dir).finished
 
 
 def read_table(
-    out_dir: str | Path, table: str, *, columns: Sequence[str] | None = None
+    out_dir: Location, table: str, *, columns: Sequence[str] | None = None
 ) -> pa.Table:
     """One output table across all committed videos, as a pyarrow Table.
 
@@ -125,10 +132,12 @@ def read_table(
         ids = sorted(scan.finished)
     else:
         ids = sorted(v for v, row in scan.finished.items() if row["status"] == "ok")
-    paths = [output_path(out_dir, table, v) for v in ids]
+    store = OutputStore(out_dir)
+    paths = [store.path(table, f"{check_video_id(v)}{SUFFIX}") for v in ids]
     schema = table_schema(table)
     if table == "hands":
-        with_vertices = [("vertices" in pq.read_schema(p).names) for p in paths]
+        with_vertices = [("vertices" in pq.read_schema(p, filesystem=store.filesystem).names)
+                         for p in paths]
         if any(with_vertices):
             schema = hands_schema(with_vertices=True)
             if not all(with_vertices):
@@ -137,21 +146,20 @@ def read_table(
     if not paths:
         result = schema.empty_table()
         return result.select(list(columns)) if columns is not None else result
-    dataset = ds.dataset([str(p) for p in paths], schema=schema, format="parquet")
+    dataset = ds.dataset(paths, schema=schema, format="parquet", filesystem=store.filesystem)
     return dataset.to_table(columns=list(columns) if columns is not None else None)
 
 
-def _read_marker(marker: Path, video_id: str) -> dict:
-    rows = pq.read_table(marker).to_pylist()
+def _read_marker(store: OutputStore, name: str, video_id: str) -> dict:
+    rows = pq.read_table(store.path("videos", name), filesystem=store.filesystem).to_pylist()
     if len(rows) != 1 or rows[0].get("video_id") != video_id or "status" not in rows[0]:
         raise ValueError(f"expected one videos row for {video_id!r}, found {len(rows)}")
     return rows[0]
 
 
-def visible_files(folder: Path) -> list[Path]:
-    """The visible Parquet files of a table folder (temporaries are hidden), sorted."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob(f"*{SUFFIX}") if not p.name.startswith("."))
+def visible_names(store: OutputStore, folder: str) -> list[str]:
+    """The names of the visible Parquet files of ``OUT/folder`` (temporaries are hidden)."""
+    return [name for name in store.file_names(folder)
+            if name.endswith(SUFFIX) and not name.startswith(".")]
 
 

@@ -10,7 +10,11 @@ Commit protocol, so that a crash at any point loses nothing and duplicates nothi
 3. the ``videos`` row is written last, the same way: a video is finished exactly when its
    ``videos`` file exists and reads.
 
-Writers for different videos touch disjoint files, so Ray workers may write concurrently.
+On an object store each file is one upload of finished bytes instead of a rename
+(:mod:`.store`). In a run, a video's task does steps 1 and 2 where it ran
+(:func:`write_video_data`) and the driver step 3 (:func:`commit_video`), so no rows pass
+through the driver. Writers for different videos touch disjoint files, so Ray workers may
+write concurrently.
 ``remove_stale_temp_files`` and ``remove_uncommitted_outputs`` must run only while no
 writer is running (at job start), since an in-flight write looks exactly like a stale one.
 """
@@ -20,15 +24,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from hflpipe.atomic import atomic_write, fsync_folder, is_temporary
-from hflpipe.pipeline.common.errors import OutputError, one_line
-from hflpipe.pipeline.output.reader import SUFFIX, output_path, scan_output, visible_files
+from hflpipe.atomic import is_temporary
+from hflpipe.pipeline.common.storage import Location
+from hflpipe.pipeline.output.reader import (
+    SUFFIX,
+    check_video_id,
+    output_path,
+    scan_output,
+    visible_names,
+)
 from hflpipe.pipeline.output.schema import (
     TABLES,
     OutputMetadata,
@@ -36,6 +44,7 @@ from hflpipe.pipeline.output.schema import (
     objects_schema,
     videos_table,
 )
+from hflpipe.pipeline.output.store import OutputStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +53,13 @@ logger = logging.getLogger(__name__)
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 MIN_ROW_GROUP_ROWS = 1024
 def write_video_output(
-    out_dir: str | Path,
+    out_dir: Location,
     video_id: str,
     hands: pa.Table,
     objects: pa.Table,
     video_row: Mapping[str, object],
     metadata: OutputMetadata,
-) -> list[Path]:
+) -> list[Location]:
     """Write one processed video: hands, objects, then its ``videos`` row (the commit marker).
 
     ``hands``/``objects`` come from ``schema.hands_table``/``objects_table`` (or the
@@ -58,54 +67,82 @@ def write_video_output(
     Raises OutputError (one line) if the disk refuses; files already replaced stay valid and
     the video stays unfinished.
     """
-    paths = [output_path(out_dir, t, video_id) for t in TABLES]
+    paths = write_video_data(out_dir, video_id, hands, objects, metadata)
+    return [*paths, commit_video(out_dir, video_id, video_row, metadata)]
+
+
+def write_video_data(
+    out_dir: Location, video_id: str, hands: pa.Table, objects: pa.Table,
+    metadata: OutputMetadata,
+) -> list[Location]:
+    """Steps 1 and 2 of the protocol: the old marker removed, hands and objects written.
+
+    What a video's task does where it ran, so the rows never pass through the driver;
+    the video stays uncommitted until :func:`commit_video`. Returns the two data files.
+    """
+    name = _file_name(video_id)
     _check_table(hands, "hands", video_id)
     _check_table(objects, "objects", video_id)
+    store = OutputStore(out_dir)
+    store.make_folders(*TABLES)
+    store.remove("videos", name)
+    for table, table_name in ((hands, "hands"), (objects, "objects")):
+        store.write_parquet(table.replace_schema_metadata(metadata.key_values(table_name)),
+                            table_name, name, row_group_size=_row_group_size(table))
+    return [output_path(out_dir, table_name, video_id) for table_name in ("hands", "objects")]
+
+
+def commit_video(
+    out_dir: Location, video_id: str, video_row: Mapping[str, object], metadata: OutputMetadata
+) -> Location:
+    """Step 3: the ``videos`` row, written last; from then on the video is finished."""
+    name = _file_name(video_id)
     videos = _video_table(video_id, video_row, metadata)
-    _make_folders(out_dir)
-    _remove(paths[2])
-    for table, name, path in zip((hands, objects, videos), TABLES, paths, strict=True):
-        _write_atomic(table.replace_schema_metadata(metadata.key_values(name)), path)
-    return paths
+    store = OutputStore(out_dir)
+    store.make_folders("videos")
+    store.write_parquet(videos.replace_schema_metadata(metadata.key_values("videos")),
+                        "videos", name, row_group_size=MIN_ROW_GROUP_ROWS)
+    return output_path(out_dir, "videos", video_id)
 
 
 def write_video_status(
-    out_dir: str | Path,
+    out_dir: Location,
     video_id: str,
     video_row: Mapping[str, object],
     metadata: OutputMetadata,
-) -> Path:
+) -> Location:
     """Record a failed or skipped video: only a ``videos`` row, replacing any earlier output.
 
     Earlier hands/objects files of the video are removed first, so the tables never hold
     rows that its status row does not vouch for.
     """
-    marker = output_path(out_dir, "videos", video_id)
+    name = _file_name(video_id)
     videos = _video_table(video_id, video_row, metadata)
-    _make_folders(out_dir)
-    _remove(marker)
-    for name in ("hands", "objects"):
-        _remove(output_path(out_dir, name, video_id))
-    _write_atomic(videos, marker)
-    return marker
+    store = OutputStore(out_dir)
+    store.make_folders(*TABLES)
+    store.remove("videos", name)
+    for table_name in ("hands", "objects"):
+        store.remove(table_name, name)
+    store.write_parquet(videos, "videos", name, row_group_size=MIN_ROW_GROUP_ROWS)
+    return output_path(out_dir, "videos", video_id)
 
 
-def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
+def remove_stale_temp_files(out_dir: Location) -> list[Location]:
     """Delete hidden temporary files left by interrupted writes; returns what was removed.
 
     Call only while no writer runs on ``out_dir``.
     """
+    store = OutputStore(out_dir)
     removed = []
-    for name in TABLES:
-        folder = Path(out_dir) / name
-        if folder.is_dir():
-            for path in sorted(p for p in folder.iterdir() if is_temporary(p)):
-                _remove(path)
-                removed.append(path)
+    for table_name in TABLES:
+        for name in store.file_names(table_name):
+            if is_temporary(Path(name)):
+                store.remove(table_name, name)
+                removed.append(store.location(table_name, name))
     return removed
 
 
-def remove_uncommitted_outputs(out_dir: str | Path) -> list[Path]:
+def remove_uncommitted_outputs(out_dir: Location) -> list[Location]:
     """Delete hands/objects files that no readable ``ok`` videos row vouches for.
 
     These are what a crash between the data files and the commit marker leaves; raw
@@ -113,13 +150,18 @@ def remove_uncommitted_outputs(out_dir: str | Path) -> list[Path]:
     """
     scan = scan_output(out_dir)
     ok = {v for v, row in scan.finished.items() if row["status"] == "ok"}
+    store = OutputStore(out_dir)
     removed = []
-    for name in ("hands", "objects"):
-        for path in visible_files(Path(out_dir) / name):
-            if path.name[: -len(SUFFIX)] not in ok:
-                _remove(path)
-                removed.append(path)
+    for table_name in ("hands", "objects"):
+        for name in visible_names(store, table_name):
+            if name[: -len(SUFFIX)] not in ok:
+                store.remove(table_name, name)
+                removed.append(store.location(table_name, name))
     return removed
+
+
+def _file_name(video_id: str) -> str:
+    return f"{check_video_id(video_id)}{SUFFIX}"
 
 
 def _check_table(table: pa.Table, name: str, video_id: str) -> None:
@@ -143,15 +185,6 @@ def _video_table(
     return videos_table([row], metadata)
 
 
-def _make_folders(out_dir: str | Path) -> None:
-    for name in TABLES:
-        folder = Path(out_dir) / name
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output folder {folder}: {_os_cause(exc)}") from exc
-
-
 def _row_group_size(table: pa.Table) -> int:
     if table.num_rows == 0:
         return MIN_ROW_GROUP_ROWS
@@ -159,20 +192,3 @@ def _row_group_size(table: pa.Table) -> int:
     return max(MIN_ROW_GROUP_ROWS, ROW_GROUP_BYTES // bytes_per_row)
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    def write(sink: BinaryIO) -> None:
-        pq.write_table(table, sink, row_group_size=_row_group_size(table), compression="zstd")
-
-    atomic_write(path, write, OutputError)
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot remove {path}: {_os_cause(exc)}") from exc
-    fsync_folder(path.parent)
-
-
-def _os_cause(exc: OSError) -> str:
-    return exc.strerror or one_line(exc)

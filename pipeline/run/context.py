@@ -29,19 +29,21 @@ from pathlib import Path
 import numpy as np
 
 from hflpipe import __version__
-from hflpipe.atomic import atomic_write_text
 from hflpipe.jsonable import to_jsonable
 from hflpipe.model.checkpoint import file_sha256, load_hflnet
 from hflpipe.model.control_points import control_points_from_file, load_control_points
 from hflpipe.model.hand_object import load_hand_object_detector
 from hflpipe.model.mano_file import load_mano_model
+from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.common.errors import ConfigError, InputError, OutputError
 from hflpipe.pipeline.config.run_config import RunConfig, result_options
 from hflpipe.pipeline.detect.boxes import BoxesFile
 from hflpipe.pipeline.infer.predictor import PredictorSettings
 from hflpipe.pipeline.inputs.camera import Intrinsics, parse_intrinsics
 from hflpipe.pipeline.inputs.videos import VideoInput
+from hflpipe.pipeline.output.object_lock import s3_lease
 from hflpipe.pipeline.output.schema import SCHEMA_VERSION, OutputMetadata
+from hflpipe.pipeline.output.store import OutputStore
 
 log = logging.getLogger(__name__)
 
@@ -95,28 +97,31 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
     if config.checkpoint is None:
         raise ConfigError("a checkpoint is required (--checkpoint HFL-Net .pth.tar)")
     # Loading once here turns a wrong or corrupted file into one line before Ray starts.
-    load_hflnet(config.checkpoint, mano=config.mano, device="cpu")
+    checkpoint = storage.cached_copy(config.checkpoint)
+    mano = storage.cached_copy(config.mano) if config.mano else None
+    load_hflnet(checkpoint, mano=mano, device="cpu")
     detector_weights, detector_sha = None, None
     if config.detector == "hand-object":
-        load_hand_object_detector(config.hand_object_weights)
-        detector_weights = Path(config.hand_object_weights).resolve()
-        detector_sha = file_sha256(detector_weights)
-    checkpoint_sha = file_sha256(config.checkpoint)
-    mano_sha = load_mano_model(config.mano).sha256 if config.mano else "from-checkpoint"
+        local_weights = storage.cached_copy(config.hand_object_weights)
+        load_hand_object_detector(local_weights)
+        detector_weights = _absolute(config.hand_object_weights)
+        detector_sha = file_sha256(local_weights)
+    checkpoint_sha = file_sha256(checkpoint)
+    mano_sha = load_mano_model(mano).sha256 if mano else "from-checkpoint"
     if device is None:
         device = "cpu" if config.device == "auto" else config.device
     precision = run_precision(config, device)
     run_hash = config_hash(config, checkpoint_sha, mano_sha, device, precision, detector_sha)
-    intrinsics = parse_intrinsics(config.intrinsics) if config.intrinsics else None
+    intrinsics = read_intrinsics(config.intrinsics) if config.intrinsics else None
     object_name, control_points = resolve_object(config.object)
-    boxes = BoxesFile.load(config.boxes) if config.detector == "boxes" else None
+    boxes = read_boxes(config.boxes) if config.detector == "boxes" else None
     return RunContext(
         config_hash=run_hash,
         metadata=OutputMetadata(checkpoint_sha256=checkpoint_sha, mano_sha256=mano_sha,
                                 config_hash=run_hash),
         predictor_settings=PredictorSettings(
-            checkpoint=Path(config.checkpoint).resolve(),
-            mano=Path(config.mano).resolve() if config.mano else None,
+            checkpoint=_absolute(config.checkpoint),
+            mano=_absolute(config.mano) if config.mano else None,
             device=device, precision=precision, compile=config.compile,
             hand_object_weights=detector_weights,
         ),
@@ -127,10 +132,29 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
     )
 
 
+def _absolute(location: storage.Location) -> storage.Location:
+    # Actors on other nodes read the model files themselves: a URL travels as it is.
+    return location if storage.is_url(location) else Path(location).resolve()
+
+
+def read_intrinsics(spec: str) -> Intrinsics:
+    """Intrinsics from ``'fx,fy,cx,cy'``, a JSON file or a JSON file's URL."""
+    return storage.load_named(spec, parse_intrinsics) if storage.is_url(spec) else (
+        parse_intrinsics(spec))
+
+
+def read_boxes(location: storage.Location) -> BoxesFile:
+    """A boxes file from a path or a URL."""
+    return storage.load_named(location, BoxesFile.load)
+
+
 def resolve_object(spec: str | None) -> tuple[str | None, np.ndarray | None]:
     """A YCB catalogue name or a mesh / point file -> (name, (21, 3) control points)."""
     if spec is None:
         return None, None
+    if storage.is_url(spec):
+        return Path(storage.name_of(spec)).stem, storage.load_named(spec,
+                                                                    control_points_from_file)
     path = Path(spec)
     if path.suffix and path.exists():
         return path.stem, control_points_from_file(path)
@@ -144,7 +168,7 @@ def video_config_hash(job_hash: str, video: VideoInput) -> str:
     """The config hash of one video: the job's, or with its manifest overrides mixed in."""
     overrides = video.overrides()
     if "boxes" in overrides:
-        overrides["boxes"] = str(Path(overrides["boxes"]).resolve())
+        overrides["boxes"] = str(_absolute(overrides["boxes"]))
     if not overrides:
         return job_hash
     blob = json.dumps({"job": job_hash, **overrides}, sort_keys=True).encode()
@@ -174,11 +198,11 @@ def context_for_video(context: RunContext, video: VideoInput, objects: ObjectCac
         return context
     changes: dict[str, object] = {}
     if video.intrinsics is not None:
-        changes["intrinsics"] = parse_intrinsics(video.intrinsics)
+        changes["intrinsics"] = read_intrinsics(video.intrinsics)
     if video.object is not None:
         changes["object_name"], changes["control_points"] = objects.get(video.object)
     if video.boxes is not None:
-        changes["boxes"] = BoxesFile.load(video.boxes)
+        changes["boxes"] = read_boxes(video.boxes)
     return replace(with_config_hash(context, video_hash), **changes)
 
 
@@ -195,18 +219,18 @@ VERSIONS_FOLDER = "versions"
 
 def output_folder(
     config: RunConfig, job_hash: str, committed: Mapping[str, Mapping], expected: Mapping[str, str]
-) -> Path:
+) -> storage.Location:
     """The folder this run writes to: ``OUT``, or ``OUT/versions/<hash>`` for a new version.
 
     ``committed``: video id -> ``videos`` row already in ``OUT``; ``expected``: video id ->
     the config hash this run gives it. Raises ConfigError when ``OUT`` holds another
     config's results and ``new_version`` is off.
     """
-    out = Path(config.out)
+    out = config.out
     recorded = _recorded_hash(out, job_hash, committed, expected)
     if recorded is None or recorded == job_hash:
         return out
-    version = out / VERSIONS_FOLDER / job_hash
+    version = storage.join(out, VERSIONS_FOLDER, job_hash)
     if config.new_version:
         log.warning("%s holds config %s; writing config %s to %s", out, recorded, job_hash,
                     version)
@@ -217,14 +241,15 @@ def output_folder(
     )
 
 
-def _recorded_hash(out: Path, job_hash: str, committed: Mapping[str, Mapping],
+def _recorded_hash(out: storage.Location, job_hash: str, committed: Mapping[str, Mapping],
                    expected: Mapping[str, str]) -> str | None:
-    record = out / JOB_RECORD
-    if record.is_file():
+    store = OutputStore(out)
+    if store.is_file(JOB_RECORD):
         try:
-            return str(json.loads(record.read_text(encoding="utf-8"))["config_hash"])
+            return str(json.loads(store.read_bytes(JOB_RECORD))["config_hash"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise OutputError(f"job record {record}: unreadable ({exc})") from None
+            raise OutputError(f"job record {storage.describe(store.location(JOB_RECORD))}: "
+                              f"unreadable ({storage.cause_of(exc)})") from None
     # A folder written before job records existed: judge it by its rows.
     for video_id, row in committed.items():
         if row.get("config_hash") != expected.get(video_id, job_hash):
@@ -233,13 +258,20 @@ def _recorded_hash(out: Path, job_hash: str, committed: Mapping[str, Mapping],
 
 
 @contextmanager
-def claim_output(folder: Path, config: RunConfig, job_hash: str) -> Iterator[None]:
+def claim_output(folder: storage.Location, config: RunConfig, job_hash: str) -> Iterator[None]:
     """Hold ``folder``'s lock for the run and make sure its job record exists.
 
     The lock is an ``flock`` on ``_hflpipe.lock``: the kernel drops it when the process
-    dies, so a killed run never blocks the next one. Raises OutputError when another run
-    holds it or the folder cannot be written.
+    dies, so a killed run never blocks the next one. On S3 it is a lease object written
+    with conditional writes (:mod:`~hflpipe.pipeline.output.object_lock`). Raises
+    OutputError when another run holds it or the folder cannot be written.
     """
+    if storage.is_url(folder):
+        with object_store_lock(storage.join(folder, LOCK_FILE)):
+            if not OutputStore(folder).is_file(JOB_RECORD):
+                _write_job_record(folder, config, job_hash)
+            yield
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -259,11 +291,23 @@ def claim_output(folder: Path, config: RunConfig, job_hash: str) -> Iterator[Non
         os.close(fd)
 
 
-def _write_job_record(folder: Path, config: RunConfig, job_hash: str) -> None:
+def _write_job_record(folder: storage.Location, config: RunConfig, job_hash: str) -> None:
     record = {
         "config_hash": job_hash,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "result_options": to_jsonable(result_options(config)),
     }
-    atomic_write_text(folder / JOB_RECORD, json.dumps(record, indent=2, sort_keys=True),
-                      OutputError)
+    text = json.dumps(record, indent=2, sort_keys=True)
+    OutputStore(folder).write_bytes(text.encode("utf-8"), JOB_RECORD)
+
+
+@contextmanager
+def object_store_lock(url: str) -> Iterator[None]:
+    """The lock on an object store: S3's conditional writes; elsewhere none (a warning)."""
+    if url.lower().startswith("s3://"):
+        with s3_lease(url):
+            yield
+        return
+    log.warning("%s: no exclusive lock on this store; make sure no other run writes to it",
+                storage.describe(url))
+    yield

@@ -15,19 +15,20 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import ray
 import torch
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from tqdm import tqdm
 
-from hflpipe.pipeline.common.errors import ConfigError, HflpipeError, one_line
+from hflpipe.pipeline.common.errors import ConfigError, HflpipeError, OutputError, one_line
+from hflpipe.pipeline.common.storage import Location
 from hflpipe.pipeline.config.run_config import RunConfig, validate_paths
 from hflpipe.pipeline.infer.actor_pool import ActorInference, actor_pool
 from hflpipe.pipeline.inputs.videos import VideoInput, collect_inputs
 from hflpipe.pipeline.output.reader import finished_videos
 from hflpipe.pipeline.output.writer import (
+    commit_video,
     remove_stale_temp_files,
     remove_uncommitted_outputs,
     write_video_output,
@@ -52,6 +53,7 @@ from hflpipe.pipeline.run.stop import (
     stop_on_signals,
 )
 from hflpipe.pipeline.run.video import VideoOutcome, failed_outcome, process_video
+from hflpipe.pipeline.run.worker_write import write_where_processed
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ BAR_FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} videos [{elapsed}{po
 class RunSummary:
     """What a run did, for the CLI's summary table and for tests."""
 
-    out: Path
+    out: Location
     config_hash: str
     statuses: Counter = field(default_factory=Counter)
     already_done: int = 0
@@ -170,7 +172,8 @@ def _process_on_ray(
             check_stop()
             while pending and len(running) < concurrency:
                 video, video_context = pending.pop()
-                ref = task.remote(video, config, video_context, actors, board, len(running))
+                ref = task.remote(video, config, video_context, actors, board, len(running),
+                                  summary.out)
                 running[ref] = (video, time.time())
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_INTERVAL_S)
             for ref in ready:
@@ -241,12 +244,14 @@ def _connect(config: RunConfig) -> dict[str, float]:
 
 
 def _video_task(
-    video: VideoInput, config: RunConfig, context: RunContext, actors: list, board, slot: int
+    video: VideoInput, config: RunConfig, context: RunContext, actors: list, board, slot: int,
+    out: Location,
 ) -> VideoOutcome:
     def report(done: int, total: int) -> None:
         board.report.remote(video.video_id, done, total)
 
-    return process_video(video, config, context, ActorInference(actors, offset=slot), report)
+    outcome = process_video(video, config, context, ActorInference(actors, offset=slot), report)
+    return write_where_processed(outcome, out, context.metadata)
 
 
 def _collect(
@@ -256,6 +261,9 @@ def _collect(
         outcome = ray.get(ref)
     except RayTaskError as exc:
         cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+        if isinstance(cause, OutputError):
+            # The store refused a worker's write: every later video would fail the same way.
+            raise OutputError(str(cause)) from None
         text = str(cause).strip()
         message = text.splitlines()[-1] if text else type(cause).__name__
         return failed_outcome(video, context, f"internal error: {type(cause).__name__}: {message}")
@@ -362,17 +370,19 @@ def _record(summary: RunSummary, config: RunConfig, context: RunContext,
             outcome: VideoOutcome) -> None:
     row = outcome.video_row
     row.setdefault("finished_at", dt.datetime.now(dt.UTC))
-    if outcome.hands is not None and outcome.objects is not None:
+    if outcome.data_written:
+        commit_video(summary.out, outcome.video_id, row, context.metadata)
+    elif outcome.hands is not None and outcome.objects is not None:
         write_video_output(summary.out, outcome.video_id, outcome.hands, outcome.objects, row,
                            context.metadata)
     else:
         write_video_status(summary.out, outcome.video_id, row, context.metadata)
     summary.statuses[row["status"]] += 1
     summary.frames += int(row.get("frames_processed") or 0)
-    if outcome.hands is not None:
-        summary.hand_rows += outcome.hands.num_rows
-    if outcome.objects is not None:
-        summary.object_rows += outcome.objects.num_rows
+    summary.hand_rows += outcome.hands.num_rows if outcome.hands is not None else (
+        outcome.hand_rows)
+    summary.object_rows += outcome.objects.num_rows if outcome.objects is not None else (
+        outcome.object_rows)
     if row["status"] == "failed":
         summary.failures.append((str(row["path"]), str(row["error"])))
         log.warning("%s", row["error"])

@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from hflpipe.hashing import sha256_file
 from hflpipe.model.geometry import mirror_mano_pose, mirror_points3d
+from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.common.errors import HflpipeError, one_line
 from hflpipe.pipeline.config.run_config import RunConfig
 from hflpipe.pipeline.crop.batch import HandObjectPair
@@ -52,13 +53,17 @@ Report = Callable[[int, int], None]
 
 @dataclass
 class VideoOutcome:
-    """A video's tables (None when it failed) and its ``videos`` row."""
+    """A video's tables (None when it failed or the task wrote them) and its ``videos`` row."""
 
     video_id: str
     video_row: dict[str, Any]
     hands: pa.Table | None = None
     objects: pa.Table | None = None
     failed_crop_frames: list[int] = field(default_factory=list)
+    #: Set once the task wrote the tables itself (then ``hands``/``objects`` are None).
+    data_written: bool = False
+    hand_rows: int = 0
+    object_rows: int = 0
 
 #: (frame index, one-line cause) of a crop the model failed on.
 CropFailure = tuple[int, str]
@@ -72,8 +77,9 @@ def base_row(video: VideoInput, context: RunContext) -> dict[str, Any]:
         "config_hash": context.config_hash,
         "started_at": dt.datetime.now(dt.UTC),
     }
-    with contextlib.suppress(OSError):
-        row["size_bytes"] = video.path.stat().st_size
+    if not storage.is_url(video.path):
+        with contextlib.suppress(OSError):
+            row["size_bytes"] = video.path.stat().st_size
     return row
 
 
@@ -102,7 +108,14 @@ def process_video(
     # The first heartbeat starts the driver's stall clock only once the task really runs.
     report(0, 0)
     try:
-        return _process(video, config, context, inference, report, row)
+        with storage.scratch_copy(video.path, int(config.scratch_limit_gb * 1e9)) as local:
+            row.setdefault("size_bytes", local.stat().st_size)
+            try:
+                return _process(replace(video, path=local), config, context, inference,
+                                report, row)
+            except HflpipeError as exc:
+                # Messages name the file read, the scratch copy: the user knows the URL.
+                raise type(exc)(str(exc).replace(str(local), str(video.path))) from None
     except HflpipeError as exc:
         return failed_outcome(video, context, str(exc), row)
 

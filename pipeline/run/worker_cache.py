@@ -19,6 +19,7 @@ from typing import Any
 
 from hflpipe.model.checkpoint import load_hand_layer
 from hflpipe.model.mano import ManoLayer
+from hflpipe.pipeline.common.storage import Location, cached_copy
 from hflpipe.pipeline.config.run_config import RunConfig
 from hflpipe.pipeline.detect.base import Detector, make_detector
 from hflpipe.pipeline.detect.hand_object import HandObjectFrameDetector
@@ -74,13 +75,13 @@ def video_detector(config: RunConfig, context: RunContext, video: Path,
 
 
 @functools.lru_cache(maxsize=4)
-def hand_layer(checkpoint: Path) -> ManoLayer:
+def hand_layer(checkpoint: Location) -> ManoLayer:
     """The checkpoint's MANO layer in float64, read once per worker process.
 
     It re-poses the smoothed hands; float64 makes the rows the same whichever process
     computes them (see :func:`hflpipe.pipeline.smooth.tables.hand_mesh`).
     """
-    return load_hand_layer(checkpoint).double()
+    return load_hand_layer(cached_copy(checkpoint)).double()
 
 
 @atexit.register
