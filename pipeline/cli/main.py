@@ -339,6 +339,7 @@ def _print_summary(summary: object, fmt: str) -> None:
         "frames": summary.frames, "hand_rows": summary.hand_rows,
         "object_rows": summary.object_rows, "seconds": round(summary.elapsed_s, 1),
         "failures": [{"video": v, "error": e} for v, e in summary.failures],
+        "redone": [{"video": v, "reason": r} for v, r in summary.redone],
     }
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
@@ -346,6 +347,8 @@ def _print_summary(summary: object, fmt: str) -> None:
     for key in ("out", "config_hash", "ok", "failed", "already_done", "frames", "hand_rows",
                 "object_rows", "seconds"):
         click.echo(f"{key:<13} {data[key]}")
+    for redone in data["redone"]:
+        click.echo(f"REDONE {redone['video']}: {redone['reason']}")
     for failure in data["failures"]:
         click.echo(f"FAILED {redact(failure['error'])}")
 

@@ -7,9 +7,11 @@ frame queries with a binary search over the rows sorted by frame index.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +269,45 @@ class BoxesFile:
                 f"track_id {duplicate[3]} already used on frame {duplicate[1]} "
                 f"(row {original[0] + 1})",
             )
+
+    @cached_property
+    def _rows_by_name(self) -> dict[str, np.ndarray]:
+        """``video`` value -> its row indices, ascending; grouped once for all videos."""
+        if self.video is None:
+            return {}
+        names = self.video.astype(str)
+        order = np.argsort(names, kind="stable")
+        unique, starts = np.unique(names[order], return_index=True)
+        groups = np.split(order, starts[1:])
+        return {str(name): np.sort(rows) for name, rows in zip(unique, groups, strict=True)}
+
+    def rows_for(self, video: str | Path) -> BoxesFile:
+        """The rows of ``video`` alone (matched by file name or stem), as a boxes file.
+
+        A file without a ``video`` column is returned whole: its rows belong to every
+        video. What a video task gets, so that it never receives the other videos' rows.
+        """
+        if self.video is None:
+            return self
+        video = Path(video)
+        keys = dict.fromkeys([video.name, video.stem])
+        parts = [self._rows_by_name.get(key, np.zeros(0, np.int64)) for key in keys]
+        rows = np.unique(np.concatenate(parts))
+        return BoxesFile(self.path, *(getattr(self, f.name)[rows] for f in fields(self)[1:]))
+
+    def unmatched_names(self, videos: list[Path]) -> list[str]:
+        """The ``video`` values that name none of ``videos`` (by file name or stem), sorted."""
+        known = {name for video in videos for name in (video.name, video.stem)}
+        return sorted(set(self._rows_by_name) - known)
+
+    def digest(self) -> str:
+        """SHA-256 of the checked rows: equal for files whose boxes are the same."""
+        digest = hashlib.sha256()
+        for name in ("frame_index", "is_hand", "boxes", "score", "track_id"):
+            digest.update(np.ascontiguousarray(getattr(self, name)).tobytes())
+        texts = [self.handedness.tolist(), self.object_name.tolist()]
+        digest.update(json.dumps(texts).encode())
+        return digest.hexdigest()
 
     def for_video(self, video: str | Path | None) -> BoxesFileDetector:
         """A detector over the rows of one video.

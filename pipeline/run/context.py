@@ -2,9 +2,12 @@
 what one video overrides, and the output folder the run owns.
 
 Built once on the driver (so a bad checkpoint, MANO file, boxes file,
-intrinsics or object name fails the run before any video starts) and shipped
-to the video tasks. A manifest row's own object, intrinsics or boxes file gives
-that video a copy of the context with those replaced and its own config hash.
+intrinsics or object name fails the run before any video starts); each video
+task gets its own copy with only its rows of the boxes file and the hash of
+what shaped its results besides the options (``inputs_sha256``: boxes rows,
+intrinsics, object), which a re-run compares. A manifest row's own object,
+intrinsics or boxes file gives that video a copy with those replaced and its
+own config hash.
 
 Output versions: ``OUT/_job.json`` records the config hash of the results in
 ``OUT``. A run whose config hashes differently refuses to mix its rows in; with
@@ -56,6 +59,8 @@ class RunContext:
     object_name: str | None
     control_points: np.ndarray | None  # (21, 3) metres, object frame
     boxes: BoxesFile | None
+    #: See :func:`inputs_fingerprint`; set per video by :func:`context_for_video`.
+    inputs_sha256: str | None = None
 
 
 def run_precision(config: RunConfig, device: str) -> str:
@@ -141,35 +146,61 @@ def video_config_hash(job_hash: str, video: VideoInput) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-class ObjectCache:
-    """Resolved objects by name or file, so that a manifest's thousand rows load each once."""
+class InputCache:
+    """Objects and boxes files by name, so that a manifest's thousand rows load each once."""
 
     def __init__(self) -> None:
-        self._resolved: dict[str, tuple[str | None, np.ndarray | None]] = {}
+        self._objects: dict[str, tuple[str | None, np.ndarray | None]] = {}
+        self._boxes: dict[Path, BoxesFile] = {}
 
-    def get(self, spec: str) -> tuple[str | None, np.ndarray | None]:
-        if spec not in self._resolved:
-            self._resolved[spec] = resolve_object(spec)
-        return self._resolved[spec]
+    def object(self, spec: str) -> tuple[str | None, np.ndarray | None]:
+        if spec not in self._objects:
+            self._objects[spec] = resolve_object(spec)
+        return self._objects[spec]
+
+    def boxes(self, path: Path) -> BoxesFile:
+        key = Path(path).resolve()
+        if key not in self._boxes:
+            self._boxes[key] = BoxesFile.load(path)
+        return self._boxes[key]
 
 
-def context_for_video(context: RunContext, video: VideoInput, objects: ObjectCache
-                      ) -> RunContext:
-    """``context`` with ``video``'s manifest overrides applied (the same object when none).
+def context_for_video(context: RunContext, video: VideoInput, cache: InputCache) -> RunContext:
+    """``context`` for ``video``: its manifest overrides applied, its boxes rows alone, and
+    its ``inputs_sha256``.
 
     Raises InputError when the video's own boxes file or object cannot be loaded.
     """
     video_hash = video_config_hash(context.config_hash, video)
-    if video_hash == context.config_hash:
-        return context
     changes: dict[str, object] = {}
     if video.intrinsics is not None:
         changes["intrinsics"] = parse_intrinsics(video.intrinsics)
     if video.object is not None:
-        changes["object_name"], changes["control_points"] = objects.get(video.object)
-    if video.boxes is not None:
-        changes["boxes"] = BoxesFile.load(video.boxes)
-    return replace(with_config_hash(context, video_hash), **changes)
+        changes["object_name"], changes["control_points"] = cache.object(video.object)
+    boxes = cache.boxes(video.boxes) if video.boxes is not None else context.boxes
+    if boxes is not None:
+        changes["boxes"] = boxes.rows_for(video.path)
+    own = replace(with_config_hash(context, video_hash), **changes)
+    return replace(own, inputs_sha256=inputs_fingerprint(own))
+
+
+def inputs_fingerprint(context: RunContext) -> str:
+    """SHA-256 of the inputs besides options and model files that shape a video's rows.
+
+    The values as read (boxes rows, K, control points), not the files' bytes: an edited
+    boxes file changes the fingerprint of the videos whose rows changed, and only theirs.
+    """
+    digest = hashlib.sha256()
+    if context.intrinsics is not None:
+        digest.update(b"K" + np.ascontiguousarray(context.intrinsics.K, np.float64).tobytes())
+    if context.object_name is not None:
+        digest.update(b"object" + context.object_name.encode())
+    if context.control_points is not None:
+        digest.update(b"points" + np.ascontiguousarray(context.control_points,
+                                                      np.float64).tobytes())
+    if context.boxes is not None:
+        digest.update(b"boxes" + context.boxes.digest().encode())
+    return digest.hexdigest()
 
 
 def with_config_hash(context: RunContext, config_hash: str) -> RunContext:

@@ -34,7 +34,7 @@ from hflpipe.pipeline.output.writer import (
     write_video_status,
 )
 from hflpipe.pipeline.run.context import (
-    ObjectCache,
+    InputCache,
     RunContext,
     claim_output,
     context_for_video,
@@ -43,6 +43,7 @@ from hflpipe.pipeline.run.context import (
     video_config_hash,
     with_config_hash,
 )
+from hflpipe.pipeline.run.freshness import redo_reason
 from hflpipe.pipeline.run.progress import start_board
 from hflpipe.pipeline.run.ray_address import check_reachable
 from hflpipe.pipeline.run.video import VideoOutcome, failed_outcome, process_video
@@ -68,14 +69,17 @@ class RunSummary:
     hand_rows: int = 0
     object_rows: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: (path, why) of videos done again because their inputs changed since their last run.
+    redone: list[tuple[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
 
 
 def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
     """Process every video of ``config``; returns a summary. Raises HflpipeError on setup errors.
 
-    Resumable: videos already committed with the same config hash are skipped (failed ones
-    too, unless ``retry_failed``). Results of a different config are never mixed in: see
+    Resumable: videos already committed with the same config hash, inputs and video file
+    are skipped (failed ones too, unless ``retry_failed``); changed ones are done again,
+    their old rows replaced. Results of a different config are never mixed in: see
     :func:`~hflpipe.pipeline.run.context.output_folder`.
     """
     started = time.monotonic()
@@ -89,45 +93,59 @@ def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
         # Leftovers of a killed run: hidden temporaries, and data files without a marker.
         remove_stale_temp_files(out)
         remove_uncommitted_outputs(out)
-        done = finished_videos(out)
-        todo: list[VideoInput] = []
-        for video in inputs:
-            previous = done.get(video.video_id)
-            if previous is not None and previous["config_hash"] == expected[video.video_id] and (
-                previous["status"] == "ok" or not config.retry_failed
-            ):
-                summary.already_done += 1
-                continue
-            todo.append(video)
+        todo = _plan(inputs, config, context, finished_videos(out), summary)
         log.info("%d videos, %d already done, %d to process", len(inputs),
                  summary.already_done, len(todo))
-        runnable = _record_unusable(todo, config, context, summary)
+        runnable = _record_unusable(todo, config, summary)
         if runnable:
             _process_on_ray(runnable, config, context, summary, progress)
     summary.elapsed_s = time.monotonic() - started
     return summary
 
 
-def _record_unusable(
-    todo: list[VideoInput], config: RunConfig, context: RunContext, summary: RunSummary
-) -> list[tuple[VideoInput, RunContext]]:
-    """Record failed rows for inputs that cannot start; the rest with their own contexts."""
-    objects = ObjectCache()
-    runnable = []
-    for video in todo:
+#: A video to process, its own context, and why it cannot start (None if it can).
+Planned = tuple[VideoInput, RunContext, str | None]
+
+
+def _plan(
+    inputs: list[VideoInput], config: RunConfig, context: RunContext,
+    done: dict[str, dict], summary: RunSummary,
+) -> list[Planned]:
+    """The videos to process: new ones, failed ones with ``retry_failed``, and those whose
+    committed results no longer match their inputs (noted in ``summary.redone``)."""
+    cache = InputCache()
+    todo: list[Planned] = []
+    for video in inputs:
         try:
-            video_context = context_for_video(context, video, objects)
+            video_context, problem = context_for_video(context, video, cache), video.problem
         except HflpipeError as exc:
             video_context = with_config_hash(context, video_config_hash(context.config_hash,
                                                                         video))
-            _record(summary, config, video_context, failed_outcome(video, video_context,
-                                                                   str(exc)))
-            continue
-        if video.problem is not None:
-            _record(summary, config, video_context,
-                    failed_outcome(video, video_context, video.problem))
-            continue
-        runnable.append((video, video_context))
+            problem = str(exc)
+        previous = done.get(video.video_id)
+        if previous is not None:
+            reason = redo_reason(previous, video_context.config_hash,
+                                 video_context.inputs_sha256, video.path)
+            if reason is None and (previous["status"] == "ok" or not config.retry_failed):
+                summary.already_done += 1
+                continue
+            if reason is not None:
+                log.info("%s: done again: %s", video.path, reason)
+                summary.redone.append((str(video.path), reason))
+        todo.append((video, video_context, problem))
+    return todo
+
+
+def _record_unusable(
+    todo: list[Planned], config: RunConfig, summary: RunSummary
+) -> list[tuple[VideoInput, RunContext]]:
+    """Record failed rows for inputs that cannot start; returns the rest."""
+    runnable = []
+    for video, video_context, problem in todo:
+        if problem is not None:
+            _record(summary, config, video_context, failed_outcome(video, video_context, problem))
+        else:
+            runnable.append((video, video_context))
     return runnable
 
 

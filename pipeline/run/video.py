@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from hflpipe.hashing import sha256_file
+from hflpipe.hashing import file_stamp, sha256_file
 from hflpipe.model.geometry import mirror_mano_pose, mirror_points3d
 from hflpipe.pipeline.common.errors import HflpipeError, one_line
 from hflpipe.pipeline.config.run_config import RunConfig
@@ -69,10 +69,13 @@ def base_row(video: VideoInput, context: RunContext) -> dict[str, Any]:
         "video_id": video.video_id,
         "path": str(video.path),
         "config_hash": context.config_hash,
+        "inputs_sha256": context.inputs_sha256,
         "started_at": dt.datetime.now(dt.UTC),
     }
     with contextlib.suppress(OSError):
-        row["size_bytes"] = video.path.stat().st_size
+        stamp = file_stamp(video.path)
+        row.update(size_bytes=stamp.size_bytes, mtime_ns=stamp.mtime_ns,
+                   sample_sha256=stamp.sample_sha256)
     return row
 
 
