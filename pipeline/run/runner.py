@@ -46,6 +46,7 @@ from hflpipe.pipeline.run.context import (
 from hflpipe.pipeline.run.freshness import redo_reason
 from hflpipe.pipeline.run.progress import start_board
 from hflpipe.pipeline.run.ray_address import check_reachable
+from hflpipe.pipeline.run.resources import Demand, cluster_nodes, unschedulable
 from hflpipe.pipeline.run.video import VideoOutcome, failed_outcome, process_video
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,10 @@ def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
         todo = _plan(inputs, config, context, finished_videos(out), summary)
         log.info("%d videos, %d already done, %d to process", len(inputs),
                  summary.already_done, len(todo))
+        demand = _check_resources(config, context) if any(p is None for *_, p in todo) else None
         runnable = _record_unusable(todo, config, summary)
-        if runnable:
-            _process_on_ray(runnable, config, context, summary, progress)
+        if runnable and demand is not None:
+            _process_on_ray(runnable, config, context, demand, summary, progress)
     summary.elapsed_s = time.monotonic() - started
     return summary
 
@@ -149,28 +151,41 @@ def _record_unusable(
     return runnable
 
 
-def _process_on_ray(
-    todo: list[tuple[VideoInput, RunContext]], config: RunConfig, context: RunContext,
-    summary: RunSummary, progress: bool,
-) -> None:
-    resources = _connect(config)
-    gpus = resources.get("GPU", 0.0)
+def _check_resources(config: RunConfig, context: RunContext) -> Demand:
+    """What the run asks of Ray; raises ConfigError when the cluster can never give it."""
+    gpus = _connect(config).get("GPU", 0.0)
     use_gpu = context.predictor_settings.device == "cuda" and gpus > 0 and config.gpus_per_actor > 0
     num_actors = config.num_actors or (max(1, int(gpus // config.gpus_per_actor)) if use_gpu else 1)
-    actors = actor_pool(context.predictor_settings, num_actors,
-                        config.gpus_per_actor if use_gpu else 0.0, config.cpus_per_task,
+    demand = Demand(actors=num_actors, cpus_per_actor=config.cpus_per_task,
+                    gpus_per_actor=config.gpus_per_actor if use_gpu else 0.0,
+                    cpus_per_task=config.cpus_per_task)
+    problem = unschedulable(cluster_nodes(most=num_actors + 1), demand)
+    if problem is not None:
+        raise ConfigError(f"resources: {problem}")
+    return demand
+
+
+def _process_on_ray(
+    todo: list[tuple[VideoInput, RunContext]], config: RunConfig, context: RunContext,
+    demand: Demand, summary: RunSummary, progress: bool,
+) -> None:
+    actors = actor_pool(context.predictor_settings, demand.actors, demand.gpus_per_actor,
+                        demand.cpus_per_actor,
                         f"{context.metadata.checkpoint_sha256}:{context.metadata.mano_sha256}")
     board = start_board()
     task = ray.remote(num_cpus=config.cpus_per_task, max_retries=config.max_retries,
                       retry_exceptions=False)(_video_task)
     concurrency = config.max_concurrent_videos or max(
-        2, int(resources.get("CPU", 2) // config.cpus_per_task)
+        2, int(ray.cluster_resources().get("CPU", 2) // config.cpus_per_task)
     )
     pending = list(reversed(todo))
     contexts = {video.video_id: video_context for video, video_context in todo}
     running: dict[ray.ObjectRef, tuple[VideoInput, float]] = {}
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True,
                bar_format=BAR_FORMAT)
+    # When a video last finished or reported: a run where nothing moves is stuck, even if
+    # none of its videos ever started.
+    last_activity = time.time()
     try:
         while pending or running:
             while pending and len(running) < concurrency:
@@ -185,8 +200,14 @@ def _process_on_ray(
                         _collect(ref, video, video_context, config))
                 ray.get(board.forget.remote(video.video_id))
                 bar.update(1)
-            _fail_stalled(running, board, config, contexts, summary, bar)
-            _show_frames(bar, board, summary, len(pending))
+                last_activity = time.time()
+            try:
+                states = ray.get(board.snapshot.remote(), timeout=10)
+            except GetTimeoutError:
+                continue
+            last_activity = max([last_activity, *(state[2] for state in states.values())])
+            _fail_stalled(running, states, last_activity, config, contexts, summary, bar)
+            _show_frames(bar, states, summary, len(pending), waiting=len(running) - len(states))
     finally:
         bar.close()
         for ref in running:
@@ -266,40 +287,47 @@ def _collect(
 
 
 def _fail_stalled(
-    running: dict[ray.ObjectRef, tuple[VideoInput, float]], board: ray.actor.ActorHandle,
-    config: RunConfig, contexts: dict[str, RunContext], summary: RunSummary, bar: tqdm,
+    running: dict[ray.ObjectRef, tuple[VideoInput, float]],
+    states: dict[str, tuple[int, int, float]], last_activity: float, config: RunConfig,
+    contexts: dict[str, RunContext], summary: RunSummary, bar: tqdm,
 ) -> None:
-    try:
-        states = ray.get(board.snapshot.remote(), timeout=10)
-    except GetTimeoutError:
-        return
     now = time.time()
+    limit = config.stall_timeout_s
     for ref, (video, submitted) in list(running.items()):
-        # A task waiting for a free CPU has sent no heartbeat yet (process_video sends one
-        # first thing): it is queued, not hung, and its clock has not started.
-        if video.video_id not in states:
-            continue
-        last = states[video.video_id][2]
-        if now - max(last, submitted) > config.stall_timeout_s:
+        state = states.get(video.video_id)
+        if state is not None:
+            idle = now - max(state[2], submitted)
+            cause = f"no progress for {limit:.0f} s (hung decoder?)"
+        else:
+            # Waiting for a CPU while other videos run is normal (process_video reports
+            # first thing once it runs); waiting while nothing at all moves is not.
+            idle = now - max(last_activity, submitted)
+            cause = (f"never started: nothing ran for {limit:.0f} s while it waited for a "
+                     "CPU (other work holds the cluster's resources)")
+        if idle > limit:
             ray.cancel(ref, force=True)
             running.pop(ref)
             context = contexts[video.video_id]
-            _record(summary, config, context, failed_outcome(
-                video, context, f"no progress for {config.stall_timeout_s:.0f} s (hung decoder?)"
-            ))
+            _record(summary, config, context, failed_outcome(video, context, cause))
             bar.update(1)
 
 
-def _show_frames(bar: tqdm, board, summary: RunSummary, not_started: int) -> None:
+def _show_frames(bar: tqdm, states: dict[str, tuple[int, int, float]], summary: RunSummary,
+                 not_started: int, waiting: int) -> None:
     if bar.disable:
         return
-    try:
-        states = ray.get(board.snapshot.remote(), timeout=10)
-    except GetTimeoutError:
+    if waiting > 0 and not states:
+        bar.set_postfix_str(f"waiting for resources: {waiting} videos queued, "
+                            f"{_free_resources()} free", refresh=True)
         return
     estimate = estimate_progress(summary.frames, bar.n, list(states.values()), not_started,
                                  bar.format_dict["elapsed"])
     bar.set_postfix_str(f"{estimate.describe()} | {per_video_progress(states)}", refresh=False)
+
+
+def _free_resources() -> str:
+    free = ray.available_resources()
+    return f"{free.get('CPU', 0.0):g} CPUs, {free.get('GPU', 0.0):g} GPUs"
 
 
 def per_video_progress(states: dict[str, tuple[int, int, float]], most: int = 3) -> str:
