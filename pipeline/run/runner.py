@@ -14,6 +14,8 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +117,12 @@ def _plan(
 ) -> list[Planned]:
     """The videos to process: new ones, failed ones with ``retry_failed``, and those whose
     committed results no longer match their inputs (noted in ``summary.redone``)."""
+    if context.boxes is not None:
+        unmatched = context.boxes.unmatched_names([video.path for video in inputs])
+        if unmatched:
+            log.warning("boxes file %s: its 'video' column names %d videos that are not "
+                        "inputs of this run (their rows are unused): %s", context.boxes.path,
+                        len(unmatched), ", ".join(unmatched[:5]) + (" ..." * (len(unmatched) > 5)))
     cache = InputCache()
     todo: list[Planned] = []
     for video in inputs:
@@ -247,11 +255,34 @@ def _connect(config: RunConfig) -> dict[str, float]:
     if not ray.is_initialized():
         check_reachable(config.address)
         try:
-            ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            with _quiet_local_ray_notices(config):
+                ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
         except ConnectionError as exc:
             raise ConfigError(f"ray cluster '{config.address}': {one_line(exc)}") from None
     return ray.cluster_resources()
+
+
+#: Loggers of Ray notices that concern a cluster, not the Ray a run starts in its own
+#: process (reachable from this machine only): the token-authentication notice.
+LOCAL_RAY_NOTICES = ("ray._private.authentication.authentication_token_setup",)
+
+
+@contextmanager
+def _quiet_local_ray_notices(config: RunConfig) -> Iterator[None]:
+    """Hide :data:`LOCAL_RAY_NOTICES` while a local Ray starts (a joined cluster keeps them)."""
+    if config.address is not None or "RAY_ADDRESS" in os.environ:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in LOCAL_RAY_NOTICES]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _video_task(
@@ -279,10 +310,6 @@ def _collect(
             video, context, f"worker died while processing ({attempts} attempts): "
             f"{type(exc).__name__}"
         )
-    if outcome.failed_crop_frames:
-        log.warning("%s: the model failed on %d crops (frames %s); their rows are missing "
-                    "or interpolated", video.path, len(outcome.failed_crop_frames),
-                    outcome.failed_crop_frames)
     return outcome
 
 
@@ -388,6 +415,8 @@ def _record(summary: RunSummary, config: RunConfig, context: RunContext,
                            context.metadata)
     else:
         write_video_status(summary.out, outcome.video_id, row, context.metadata)
+    for note in row.get("notes") or ():
+        log.warning("%s: %s", row["path"], note)
     summary.statuses[row["status"]] += 1
     summary.frames += int(row.get("frames_processed") or 0)
     if outcome.hands is not None:

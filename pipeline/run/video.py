@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,13 +51,13 @@ Report = Callable[[int, int], None]
 
 @dataclass
 class VideoOutcome:
-    """A video's tables (None when it failed) and its ``videos`` row."""
+    """A video's tables (None when it failed) and its ``videos`` row (``notes``: the
+    warnings its processing logged)."""
 
     video_id: str
     video_row: dict[str, Any]
     hands: pa.Table | None = None
     objects: pa.Table | None = None
-    failed_crop_frames: list[int] = field(default_factory=list)
 
 #: (frame index, one-line cause) of a crop the model failed on.
 CropFailure = tuple[int, str]
@@ -103,10 +103,44 @@ def process_video(
     report = report or _no_report
     # The first heartbeat starts the driver's stall clock only once the task really runs.
     report(0, 0)
+    with collected_warnings(str(video.path)) as notes:
+        try:
+            outcome = _process(video, config, context, inference, report, row)
+        except HflpipeError as exc:
+            outcome = failed_outcome(video, context, str(exc), row)
+    outcome.video_row["notes"] = notes
+    return outcome
+
+
+class _NoteHandler(logging.Handler):
+    """Keeps the warnings logged while one video is processed, without its path prefix."""
+
+    def __init__(self, path: str, notes: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self._prefix = f"{path}: "
+        self._notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        note = one_line(record.getMessage()).removeprefix(self._prefix)
+        if note not in self._notes:
+            self._notes.append(note)
+
+
+@contextlib.contextmanager
+def collected_warnings(path: str) -> Iterator[list[str]]:
+    """The warnings hflpipe logs inside the block, for the video's ``notes``.
+
+    Inside a Ray task they would go to the worker's log, which the user never sees; the
+    driver prints the notes instead, once each, with the video's name.
+    """
+    notes: list[str] = []
+    handler = _NoteHandler(path, notes)
+    logger = logging.getLogger("hflpipe")
+    logger.addHandler(handler)
     try:
-        return _process(video, config, context, inference, report, row)
-    except HflpipeError as exc:
-        return failed_outcome(video, context, str(exc), row)
+        yield notes
+    finally:
+        logger.removeHandler(handler)
 
 
 def _no_report(done: int, total: int) -> None:
@@ -155,8 +189,8 @@ def _process(
             raise HflpipeError(
                 f"{path}: the model failed on all {len(failed)} crops ({failed[0][1]})"
             )
-        log.warning("%s: the model failed on %d crops (frames %s): %s", path, len(failed),
-                    failed_frames, failed[0][1])
+        log.warning("%s: the model failed on %d crops (frames %s; their rows are missing or "
+                    "interpolated): %s", path, len(failed), failed_frames, failed[0][1])
     hands = _hand_observations(jobs, crops, camera.K)
     objects = solve_object_poses(jobs, crops, camera.K, context.object_name,
                                  context.control_points)
@@ -177,8 +211,7 @@ def _process(
         object_tracks=len(np.unique(objects["track_id"])),
         failed_crops=len(failed),
     )
-    return VideoOutcome(video.video_id, row, hand_rows, object_rows,
-                        failed_crop_frames=failed_frames)
+    return VideoOutcome(video.video_id, row, hand_rows, object_rows)
 
 
 def _propagate(
