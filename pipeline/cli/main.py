@@ -18,7 +18,7 @@ from hflpipe import __version__
 from hflpipe.bench.suite import BENCHMARKS, run_benchmarks
 from hflpipe.model.errors import ModelFileError
 from hflpipe.pipeline.cli.results import COMMANDS as RESULT_COMMANDS
-from hflpipe.pipeline.common.errors import HflpipeError, redact
+from hflpipe.pipeline.common.errors import ConfigError, HflpipeError, redact
 from hflpipe.pipeline.config.run_config import RunConfig
 from hflpipe.pipeline.decode.base import BACKENDS
 
@@ -143,12 +143,12 @@ def _run_options(command: Callable) -> Callable:
 
 
 @cli.command("run")
-@click.argument("spec", required=False, type=_PATH)
+@click.argument("spec", nargs=-1, type=_PATH)
 @_run_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def run_command(ctx: click.Context, spec: Path | None, fmt: str, quiet: bool,
+def run_command(ctx: click.Context, spec: tuple[Path, ...], fmt: str, quiet: bool,
                 **options: Any) -> None:
     """Run HFL-Net over videos and write hand/object pose tracks to Parquet.
 
@@ -161,15 +161,19 @@ def run_command(ctx: click.Context, spec: Path | None, fmt: str, quiet: bool,
       hflpipe run --videos 'clips/*.mp4' --out results \\
           --checkpoint checkpoint.pth.tar --mano MANO_RIGHT.pkl --object 003_cracker_box
     """
-    from hflpipe.pipeline.config.jobspec import build_config, load_spec
+    from hflpipe.pipeline.config.jobspec import NOT_A_SPEC_HINT, build_config, load_spec
     from hflpipe.pipeline.run.runner import run
 
+    if len(spec) > 1:
+        # The shell expanded an unquoted glob: every file after the first lands here.
+        raise ConfigError(f"run takes one job spec, got {len(spec)} arguments ({spec[0]}, "
+                          f"{spec[1]}, ...): {NOT_A_SPEC_HINT}")
     given = {name: value for name, value in options.items() if _given(ctx, name)}
     if "torchvision_classes" in given:
         given["torchvision_classes"] = _class_map(given["torchvision_classes"])
     if "videos" in given:
         given["videos"] = list(given["videos"])
-    config = build_config(load_spec(spec) if spec else None, given)
+    config = build_config(load_spec(spec[0]) if spec else None, given)
     summary = run(config, progress=not quiet)
     _print_summary(summary, fmt)
     if summary.statuses.get("failed"):

@@ -58,41 +58,54 @@ def video_id_for(path: Path) -> str:
 
 
 def collect_inputs(
-    videos: list[str], video_list: Path | None = None, manifest: Path | None = None
+    videos: list[str], video_list: Path | None = None, manifest: Path | None = None,
+    *, out: Path | None = None,
 ) -> list[VideoInput]:
     """Every input of a run: manifest rows first, then ``videos`` and the list file's lines.
 
     A video named twice is kept once; a manifest row wins, since it carries overrides.
+    Nothing inside ``out`` (the run's output folder) is ever an input: a broad glob such
+    as ``data/**`` would otherwise feed the run its own files, more with every run.
     """
     inputs = read_manifest(manifest) if manifest else []
     patterns = list(videos)
     if video_list:
         patterns += read_video_list(video_list)
     seen = {video.path.absolute() for video in inputs}
-    for video in expand_videos(patterns) if patterns else []:
+    for video in expand_videos(patterns, out=out) if patterns else []:
         if video.path.absolute() not in seen:
             inputs.append(video)
+    if out is not None and any(_inside(video.path, out) for video in inputs):
+        inside = next(video.path for video in inputs if _inside(video.path, out))
+        raise ConfigError(f"video {inside}: is inside the output folder {out}")
     return inputs
 
 
-def expand_videos(patterns: list[str]) -> list[VideoInput]:
+def expand_videos(patterns: list[str], *, out: Path | None = None) -> list[VideoInput]:
     """Expand files and glob patterns, in sorted order, each path once.
 
-    A pattern that matches nothing is a configuration error (a typo should not
-    produce an empty run); a directory that matches is kept as an input with a
-    problem, so that it gets a ``failed`` row rather than vanishing.
+    A name that exists is that file, even when it holds glob characters (``take[1].mp4``).
+    A pattern that matches nothing is a configuration error (a typo should not produce an
+    empty run); matches inside ``out`` are left out. A directory that matches is kept as
+    an input with a problem, so that it gets a ``failed`` row rather than vanishing.
     """
     seen: dict[Path, VideoInput] = {}
     for pattern in patterns:
         matches = [pattern]
-        if glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern, recursive=True))
+        if glob.has_magic(pattern) and not Path(pattern).exists():
+            found = sorted(glob.glob(pattern, recursive=True))
+            matches = [m for m in found if out is None or not _inside(Path(m), out)]
             if not matches:
-                raise ConfigError(f"videos '{pattern}': no files match")
+                where = " outside the output folder" if found else ""
+                raise ConfigError(f"videos '{pattern}': no files match{where}")
         for match in matches:
             path = Path(match)
             seen.setdefault(path.absolute(), VideoInput(path, video_id_for(path), _problem(path)))
     return list(seen.values())
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
 def read_video_list(path: Path) -> list[str]:

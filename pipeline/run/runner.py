@@ -87,7 +87,8 @@ def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
     """
     started = time.monotonic()
     validate_paths(config)
-    inputs = collect_inputs(config.videos, config.video_list, config.manifest)
+    inputs = collect_inputs(config.videos, config.video_list, config.manifest,
+                            out=config.out)
     context = prepare_context(config, device=model_device(config))
     expected = {v.video_id: video_config_hash(context.config_hash, v) for v in inputs}
     out = output_folder(config, context.config_hash, finished_videos(config.out), expected)
