@@ -19,6 +19,7 @@ from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.cli.results import eval_command, export_command
 from hflpipe.pipeline.common.errors import InputError
 from hflpipe.pipeline.output.reader import read_table
+from hflpipe.pipeline.output.schema import SCHEMA_VERSION
 from hflpipe.pipeline.results.export import export_output
 
 N = 5
@@ -50,7 +51,7 @@ def test_json_layout_and_mano_parameters_reproduce_the_joints(output, tmp_path, 
     out, hands, _ = output
     [path] = export_output(out, tmp_path / "json", "json", mano=synthetic_mano_path())
     doc = json.loads(path.read_text())
-    assert doc["format"] == "hflpipe-export" and doc["schema_version"] == "2"
+    assert doc["format"] == "hflpipe-export" and doc["schema_version"] == SCHEMA_VERSION
     assert doc["video"]["video_id"] == "clip" and "OpenCV" in doc["coordinates"]
     [hand] = doc["hands"]
     assert hand["frame_index"] == list(range(N)) and hand["handedness"] == "right"
