@@ -11,6 +11,7 @@ committed videos.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,11 @@ from hflpipe.pipeline.output.schema import TABLES, hands_schema, table_schema
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".parquet"
+#: A zero-row file with the table's full schema, kept in a table folder while it holds no
+#: video's file, so that every reader opens every table whatever happened (pandas,
+#: polars and DuckDB refuse a folder or glob without files). Not a valid video id.
+PLACEHOLDER_ID = "empty-table"
+PLACEHOLDER = f"{PLACEHOLDER_ID}{SUFFIX}"
 # Leaves room for ".parquet" and the temporary-name decoration under the 255-byte limit.
 MAX_VIDEO_ID_BYTES = 200
 
@@ -50,6 +56,8 @@ def check_video_id(video_id: str) -> str:
         cause = "it contains a NUL or control character"
     elif video_id != video_id.strip():
         cause = "it has leading or trailing whitespace"
+    elif video_id == PLACEHOLDER_ID:
+        cause = "the name is reserved for the empty table file"
     else:
         return video_id
     raise InputError(f"video id {video_id!r} is not a safe file name: {cause}")
@@ -149,9 +157,23 @@ def _read_marker(marker: Path, video_id: str) -> dict:
 
 
 def visible_files(folder: Path) -> list[Path]:
-    """The visible Parquet files of a table folder (temporaries are hidden), sorted."""
+    """The videos' Parquet files of a table folder (no temporaries, no placeholder), sorted."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.glob(f"*{SUFFIX}") if not p.name.startswith("."))
+    return sorted(p for p in folder.glob(f"*{SUFFIX}") if _is_video_file(p.name))
+
+
+def holds_video_files(folder: Path) -> bool:
+    """Whether ``folder`` holds any video's file; stops at the first one it sees."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(_is_video_file(entry.name) and entry.name.endswith(SUFFIX)
+                       for entry in entries)
+    except FileNotFoundError:
+        return False
+
+
+def _is_video_file(name: str) -> bool:
+    return not name.startswith(".") and name != PLACEHOLDER
 
 

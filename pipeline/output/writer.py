@@ -28,12 +28,20 @@ import pyarrow.parquet as pq
 
 from hflpipe.atomic import atomic_write, fsync_folder, is_temporary
 from hflpipe.pipeline.common.errors import OutputError, one_line
-from hflpipe.pipeline.output.reader import SUFFIX, output_path, scan_output, visible_files
+from hflpipe.pipeline.output.reader import (
+    PLACEHOLDER,
+    SUFFIX,
+    holds_video_files,
+    output_path,
+    scan_output,
+    visible_files,
+)
 from hflpipe.pipeline.output.schema import (
     TABLES,
     OutputMetadata,
     hands_schema,
     objects_schema,
+    table_schema,
     videos_table,
 )
 
@@ -66,6 +74,7 @@ def write_video_output(
     _remove(paths[2])
     for table, name, path in zip((hands, objects, videos), TABLES, paths, strict=True):
         _write_atomic(table.replace_schema_metadata(metadata.key_values(name)), path)
+    keep_tables_readable(out_dir)
     return paths
 
 
@@ -87,7 +96,25 @@ def write_video_status(
     for name in ("hands", "objects"):
         _remove(output_path(out_dir, name, video_id))
     _write_atomic(videos, marker)
+    keep_tables_readable(out_dir)
     return marker
+
+
+def keep_tables_readable(out_dir: str | Path) -> None:
+    """Give every table folder its :data:`PLACEHOLDER` while it holds no video's file, and
+    remove it once it does (its schema lacks ``vertices``, which real files may have).
+
+    Only the writing process calls this, so the check and the write do not race.
+    """
+    _make_folders(out_dir)
+    for name in TABLES:
+        folder = Path(out_dir) / name
+        placeholder = folder / PLACEHOLDER
+        if holds_video_files(folder):
+            if placeholder.exists():
+                _remove(placeholder)
+        elif not placeholder.exists():
+            _write_atomic(table_schema(name).empty_table(), placeholder)
 
 
 def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
