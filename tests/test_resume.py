@@ -25,7 +25,7 @@ from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.infer.predictor import PredictorSettings
 from hflpipe.pipeline.inputs.camera import Intrinsics
 from hflpipe.pipeline.inputs.videos import VideoInput
-from hflpipe.pipeline.output.reader import read_table
+from hflpipe.pipeline.output.reader import read_table, visible_files
 from hflpipe.pipeline.output.schema import OutputMetadata
 from hflpipe.pipeline.run.context import (
     JOB_RECORD,
@@ -146,7 +146,7 @@ def _kill_run(spec: Path, out: Path, kill_after_videos: int) -> None:
                                stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 400
-        while len(list((out / "videos").glob("*.parquet"))) < kill_after_videos:
+        while len(visible_files(out / "videos")) < kill_after_videos:
             assert process.poll() is None, process.stderr.read()
             assert time.monotonic() < deadline, "the run made no progress"
             time.sleep(0.2)
@@ -190,7 +190,7 @@ def test_a_killed_run_resumes_to_the_same_rows_as_an_uninterrupted_one(
     spec = archive
     out = spec.parent / "out"
     _kill_run(spec, out, kill_after_videos=1)
-    committed = len(list((out / "videos").glob("*.parquet")))
+    committed = len(visible_files(out / "videos"))
     assert 1 <= committed < VIDEOS
     # Readable right after the kill: only whole videos are visible, to every reader.
     hands = read_table(out, "hands")
