@@ -263,8 +263,9 @@ def _detect(
         return indices, keys, detector.detect(keys, keys / max(info.fps, 1e-9), None), None
     all_indices, all_keys, all_detections = [], [], []
     position = 0
+    start_s, end_s = presentation_range(decoder, path, config.start_s, config.end_s)
     for chunk in decoder.read_chunks(path, chunk_size=chunk_frames, stride=config.stride,
-                                     start_s=config.start_s, end_s=config.end_s):
+                                     start_s=start_s, end_s=end_s):
         mask = keyframe_mask(position, len(chunk), config.detect_every)
         position += len(chunk)
         all_indices.append(chunk.indices)
@@ -275,7 +276,10 @@ def _detect(
         report(position // 2, info.num_frames)
     indices = np.concatenate(all_indices) if all_indices else np.zeros(0, np.int64)
     if len(indices) == 0:
-        raise HflpipeError(f"{path}: no frames decoded in the selected range")
+        if config.start_s is None and config.end_s is None:
+            raise HflpipeError(f"{path}: no frame could be decoded")
+        _warn_empty_selection(path, config, info)
+        return indices, indices, [], 0
     # The decoders end a read quietly at the first undecodable frame; a video that stops
     # short of what its container lists is damaged, and half a video must not pass as whole.
     if config.end_s is None and indices[-1] + config.stride < info.num_frames:
@@ -292,7 +296,35 @@ def _select_without_decoding(info: VideoInfo, config: RunConfig) -> np.ndarray:
         keep &= times >= config.start_s
     if config.end_s is not None:
         keep &= times < config.end_s
-    return indices[keep][:: config.stride]
+    selected = indices[keep][:: config.stride]
+    if len(selected) == 0 and len(indices) > 0:
+        _warn_empty_selection(info.path, config, info)
+    return selected
+
+
+def presentation_range(
+    decoder: Decoder, path: str, start_s: float | None, end_s: float | None
+) -> tuple[float | None, float | None]:
+    """``--start``/``--end`` (seconds from the video's first frame) as presentation times.
+
+    Decoders select by the container's times, where the first frame may be at 10 s (a clip
+    cut from a longer recording); a boxes file counts from the first frame. Shifting by the
+    first frame's time gives both the same meaning.
+    """
+    if start_s is None and end_s is None:
+        return None, None
+    with contextlib.closing(decoder.read_chunks(path, chunk_size=1, frame_indices=[0])) as read:
+        first = next(read, None)
+    offset = float(first.timestamps_s[0]) if first is not None and len(first) else 0.0
+    return (None if start_s is None else start_s + offset,
+            None if end_s is None else end_s + offset)
+
+
+def _warn_empty_selection(path: str, config: RunConfig, info: VideoInfo) -> None:
+    chosen = " ".join(f"{flag} {value:g} s" for flag, value in
+                      (("--start", config.start_s), ("--end", config.end_s)) if value is not None)
+    log.warning("%s: no frames in the selected range (%s; the video is %.2f s long from its "
+                "first frame)", path, chosen, info.duration_s)
 
 
 def _infer(
