@@ -193,6 +193,7 @@ def inputs_fingerprint(context: RunContext) -> str:
     digest = hashlib.sha256()
     if context.intrinsics is not None:
         digest.update(b"K" + np.ascontiguousarray(context.intrinsics.K, np.float64).tobytes())
+        digest.update(f"size{context.intrinsics.image_size}".encode())
     if context.object_name is not None:
         digest.update(b"object" + context.object_name.encode())
     if context.control_points is not None:

@@ -28,7 +28,7 @@ from hflpipe.pipeline.decode.base import Decoder, VideoInfo, get_decoder
 from hflpipe.pipeline.detect.base import Detection, Detector
 from hflpipe.pipeline.infer.batching import BatchedInference
 from hflpipe.pipeline.infer.client import InferenceClient
-from hflpipe.pipeline.inputs.camera import default_intrinsics
+from hflpipe.pipeline.inputs.camera import default_intrinsics, intrinsics_for_video
 from hflpipe.pipeline.inputs.videos import VideoInput
 from hflpipe.pipeline.pose.hands import fit_root_translation
 from hflpipe.pipeline.pose.objects import solve_object_poses
@@ -156,7 +156,9 @@ def _process(
     # a thread per core of the machine in every one of the concurrent tasks.
     decoder = get_decoder(config.decoder, threads=max(1, int(config.cpus_per_task)))
     info = decoder.probe(path)
-    camera = context.intrinsics or default_intrinsics(info.width, info.height, config.hfov_deg)
+    camera = (intrinsics_for_video(context.intrinsics, info.width, info.height)
+              if context.intrinsics is not None
+              else default_intrinsics(info.width, info.height, config.hfov_deg))
     row.update(
         content_sha256=sha256_file(video.path), fps=info.fps, width=info.width,
         height=info.height, duration_s=info.duration_s, decoder=decoder.name,
