@@ -19,6 +19,7 @@ from hflpipe.model.control_points import load_control_points
 from hflpipe.pipeline.common.errors import ConfigError, InputError, one_line
 from hflpipe.pipeline.config.run_config import looks_like_values
 from hflpipe.pipeline.inputs.camera import intrinsics_from_mapping, parse_intrinsics
+from hflpipe.pipeline.inputs.objects import control_points_from_file_checked
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -202,6 +203,12 @@ def _manifest_object(manifest: Path, value: str | None, where: str, known: set[s
         file = Path(_beside(manifest, value))
         if not file.is_file():
             raise ConfigError(f"{where}: object mesh/point file not found: {file}")
+        if str(file) not in known:
+            try:
+                control_points_from_file_checked(file)
+            except InputError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            known.add(str(file))
         return str(file)
     if value not in known:
         try:

@@ -35,13 +35,13 @@ from hflpipe import __version__
 from hflpipe.atomic import atomic_write_text
 from hflpipe.jsonable import to_jsonable
 from hflpipe.model.checkpoint import file_sha256, load_hflnet
-from hflpipe.model.control_points import control_points_from_file, load_control_points
 from hflpipe.model.mano_file import load_mano_model
-from hflpipe.pipeline.common.errors import ConfigError, InputError, OutputError
+from hflpipe.pipeline.common.errors import ConfigError, OutputError
 from hflpipe.pipeline.config.run_config import RunConfig, result_options
 from hflpipe.pipeline.detect.boxes import BoxesFile
 from hflpipe.pipeline.infer.predictor import PredictorSettings
 from hflpipe.pipeline.inputs.camera import Intrinsics, parse_intrinsics
+from hflpipe.pipeline.inputs.objects import check_object_names, resolve_object
 from hflpipe.pipeline.inputs.videos import VideoInput
 from hflpipe.pipeline.output.schema import SCHEMA_VERSION, OutputMetadata
 
@@ -105,7 +105,7 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
     run_hash = config_hash(config, checkpoint_sha, mano_sha, device, precision)
     intrinsics = parse_intrinsics(config.intrinsics) if config.intrinsics else None
     object_name, control_points = resolve_object(config.object)
-    boxes = BoxesFile.load(config.boxes) if config.detector == "boxes" else None
+    boxes = load_boxes(config.boxes) if config.detector == "boxes" else None
     return RunContext(
         config_hash=run_hash,
         metadata=OutputMetadata(checkpoint_sha256=checkpoint_sha, mano_sha256=mano_sha,
@@ -120,19 +120,6 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
         control_points=control_points,
         boxes=boxes,
     )
-
-
-def resolve_object(spec: str | None) -> tuple[str | None, np.ndarray | None]:
-    """A YCB catalogue name or a mesh / point file -> (name, (21, 3) control points)."""
-    if spec is None:
-        return None, None
-    path = Path(spec)
-    if path.suffix and path.exists():
-        return path.stem, control_points_from_file(path)
-    try:
-        return spec, load_control_points(spec)
-    except ValueError as exc:
-        raise InputError(f"object '{spec}': {exc}") from None
 
 
 def video_config_hash(job_hash: str, video: VideoInput) -> str:
@@ -161,8 +148,16 @@ class InputCache:
     def boxes(self, path: Path) -> BoxesFile:
         key = Path(path).resolve()
         if key not in self._boxes:
-            self._boxes[key] = BoxesFile.load(path)
+            self._boxes[key] = load_boxes(path)
         return self._boxes[key]
+
+
+def load_boxes(path: Path) -> BoxesFile:
+    """A boxes file whose object names are all known (so that each gets its pose)."""
+    boxes = BoxesFile.load(path)
+    named = [name for name in boxes.object_name.tolist() if name is not None]
+    check_object_names(named, f"boxes file {path}")
+    return boxes
 
 
 def context_for_video(context: RunContext, video: VideoInput, cache: InputCache) -> RunContext:
