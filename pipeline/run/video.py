@@ -165,6 +165,11 @@ def _process(
         intrinsics=camera.K, intrinsics_source=camera.source,
     )
     chunk_frames = frames_per_chunk(config.chunk_size, info.width, info.height)
+    if context.boxes is not None:
+        past = int(np.count_nonzero(context.boxes.frame_index >= info.num_frames))
+        if past:
+            log.warning("%s: %d boxes file rows are for frames past the video's last frame "
+                        "(%d); they are ignored", path, past, info.num_frames - 1)
     with video_detector(config, context, video.path) as detector:
         indices, keyframes, detections, decoded = _detect(
             decoder, detector, path, config, info, chunk_frames, report
