@@ -146,6 +146,8 @@ def remove_uncommitted_outputs(out_dir: str | Path) -> list[Path]:
             if path.name[: -len(SUFFIX)] not in ok:
                 _remove(path)
                 removed.append(path)
+    if removed:
+        keep_tables_readable(out_dir)
     return removed
 
 

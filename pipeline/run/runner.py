@@ -30,7 +30,6 @@ from hflpipe.pipeline.infer.actor_pool import ActorInference, actor_pool
 from hflpipe.pipeline.inputs.videos import VideoInput, collect_inputs
 from hflpipe.pipeline.output.reader import finished_videos
 from hflpipe.pipeline.output.writer import (
-    keep_tables_readable,
     remove_stale_temp_files,
     remove_uncommitted_outputs,
     write_video_output,
@@ -98,7 +97,6 @@ def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
         # Leftovers of a killed run: hidden temporaries, and data files without a marker.
         remove_stale_temp_files(out)
         remove_uncommitted_outputs(out)
-        keep_tables_readable(out)
         todo = _plan(inputs, config, context, finished_videos(out), summary)
         log.info("%d videos, %d already done, %d to process", len(inputs),
                  summary.already_done, len(todo))
