@@ -26,10 +26,14 @@ def test_a_clip_starting_at_ten_seconds_counts_from_its_first_frame(tmp_path):
     assert presentation_range(get_decoder("pyav"), str(path), None, None) == (None, None)
 
 
-def test_an_empty_selection_is_ok_with_a_note(tmp_path, synthetic_checkpoint):
+def test_an_empty_selection_and_unused_boxes_rows_are_noted(tmp_path, synthetic_checkpoint):
     scene = make_demo_scene(tmp_path / "scene", num_frames=2, size=(320, 240))
+    boxes = tmp_path / "boxes.csv"
+    lines = scene.boxes_path.read_text().splitlines()
+    lines += ["50,hand,1,1,20,20,1.0,right,", "1,hand,1,1,20,20,0.2,left,"]
+    boxes.write_text("\n".join(lines) + "\n")
     config = RunConfig(videos=[str(scene.video_path)], out=tmp_path / "out", detector="boxes",
-                       boxes=scene.boxes_path, checkpoint=synthetic_checkpoint,
+                       boxes=boxes, checkpoint=synthetic_checkpoint,
                        mano=synthetic_mano_path(), device="cpu", start_s=5.0)
     video = VideoInput(scene.video_path, video_id_for(scene.video_path))
     context = context_for_video(prepare_context(config), video, InputCache())
@@ -37,5 +41,9 @@ def test_an_empty_selection_is_ok_with_a_note(tmp_path, synthetic_checkpoint):
     row = outcome.video_row
     assert row["status"] == "ok" and row["frames_processed"] == 0
     assert outcome.hands.num_rows == 0
-    (note,) = row["notes"]
-    assert note.startswith("no frames in the selected range (--start 5 s;")
+    past, below, empty = row["notes"]
+    assert past == "1 boxes file rows are for frames past the video's last frame (1); they " \
+        "are ignored"
+    assert below.endswith("1 rows for this video score below --score-threshold 0.5 and are "
+                          "ignored")
+    assert empty.startswith("no frames in the selected range (--start 5 s;")
