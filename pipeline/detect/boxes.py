@@ -352,6 +352,11 @@ class BoxesFile:
 
     def digest(self) -> str:
         """SHA-256 of the checked rows: equal for files whose boxes are the same."""
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> str:
+        # Once per file: every video of a file without a 'video' column shares it whole.
         digest = hashlib.sha256()
         for name in ("frame_index", "is_hand", "boxes", "score", "track_id"):
             digest.update(np.ascontiguousarray(getattr(self, name)).tobytes())
