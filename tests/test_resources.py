@@ -72,3 +72,17 @@ def test_a_video_that_never_starts_fails_after_the_stall_timeout(small_job, tmp_
     assert result.returncode == 2, result.stderr
     (failure,) = json.loads(result.stdout)["failures"]
     assert "never started" in failure["error"]
+
+
+def test_the_progress_line_says_when_videos_wait_for_resources(local_ray):
+    import io
+
+    from tqdm import tqdm
+
+    from hflpipe.pipeline.run.runner import RunSummary, _show_frames
+
+    bar = tqdm(total=2, file=io.StringIO())
+    _show_frames(bar, {}, RunSummary(out=None, config_hash=""), not_started=0, waiting=2)
+    assert "waiting for resources: 2 videos queued" in bar.postfix
+    _show_frames(bar, {"a-1": (1, 4, 0.0)}, RunSummary(out=None, config_hash=""), 0, waiting=1)
+    assert "waiting" not in bar.postfix and "a-1 25%" in bar.postfix
