@@ -96,3 +96,24 @@ def _autoscaled_node_types() -> list[tuple[dict[str, float], int]]:
         count = group.max_count if group.max_count >= 0 else 1 << 20
         types.append(({key: float(value) for key, value in group.resources.items()}, count))
     return types
+
+
+def waiting_for_resources(cpus_per_task: float) -> bool:
+    """Whether Ray holds tasks shaped like a video task that no node has room for now.
+
+    A task Ray has placed may still take a while to start (a worker process starting,
+    its imports); only this says a task waits for resources. False when Ray cannot say.
+    """
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        status = get_cluster_status(ray.get_runtime_context().gcs_address)
+    except Exception as exc:  # an API that may change: without it, never "waiting"
+        log.debug("no cluster status (%s)", exc)
+        return False
+    return any(
+        abs(request.bundle.get("CPU", 0.0) - cpus_per_task) < _EPSILON
+        and not request.bundle.get("GPU")
+        for demand in status.resource_demands.ray_task_actor_demand
+        for request in demand.bundles_by_count
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -48,7 +49,12 @@ from hflpipe.pipeline.run.context import (
 from hflpipe.pipeline.run.freshness import redo_reason
 from hflpipe.pipeline.run.progress import start_board
 from hflpipe.pipeline.run.ray_address import check_reachable
-from hflpipe.pipeline.run.resources import Demand, cluster_nodes, unschedulable
+from hflpipe.pipeline.run.resources import (
+    Demand,
+    cluster_nodes,
+    unschedulable,
+    waiting_for_resources,
+)
 from hflpipe.pipeline.run.video import VideoOutcome, failed_outcome, process_video
 
 log = logging.getLogger(__name__)
@@ -192,9 +198,10 @@ def _process_on_ray(
     running: dict[ray.ObjectRef, tuple[VideoInput, float]] = {}
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True,
                bar_format=BAR_FORMAT)
-    # When a video last finished or reported: a run where nothing moves is stuck, even if
-    # none of its videos ever started.
+    # When a video last finished or reported, and since when videos wait for resources Ray
+    # cannot give them: waiting while nothing moves is a stall, even if nothing started.
     last_activity = time.time()
+    waiting_since: float | None = None
     try:
         while pending or running:
             while pending and len(running) < concurrency:
@@ -215,8 +222,15 @@ def _process_on_ray(
             except GetTimeoutError:
                 continue
             last_activity = max([last_activity, *(state[2] for state in states.values())])
-            _fail_stalled(running, states, last_activity, config, contexts, summary, bar)
-            _show_frames(bar, states, summary, len(pending), waiting=len(running) - len(states))
+            queued = sum(video.video_id not in states for video, _ in running.values())
+            if queued and waiting_for_resources(config.cpus_per_task):
+                waiting_since = waiting_since or time.time()
+            else:
+                waiting_since = None
+            _fail_stalled(running, states, max(last_activity, waiting_since or math.inf), config,
+                          contexts, summary, bar)
+            _show_frames(bar, states, summary, len(pending),
+                         waiting=queued if waiting_since is not None else 0)
     finally:
         bar.close()
         for ref in running:
@@ -316,9 +330,11 @@ def _collect(
 
 def _fail_stalled(
     running: dict[ray.ObjectRef, tuple[VideoInput, float]],
-    states: dict[str, tuple[int, int, float]], last_activity: float, config: RunConfig,
+    states: dict[str, tuple[int, int, float]], stuck_since: float, config: RunConfig,
     contexts: dict[str, RunContext], summary: RunSummary, bar: tqdm,
 ) -> None:
+    """Fail videos without a heartbeat for the stall timeout, and videos not started yet
+    when the run has been stuck (nothing moving, Ray out of room) for as long."""
     now = time.time()
     limit = config.stall_timeout_s
     for ref, (video, submitted) in list(running.items()):
@@ -329,7 +345,7 @@ def _fail_stalled(
         else:
             # Waiting for a CPU while other videos run is normal (process_video reports
             # first thing once it runs); waiting while nothing at all moves is not.
-            idle = now - max(last_activity, submitted)
+            idle = now - max(stuck_since, submitted)
             cause = (f"never started: nothing ran for {limit:.0f} s while it waited for a "
                      "CPU (other work holds the cluster's resources)")
         if idle > limit:
