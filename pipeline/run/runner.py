@@ -127,9 +127,10 @@ def _plan(
     if context.boxes is not None:
         unmatched = context.boxes.unmatched_names([video.path for video in inputs])
         if unmatched:
+            shown = ", ".join(unmatched[:5]) + (", ..." if len(unmatched) > 5 else "")
             log.warning("boxes file %s: its 'video' column names %d videos that are not "
                         "inputs of this run (their rows are unused): %s", context.boxes.path,
-                        len(unmatched), ", ".join(unmatched[:5]) + (" ..." * (len(unmatched) > 5)))
+                        len(unmatched), shown)
     cache = InputCache()
     todo: list[Planned] = []
     for video in inputs:
