@@ -4,9 +4,11 @@ starts fails after the stall timeout instead of hanging the run."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import ray
+from conftest import SHARED_RAY_CPUS
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.demo.scene import make_demo_scene
@@ -59,14 +61,19 @@ class _Hog:
 @pytest.mark.timeout(180)
 def test_a_video_that_never_starts_fails_after_the_stall_timeout(small_job, tmp_path,
                                                                  local_ray, hflpipe_cli):
-    # Everything but the inference actor's CPU and a half is held by other work: the run
-    # fits the cluster, yet its video task can never get its CPU and a half.
-    free = ray.available_resources().get("CPU", 0.0)
-    hog = _Hog.options(num_cpus=free - 1.5).remote()
+    # A first run leaves the inference actor up (a driver keeps its pool); then other work
+    # takes every free CPU: the run fits the cluster, yet its video task never gets a CPU.
+    first = hflpipe_cli("run", *small_job, "--out", tmp_path / "first")
+    assert first.returncode == 0, first.stderr
+    deadline = time.monotonic() + 30
+    # The cluster's view of free CPUs follows a finished task with a short delay.
+    while ray.available_resources().get("CPU", 0.0) < SHARED_RAY_CPUS - 1:
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.2)
+    hog = _Hog.options(num_cpus=ray.available_resources()["CPU"]).remote()
     ray.get(hog.ready.remote())
     try:
-        result = hflpipe_cli("run", *small_job, "--out", tmp_path / "out",
-                             "--cpus-per-task", "1.5", "--stall-timeout", "2")
+        result = hflpipe_cli("run", *small_job, "--out", tmp_path / "out", "--stall-timeout", "2")
     finally:
         ray.kill(hog)
     assert result.returncode == 2, result.stderr
