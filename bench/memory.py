@@ -77,7 +77,7 @@ def _worker(videos: list[str], boxes: str, intrinsics: str, object_name: str, st
     and the inference process's peak."""
     from hflpipe.pipeline.config.run_config import make_config
     from hflpipe.pipeline.inputs.videos import VideoInput, video_id_for
-    from hflpipe.pipeline.run.context import ObjectCache, context_for_video, prepare_context
+    from hflpipe.pipeline.run.context import InputCache, context_for_video, prepare_context
     from hflpipe.pipeline.run.video import process_video
 
     config = make_config(videos=videos, out=out, checkpoint=checkpoint, detector="boxes",
@@ -87,7 +87,7 @@ def _worker(videos: list[str], boxes: str, intrinsics: str, object_name: str, st
     inference = _InferenceProcess(context.predictor_settings)
     loaded = rss_mib()
     frames = 0
-    objects = ObjectCache()
+    objects = InputCache()
     try:
         for name in videos:
             video = VideoInput(path=Path(name), video_id=video_id_for(Path(name)))

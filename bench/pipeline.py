@@ -71,7 +71,7 @@ from hflpipe.pipeline.inputs.videos import VideoInput, video_id_for
 from hflpipe.pipeline.output.writer import write_video_output
 from hflpipe.pipeline.run import video as video_job
 from hflpipe.pipeline.run.context import (
-    ObjectCache,
+    InputCache,
     RunContext,
     context_for_video,
     prepare_context,
@@ -201,7 +201,7 @@ def staged_video(path: Path, config: RunConfig, context: RunContext, predictor: 
     """One video through ``video_job.process_video`` in this process, each stage function
     wrapped with a timer, then written; returns the model input batches it sent."""
     video = VideoInput(path=path, video_id=video_id_for(path))
-    context = context_for_video(context, video, ObjectCache())
+    context = context_for_video(context, video, InputCache())
     inference = TimedInference(predictor, clock)
     with contextlib.ExitStack() as patches:
         for (module, name), stage in _STAGE_OF.items():

@@ -112,6 +112,16 @@ def control_points_from_file(path: str | Path) -> np.ndarray:
     Returns:
         ``(21, 3)`` float64, in the file's units.
     """
+    return control_points_from_points(read_object_vertices(path))
+
+
+def read_object_vertices(path: str | Path) -> np.ndarray:
+    """The vertices of a mesh or point file (formats: :func:`control_points_from_file`).
+
+    Returns:
+        ``(N, 3)`` float64, N >= 1, finite, in the file's units. Raises ValueError (or
+        FileNotFoundError) naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"object model file not found: {path}")
@@ -128,7 +138,7 @@ def control_points_from_file(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: no vertices found")
     if not np.isfinite(points).all():
         raise ValueError(f"{path}: vertices have non-finite coordinates")
-    return control_points_from_points(points)
+    return points
 
 
 def _read_xyz(path: Path) -> np.ndarray:

@@ -46,7 +46,6 @@ def test_prepare_context_hashes_and_runs_the_resolved_settings(tmp_path, synthet
 @pytest.mark.parametrize(
     ("base", "change"),
     [
-        ({"detector": "boxes", "boxes": Path("b.csv")}, {"score_threshold": 0.9}),
         ({"intrinsics": "600,600,320,240"}, {"hfov_deg": 90.0}),
         ({}, {"boxes": Path("b.csv")}),
         ({}, {"torchvision_classes": {1: "hand", 2: "object"}}),
@@ -61,6 +60,7 @@ def test_options_the_run_ignores_do_not_change_the_hash(tmp_path, base, change) 
     ("base", "change"),
     [
         ({}, {"score_threshold": 0.9}),
+        ({"detector": "boxes", "boxes": Path("b.csv")}, {"score_threshold": 0.9}),
         ({}, {"hfov_deg": 90.0}),
         ({"detector": "boxes", "boxes": Path("b.csv")}, {"boxes": Path("other.csv")}),
         ({}, {"intrinsics": "600,600,320,240"}),

@@ -164,3 +164,31 @@ def test_make_detector_builds_a_boxes_detector(tmp_path: Path) -> None:
         make_detector("boxes", {"path": path, "score": 1}, video="clip_b")
     with pytest.raises(ConfigError, match="unknown detector 'yolo'"):
         make_detector("yolo")
+
+
+def test_a_repeated_column_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "boxes.csv"
+    path.write_text("frame_index,kind,x0,y0,x1,y1,x0\n0,hand,1,1,5,5,2\n")
+    with pytest.raises(InputError, match="column 'x0' appears twice"):
+        BoxesFile.load(path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_a_frame_index_too_large_for_int64_is_refused(tmp_path: Path, suffix: str) -> None:
+    rows = [ROWS[0] | {"frame_index": 99999999999999999999}]
+    with pytest.raises(InputError, match="row 1: frame_index 1e\\+20 is too large"):
+        BoxesFile.load(_write(tmp_path / f"boxes{suffix}", rows))
+
+
+def test_exact_duplicate_rows_are_one_box(tmp_path: Path, caplog) -> None:
+    rows = [ROWS[2], ROWS[0], ROWS[2], ROWS[2] | {"score": 0.8}]
+    boxes = BoxesFile.load(_write(tmp_path / "boxes.csv", rows))
+    assert len(boxes.frame_index) == 3
+    assert "1 rows repeat an earlier row exactly" in caplog.text
+
+
+def test_scores_below_a_threshold_are_left_out(tmp_path: Path) -> None:
+    rows = [ROWS[0], ROWS[2] | {"score": 0.3}]
+    boxes = BoxesFile.load(_write(tmp_path / "boxes.csv", rows))
+    assert boxes.scored_at_least(0.5).score.tolist() == [pytest.approx(0.9)]
+    assert boxes.scored_at_least(0.3) is boxes

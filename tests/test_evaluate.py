@@ -43,6 +43,9 @@ def scene(seed: int = 0) -> dict[str, np.ndarray]:
 
 def prediction_columns(video_id: str, joints, verts, R, t) -> tuple[dict, dict]:
     hands = sample_hand_columns(video_id, N, with_vertices=True)
+    hands["interpolated"] = np.zeros(N, bool)  # every row a prediction, so every row scored
+    for raw in [name for name in hands if name.endswith("_raw")]:
+        hands[raw] = np.nan_to_num(hands[raw])
     hands["joints3d"] = joints.astype(np.float32)
     hands["vertices"] = verts.astype(np.float32)
     objects = sample_object_columns(video_id, N)
@@ -147,3 +150,19 @@ def test_bad_groundtruth_and_unknown_video_are_one_line_errors(tmp_path) -> None
                           load_control_points("003_cracker_box"))
     with pytest.raises(InputError, match="no rows for video 'other'"):
         evaluate_video(tmp_path / "out", gt)
+
+
+def test_interpolated_rows_are_not_scored(tmp_path) -> None:
+    truth = scene()
+    hands, objects = prediction_columns("gap", truth["joints"], truth["verts"], truth["R"],
+                                        truth["t"])
+    filled = np.arange(N) == 2
+    hands["interpolated"] = objects["interpolated"] = filled
+    hands["joints3d"][filled] += 0.5  # a gap filled badly: not the model's prediction
+    objects["translation"][filled] += 0.5
+    write_output(tmp_path / "out", "gap", hands, objects)
+    summary = evaluate_video(tmp_path / "out", groundtruth_file(
+        tmp_path / "gap.npz", "gap", truth, load_control_points("003_cracker_box"))).summary
+    assert summary["hand_frames"] == summary["object_frames"] == N - 1
+    assert summary["mpjpe_mm"] == pytest.approx(0.0, abs=1e-3)
+    assert summary["add_mm"] == pytest.approx(0.0, abs=1e-3)

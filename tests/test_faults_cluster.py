@@ -12,6 +12,7 @@ import test_faults_common as common
 from ray.cluster_utils import Cluster
 
 from hflpipe.pipeline.inputs.videos import video_id_for
+from hflpipe.pipeline.output.reader import visible_files
 from hflpipe.pipeline.run.runner import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray, pytest.mark.timeout(480)]
@@ -51,8 +52,7 @@ def test_a_node_removed_mid_job_loses_no_rows(tmp_path, synthetic_checkpoint, cl
             # and most of the work is still to do.
             if len(list(trace.glob("infer-*"))) >= 2:
                 videos = out / "videos"
-                committed_at_removal.append(
-                    len(list(videos.glob("*.parquet"))) if videos.is_dir() else 0)
+                committed_at_removal.append(len(visible_files(videos)))
                 ray_cluster.remove_node(workers[0])
                 return
             time.sleep(0.1)

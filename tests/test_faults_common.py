@@ -36,7 +36,7 @@ import videogen
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.config.run_config import RunConfig, make_config
-from hflpipe.pipeline.output.reader import read_table
+from hflpipe.pipeline.output.reader import read_table, visible_files
 
 TESTS = Path(__file__).resolve().parent
 WIDTH, HEIGHT = 160, 120
@@ -178,7 +178,7 @@ def check_output_is_clean(out: Path) -> None:
     assert videos["video_id"].is_unique
     ok = set(videos.loc[videos["status"] == "ok", "video_id"])
     for table in ("hands", "objects"):
-        ids = {p.stem for p in (out / table).glob("*.parquet")} if (out / table).is_dir() else set()
+        ids = {p.stem for p in visible_files(out / table)}
         assert ids == ok, f"{table} files without an ok videos row: {ids - ok}"
         keys = ["video_id", "frame_index", "track_id"]
         rows = read_table(out, table, columns=keys).to_pandas()

@@ -23,7 +23,7 @@ import test_faults_common as common
 from hflpipe.atomic import is_temporary
 from hflpipe.pipeline.common.errors import HflpipeError, OutputError
 from hflpipe.pipeline.output import writer
-from hflpipe.pipeline.output.reader import read_table
+from hflpipe.pipeline.output.reader import read_table, visible_files
 from hflpipe.pipeline.run.runner import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
@@ -90,7 +90,7 @@ def test_a_driver_killed_mid_write_leaves_valid_files_and_a_rerun_completes(
     # On disk: one committed video, the second's hands renamed into place without its
     # marker, its objects file half-written under a hidden temporary name.
     assert [p for p in (out / "objects").iterdir() if is_temporary(p)], "no interrupted write"
-    assert len(list((out / "hands").glob("*.parquet"))) == 2
+    assert len(visible_files(out / "hands")) == 2
     for path in common.visible_parquet(out):
         pq.read_metadata(path)
     assert len(read_table(out, "videos")) == 1

@@ -1,7 +1,7 @@
 import pytest
 
 from hflpipe.pipeline.common.errors import ConfigError
-from hflpipe.pipeline.inputs.videos import expand_videos, video_id_for
+from hflpipe.pipeline.inputs.videos import collect_inputs, expand_videos, video_id_for
 
 
 def test_ids_are_safe_unique_and_stable(tmp_path):
@@ -30,3 +30,36 @@ def test_a_glob_matching_nothing_is_an_error_and_a_missing_file_a_problem(tmp_pa
         expand_videos([str(tmp_path / "*.mkv")])
     (missing,) = expand_videos([str(tmp_path / "gone.mp4")])
     assert missing.problem == "no such file"
+
+
+def test_an_existing_name_with_glob_characters_is_that_file(tmp_path):
+    take = tmp_path / "take[1].mp4"
+    take.write_bytes(b"x")
+    (other := tmp_path / "take1.mp4").write_bytes(b"x")
+    assert [i.path for i in expand_videos([str(take)])] == [take]
+    assert [i.path for i in expand_videos([str(tmp_path / "take[1].m*")])] == [other]
+
+
+def test_the_output_folder_is_never_an_input(tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    out = tmp_path / "out"
+    (out / "videos").mkdir(parents=True)
+    (out / "videos" / "clip-1234abcd.parquet").write_bytes(b"x")
+    (out / "old.mp4").write_bytes(b"x")
+    inputs = collect_inputs([str(tmp_path / "**" / "*")], out=out)
+    assert [i.path.name for i in inputs] == ["clip.mp4"]
+    with pytest.raises(ConfigError, match="no files match outside the output folder"):
+        collect_inputs([str(out / "*.mp4")], out=out)
+    with pytest.raises(ConfigError, match="is inside the output folder"):
+        collect_inputs([str(out / "old.mp4")], out=out)
+
+
+def test_a_video_given_where_the_job_spec_goes_gets_the_quoting_hint(tmp_path, hflpipe_cli):
+    clips = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for clip in clips:
+        clip.write_bytes(bytes(range(256)) * 8)
+    for args in ([clips[1]], clips):
+        result = hflpipe_cli("run", "--videos", tmp_path / "z.mp4", *args, "--out", tmp_path)
+        assert result.returncode == 1
+        assert "is this a video? quote your glob" in result.stderr
+        assert result.stderr.count("\n") == 1

@@ -26,7 +26,7 @@ ALLOWED = {
     "results": {"common", "output", "decode"},
     "run": {"common", "config", *STAGES},
     "demo": {"common", "config", "inputs", "results", "run"},
-    "cli": {"common", "config", "decode", "detect", "demo", "results", "run"},
+    "cli": {"common", "config", "decode", "detect", "demo", "inputs", "results", "run"},
 }
 #: The only modules that may import Ray: orchestration and the actor pool.
 RAY_ALLOWED = ("pipeline/run/", "pipeline/infer/actor_pool.py")

@@ -24,7 +24,7 @@ from hflpipe.pipeline.infer.client import LocalInference
 from hflpipe.pipeline.infer.predictor import HflnetPredictor
 from hflpipe.pipeline.inputs.videos import collect_inputs
 from hflpipe.pipeline.output.reader import read_table
-from hflpipe.pipeline.run.context import ObjectCache, context_for_video, prepare_context
+from hflpipe.pipeline.run.context import InputCache, context_for_video, prepare_context
 from hflpipe.pipeline.run.runner import model_device, run
 from hflpipe.pipeline.run.video import process_video
 
@@ -93,7 +93,7 @@ def test_a_job_across_nodes_equals_a_single_process_run(cluster, job):
     try:
         local = LocalInference(HflnetPredictor(context.predictor_settings))
         outcomes = [
-            process_video(video, job, context_for_video(context, video, ObjectCache()), local)
+            process_video(video, job, context_for_video(context, video, InputCache()), local)
             for video in collect_inputs(job.videos, job.video_list, job.manifest)
         ]
     finally:

@@ -77,16 +77,17 @@ def test_every_frame_is_accounted_for_and_a_rerun_does_nothing(
 
 def test_without_an_object_model_pnp_columns_are_null(tmp_path, checkpoint, local_ray, scenes):
     right, _ = scenes
-    # The boxes name an object that has no control points, and no --object is given.
+    # The boxes name no object and no --object is given (a name the catalogue does not
+    # know is refused before any work: see test_objects).
     boxes = tmp_path / "boxes.csv"
-    boxes.write_text(right.boxes_path.read_text().replace(",003_cracker_box", ",my_mug"))
+    boxes.write_text(right.boxes_path.read_text().replace(",003_cracker_box", ","))
     out = tmp_path / "out"
     config = _config([right.video_path], out, checkpoint, boxes,
                      right.intrinsics_path).model_copy(update={"object": None})
     assert run(config, progress=False).statuses == {"ok": 1}
     objects = read_table(out, "objects")
-    assert objects.num_rows == FRAMES and set(objects.column("object_name").to_pylist()) == {
-        "my_mug"}
+    assert objects.num_rows == FRAMES
+    assert set(objects.column("object_name").to_pylist()) == {None}
     for name in ("pnp_inliers", "reprojection_error_px", "rotation", "translation"):
         assert objects.column(name).null_count == FRAMES, name
     assert not any(objects.column("pose_valid").to_pylist())

@@ -25,11 +25,11 @@ from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.infer.predictor import PredictorSettings
 from hflpipe.pipeline.inputs.camera import Intrinsics
 from hflpipe.pipeline.inputs.videos import VideoInput
-from hflpipe.pipeline.output.reader import read_table
+from hflpipe.pipeline.output.reader import read_table, visible_files
 from hflpipe.pipeline.output.schema import OutputMetadata
 from hflpipe.pipeline.run.context import (
     JOB_RECORD,
-    ObjectCache,
+    InputCache,
     RunContext,
     claim_output,
     context_for_video,
@@ -92,13 +92,15 @@ def _context() -> RunContext:
 def test_manifest_overrides_give_a_video_its_own_context_and_hash(tmp_path):
     context = _context()
     plain = VideoInput(Path("a.mp4"), "a")
-    assert context_for_video(context, plain, ObjectCache()) is context
+    same = context_for_video(context, plain, InputCache())
+    assert same.config_hash == context.config_hash and same.inputs_sha256 is not None
     special = VideoInput(Path("b.mp4"), "b", object="cracker_box", intrinsics="500,500,10,20")
-    own = context_for_video(context, special, ObjectCache())
+    own = context_for_video(context, special, InputCache())
     assert own.config_hash == video_config_hash("job", special) != "job"
     assert own.metadata.config_hash == own.config_hash
     assert isinstance(own.intrinsics, Intrinsics) and own.intrinsics.K[0, 2] == 10
     assert own.object_name == "cracker_box" and own.control_points.shape == (21, 3)
+    assert own.inputs_sha256 != same.inputs_sha256
     other = VideoInput(Path("b.mp4"), "b", object="cracker_box", intrinsics="501,500,10,20")
     assert video_config_hash("job", other) != own.config_hash
 
@@ -144,7 +146,7 @@ def _kill_run(spec: Path, out: Path, kill_after_videos: int) -> None:
                                stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 400
-        while len(list((out / "videos").glob("*.parquet"))) < kill_after_videos:
+        while len(visible_files(out / "videos")) < kill_after_videos:
             assert process.poll() is None, process.stderr.read()
             assert time.monotonic() < deadline, "the run made no progress"
             time.sleep(0.2)
@@ -188,7 +190,7 @@ def test_a_killed_run_resumes_to_the_same_rows_as_an_uninterrupted_one(
     spec = archive
     out = spec.parent / "out"
     _kill_run(spec, out, kill_after_videos=1)
-    committed = len(list((out / "videos").glob("*.parquet")))
+    committed = len(visible_files(out / "videos"))
     assert 1 <= committed < VIDEOS
     # Readable right after the kill: only whole videos are visible, to every reader.
     hands = read_table(out, "hands")

@@ -22,6 +22,7 @@ from hflpipe.pipeline.output.schema import (
     hands_table,
     objects_table,
     read_file_metadata,
+    table_schema,
 )
 from hflpipe.pipeline.output.writer import (
     remove_stale_temp_files,
@@ -100,7 +101,7 @@ def test_mixed_vertices_read_as_nulls(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "video_id", ["", ".hidden", "../escape", "a/b", "a\\b", "a\0b", "..", "tab\tid", " pad",
-                 "x" * 201],
+                 "x" * 201, "empty-table"],
 )
 def test_unsafe_video_ids_are_refused(tmp_path, video_id: str) -> None:
     with pytest.raises(InputError, match="is not a safe file name"):
@@ -206,3 +207,27 @@ def test_row_groups_follow_the_byte_target(tmp_path, monkeypatch) -> None:
     write_video_output(tmp_path, "a", table, empty_objects(META), sample_video_row("a"), META)
     groups = pq.ParquetFile(tmp_path / "hands" / "a.parquet").metadata.num_row_groups
     assert groups == int(np.ceil(40 / 16))
+
+
+def test_every_table_opens_in_every_reader_when_every_video_failed(tmp_path) -> None:
+    import pandas as pd
+    import polars as pl
+
+    row = sample_video_row("a") | {"status": "failed", "error": "a.mp4: not a video"}
+    write_video_status(tmp_path, "a", row, META)
+    for name in ("hands", "objects"):
+        columns = table_schema(name).names
+        assert pq.read_schema(tmp_path / name / "empty-table.parquet").names == columns
+        assert pd.read_parquet(tmp_path / name).shape == (0, len(columns))
+        assert pl.read_parquet(f"{tmp_path}/{name}/*.parquet").columns == columns
+        query = f"SELECT * FROM read_parquet('{tmp_path}/{name}/*.parquet')"
+        assert duckdb.connect().execute(query).fetchall() == []
+    assert read_table(tmp_path, "hands").num_rows == 0
+    assert list(finished_videos(tmp_path)) == ["a"]
+
+    _write(tmp_path, "b", with_vertices=True)
+    assert not (tmp_path / "hands" / "empty-table.parquet").exists()
+    assert pd.read_parquet(tmp_path / "hands").shape[0] == 6
+    write_video_status(tmp_path, "b", row | {"video_id": "b"}, META)
+    assert (tmp_path / "hands" / "empty-table.parquet").exists()
+    assert remove_uncommitted_outputs(tmp_path) == []

@@ -18,7 +18,7 @@ from hflpipe import __version__
 from hflpipe.bench.suite import BENCHMARKS, run_benchmarks
 from hflpipe.model.errors import ModelFileError
 from hflpipe.pipeline.cli.results import COMMANDS as RESULT_COMMANDS
-from hflpipe.pipeline.common.errors import HflpipeError, redact
+from hflpipe.pipeline.common.errors import ConfigError, HflpipeError, redact
 from hflpipe.pipeline.config.run_config import RunConfig
 from hflpipe.pipeline.decode.base import BACKENDS
 from hflpipe.pipeline.run.stop import RunInterrupted
@@ -113,8 +113,10 @@ RUN_OPTIONS = [
             help="Index of the video stream to decode, as ffprobe lists it (default: the "
             "one a player shows: not cover art, the default stream, else the largest)."),
     _option("--stride", field="stride", type=int, help="Every n-th frame."),
-    _option("--start", field="start_s", type=float, help="Start time (s)."),
-    _option("--end", field="end_s", type=float, help="End time (s)."),
+    _option("--start", field="start_s", type=float,
+            help="Start time (s from the video's first frame)."),
+    _option("--end", field="end_s", type=float,
+            help="End time (s from the video's first frame)."),
     _option("--max-gap", field="max_gap", type=int,
             help="Longest gap (selected frames) filled by interpolation."),
     _option("--smoothing-cutoff", field="smoothing_cutoff_hz", type=float,
@@ -157,12 +159,12 @@ def _run_options(command: Callable) -> Callable:
 
 
 @cli.command("run")
-@click.argument("spec", required=False, type=_PATH)
+@click.argument("spec", nargs=-1, type=_PATH)
 @_run_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def run_command(ctx: click.Context, spec: Path | None, fmt: str, quiet: bool,
+def run_command(ctx: click.Context, spec: tuple[Path, ...], fmt: str, quiet: bool,
                 **options: Any) -> None:
     """Run HFL-Net over videos and write hand/object pose tracks to Parquet.
 
@@ -175,15 +177,19 @@ def run_command(ctx: click.Context, spec: Path | None, fmt: str, quiet: bool,
       hflpipe run --videos 'clips/*.mp4' --out results \\
           --checkpoint checkpoint.pth.tar --mano MANO_RIGHT.pkl --object 003_cracker_box
     """
-    from hflpipe.pipeline.config.jobspec import build_config, load_spec
+    from hflpipe.pipeline.config.jobspec import NOT_A_SPEC_HINT, build_config, load_spec
     from hflpipe.pipeline.run.runner import run
 
+    if len(spec) > 1:
+        # The shell expanded an unquoted glob: every file after the first lands here.
+        raise ConfigError(f"run takes one job spec, got {len(spec)} arguments ({spec[0]}, "
+                          f"{spec[1]}, ...): {NOT_A_SPEC_HINT}")
     given = {name: value for name, value in options.items() if _given(ctx, name)}
     if "torchvision_classes" in given:
         given["torchvision_classes"] = _class_map(given["torchvision_classes"])
     if "videos" in given:
         given["videos"] = list(given["videos"])
-    config = build_config(load_spec(spec) if spec else None, given)
+    config = build_config(load_spec(spec[0]) if spec else None, given)
     summary = run(config, progress=not quiet)
     _print_summary(summary, fmt)
     if summary.statuses.get("failed"):
@@ -354,6 +360,7 @@ def _print_summary(summary: object, fmt: str) -> None:
         "frames": summary.frames, "hand_rows": summary.hand_rows,
         "object_rows": summary.object_rows, "seconds": round(summary.elapsed_s, 1),
         "failures": [{"video": v, "error": e} for v, e in summary.failures],
+        "redone": [{"video": v, "reason": r} for v, r in summary.redone],
     }
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
@@ -361,6 +368,8 @@ def _print_summary(summary: object, fmt: str) -> None:
     for key in ("out", "config_hash", "ok", "failed", "already_done", "frames", "hand_rows",
                 "object_rows", "seconds"):
         click.echo(f"{key:<13} {data[key]}")
+    for redone in data["redone"]:
+        click.echo(f"REDONE {redone['video']}: {redone['reason']}")
     for failure in data["failures"]:
         click.echo(f"FAILED {redact(failure['error'])}")
 

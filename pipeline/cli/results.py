@@ -47,7 +47,7 @@ def render_command(video: Path, out_dir: Path, output: Path, frames: str | None,
 
     points = None
     if object_ is not None:
-        from hflpipe.pipeline.run.context import resolve_object
+        from hflpipe.pipeline.inputs.objects import resolve_object
 
         points = resolve_object(object_)[1]
     written = render(video, out_dir, output, video_id=video_id, frames=parse_frames(frames),

@@ -54,6 +54,10 @@ _PATH_FIELDS = ("out", "checkpoint", "mano", "boxes", "torchvision_weights",
                 "hand_object_weights", "video_list", "manifest")
 
 
+#: What a file that is no job spec most often is: a shell-expanded video glob.
+NOT_A_SPEC_HINT = "is this a video? quote your glob: --videos 'clips/*.mp4'"
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A loaded spec: its file, its values by RunConfig field (paths made absolute), and
@@ -82,7 +86,10 @@ def load_spec(path: str | Path) -> JobSpec:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"job spec {path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise ConfigError(f"job spec {path}: is not a YAML text file ({NOT_A_SPEC_HINT})"
+                          ) from None
+    except OSError as exc:
         raise ConfigError(f"job spec {path}: cannot be read: {exc}") from None
     try:
         # A SafeLoader subclass: plain data only, no Python objects from the file.
@@ -91,6 +98,8 @@ def load_spec(path: str | Path) -> JobSpec:
         raise ConfigError(f"job spec {path}: not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         raise ConfigError(f"job spec {path}: is empty")
+    if not isinstance(data, (dict, list)):
+        raise ConfigError(f"job spec {path}: is not a YAML job spec ({NOT_A_SPEC_HINT})")
     if not isinstance(data, dict):
         raise ConfigError(f"job spec {path}: expected sections ({', '.join(SECTIONS)}) at the "
                           f"top level, got {type(data).__name__}")

@@ -160,8 +160,8 @@ class RunConfig(BaseModel):
 def result_options(config: RunConfig) -> dict[str, object]:
     """The options among :data:`RESULT_FIELDS` that change this run's results.
 
-    Left out where the run ignores them: the score threshold and torchvision settings
-    unless a pixel detector uses them, the boxes file unless the boxes detector reads it,
+    Left out where the run ignores them: the torchvision settings unless that detector
+    runs, the boxes file unless the boxes detector reads it,
     the assumed field of view when intrinsics are given. Paths are made absolute, so the
     same file named two ways is one option.
     """
@@ -170,9 +170,7 @@ def result_options(config: RunConfig) -> dict[str, object]:
         ignored |= {"torchvision_model", "torchvision_weights", "torchvision_classes"}
     if config.detector != "hand-object":
         ignored |= {"hand_object_weights", "contact_states"}
-    if config.detector == "boxes":
-        ignored.add("score_threshold")
-    else:
+    if config.detector != "boxes":
         ignored.add("boxes")
     if config.intrinsics is not None:
         ignored.add("hfov_deg")

@@ -7,13 +7,16 @@ frame queries with a binary search over the rows sorted by frame index.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
@@ -29,6 +32,9 @@ _STRING_COLUMNS = ("kind", "handedness", "object_name", "video")
 _KINDS = ("hand", "object")
 _HANDEDNESS = ("left", "right")
 _NO_TRACK = -1
+#: Largest frame index or track id taken: beyond 2**53 a float64 (CSV, JSON numbers)
+#: no longer holds every integer, and int64 wraps a little further.
+_MAX_INTEGER = 2**53
 
 
 def _read_table(path: Path) -> pa.Table:
@@ -73,7 +79,7 @@ def _read_json_array(path: Path) -> pa.Table:
         values = [row.get(name) for row in rows]
         try:
             columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             columns[name] = pa.array([None if v is None else str(v) for v in values])
     return pa.table(columns) if columns else pa.table({name: [] for name in REQUIRED_COLUMNS})
 
@@ -121,6 +127,12 @@ def _strings(table: pa.Table, name: str, path: Path) -> np.ndarray:
     return np.array(column.to_pylist(), dtype=object)
 
 
+def _text_codes(column: np.ndarray) -> np.ndarray:
+    """(M,) int64: equal texts get equal codes, None gets -1 (Arrow's encoding is fast)."""
+    encoded = pa.array(column, pa.string()).dictionary_encode().indices
+    return pc.fill_null(encoded, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def _integers(table: pa.Table, name: str, path: Path, *, required: bool) -> np.ndarray:
     """The column as int64 (>= 0); a missing value is -1, or an error when required."""
     values = _numeric(table, name, path)
@@ -131,6 +143,10 @@ def _integers(table: pa.Table, name: str, path: Path, *, required: bool) -> np.n
     if bad.any():
         i = _first_bad(bad)
         raise _row_error(path, i, f"{name} {values[i]:g} is not a non-negative integer")
+    huge = ~missing & (values > _MAX_INTEGER)
+    if huge.any():
+        i = _first_bad(huge)
+        raise _row_error(path, i, f"{name} {values[i]:g} is too large (at most 2**53)")
     return np.where(missing, _NO_TRACK, values).astype(np.int64)
 
 
@@ -165,6 +181,9 @@ class BoxesFile:
         """Read and check a boxes file; raises ``InputError`` naming the first bad row."""
         path = Path(path)
         table = _read_table(path)
+        repeated = [n for i, n in enumerate(table.column_names) if n in table.column_names[:i]]
+        if repeated:
+            raise InputError(f"boxes file {path}: column '{repeated[0]}' appears twice")
         missing = [name for name in REQUIRED_COLUMNS if name not in table.column_names]
         if missing:
             raise InputError(f"boxes file {path}: missing column(s) {', '.join(missing)}")
@@ -243,8 +262,42 @@ class BoxesFile:
             track_id=track_id[order],
             video=None if video is None else video[order],
         )
+        first = loaded._first_of_each_row()
+        if len(first) < rows:
+            # A row written twice is one box, not two: the tracker would make a phantom track.
+            logger.warning("boxes file %s: %d rows repeat an earlier row exactly and are "
+                           "ignored", path, rows - len(first))
+            order, loaded = order[first], loaded._take(first)
         loaded._check_unique_tracks(order)
         return loaded
+
+    def _first_of_each_row(self) -> np.ndarray:
+        """Positions of the rows that do not repeat an earlier row exactly, ascending."""
+        texts = [self.handedness, self.object_name]
+        if self.video is not None:
+            texts.append(self.video)
+        codes = [_text_codes(column) for column in texts]
+        keys = np.column_stack([
+            self.frame_index, self.is_hand, self.track_id, *codes,
+            self.boxes.view(np.int32), self.score.view(np.int32),
+        ])
+        # A stable sort on every column puts equal rows next to each other, first one first.
+        order = np.lexsort(keys.T[::-1])
+        ordered = keys[order]
+        repeats = np.zeros(len(order), dtype=bool)
+        repeats[1:] = (ordered[1:] == ordered[:-1]).all(axis=1)
+        return np.sort(order[~repeats])
+
+    def _take(self, rows: np.ndarray) -> BoxesFile:
+        """These rows (positions, ascending, so still frame-sorted) as a boxes file."""
+        columns = {f.name: getattr(self, f.name) for f in fields(self)[1:]}
+        return BoxesFile(self.path, **{name: None if values is None else values[rows]
+                                       for name, values in columns.items()})
+
+    def scored_at_least(self, threshold: float) -> BoxesFile:
+        """The rows whose score is at least ``threshold``."""
+        keep = self.score >= np.float32(threshold)
+        return self if keep.all() else self._take(np.flatnonzero(keep))
 
     def _check_unique_tracks(self, order: np.ndarray) -> None:
         """A track id names one box per frame and kind (per video)."""
@@ -267,6 +320,49 @@ class BoxesFile:
                 f"track_id {duplicate[3]} already used on frame {duplicate[1]} "
                 f"(row {original[0] + 1})",
             )
+
+    @cached_property
+    def _rows_by_name(self) -> dict[str, np.ndarray]:
+        """``video`` value -> its row indices, ascending; grouped once for all videos."""
+        if self.video is None:
+            return {}
+        names = self.video.astype(str)
+        order = np.argsort(names, kind="stable")
+        unique, starts = np.unique(names[order], return_index=True)
+        groups = np.split(order, starts[1:])
+        return {str(name): np.sort(rows) for name, rows in zip(unique, groups, strict=True)}
+
+    def rows_for(self, video: str | Path) -> BoxesFile:
+        """The rows of ``video`` alone (matched by file name or stem), as a boxes file.
+
+        A file without a ``video`` column is returned whole: its rows belong to every
+        video. What a video task gets, so that it never receives the other videos' rows.
+        """
+        if self.video is None:
+            return self
+        video = Path(video)
+        keys = dict.fromkeys([video.name, video.stem])
+        parts = [self._rows_by_name.get(key, np.zeros(0, np.int64)) for key in keys]
+        return self._take(np.unique(np.concatenate(parts)))
+
+    def unmatched_names(self, videos: list[Path]) -> list[str]:
+        """The ``video`` values that name none of ``videos`` (by file name or stem), sorted."""
+        known = {name for video in videos for name in (video.name, video.stem)}
+        return sorted(set(self._rows_by_name) - known)
+
+    def digest(self) -> str:
+        """SHA-256 of the checked rows: equal for files whose boxes are the same."""
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> str:
+        # Once per file: every video of a file without a 'video' column shares it whole.
+        digest = hashlib.sha256()
+        for name in ("frame_index", "is_hand", "boxes", "score", "track_id"):
+            digest.update(np.ascontiguousarray(getattr(self, name)).tobytes())
+        texts = [self.handedness.tolist(), self.object_name.tolist()]
+        digest.update(json.dumps(texts).encode())
+        return digest.hexdigest()
 
     def for_video(self, video: str | Path | None) -> BoxesFileDetector:
         """A detector over the rows of one video.

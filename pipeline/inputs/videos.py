@@ -21,6 +21,7 @@ from hflpipe.pipeline.common.errors import ConfigError, InputError, one_line
 from hflpipe.pipeline.common.storage import Location
 from hflpipe.pipeline.config.run_config import is_object_file, looks_like_values
 from hflpipe.pipeline.inputs.camera import intrinsics_from_mapping, parse_intrinsics
+from hflpipe.pipeline.inputs.objects import control_points_from_file_checked
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -60,37 +61,46 @@ def video_id_for(path: Location) -> str:
 
 
 def collect_inputs(
-    videos: list[str], video_list: Location | None = None, manifest: Location | None = None
+    videos: list[str], video_list: Location | None = None, manifest: Location | None = None,
+    *, out: Location | None = None,
 ) -> list[VideoInput]:
     """Every input of a run: manifest rows first, then ``videos`` and the list file's lines.
 
     A video named twice is kept once; a manifest row wins, since it carries overrides.
+    Nothing inside ``out`` (the run's output folder) is ever an input: a broad glob such
+    as ``data/**`` would otherwise feed the run its own files, more with every run.
     """
     inputs = read_manifest(manifest) if manifest else []
     patterns = list(videos)
     if video_list:
         patterns += read_video_list(video_list)
     seen = {storage.identity(video.path) for video in inputs}
-    for video in expand_videos(patterns) if patterns else []:
+    for video in expand_videos(patterns, out=out) if patterns else []:
         if storage.identity(video.path) not in seen:
             inputs.append(video)
+    if out is not None and any(_inside(video.path, out) for video in inputs):
+        inside = next(video.path for video in inputs if _inside(video.path, out))
+        raise ConfigError(f"video {inside}: is inside the output folder {out}")
     return inputs
 
 
-def expand_videos(patterns: list[str]) -> list[VideoInput]:
+def expand_videos(patterns: list[str], *, out: Location | None = None) -> list[VideoInput]:
     """Expand files and glob patterns, in sorted order, each path once.
 
-    A pattern that matches nothing is a configuration error (a typo should not
-    produce an empty run); a directory that matches is kept as an input with a
-    problem, so that it gets a ``failed`` row rather than vanishing.
+    A name that exists is that file, even when it holds glob characters (``take[1].mp4``).
+    A pattern that matches nothing is a configuration error (a typo should not produce an
+    empty run); matches inside ``out`` are left out. A directory that matches is kept as
+    an input with a problem, so that it gets a ``failed`` row rather than vanishing.
     """
     seen: dict[str, VideoInput] = {}
     for pattern in patterns:
         matches = [pattern]
-        if glob.has_magic(pattern):
-            matches = _matches(pattern)
+        if glob.has_magic(pattern) and not _exists(pattern):
+            found = _matches(pattern)
+            matches = [m for m in found if out is None or not _inside(m, out)]
             if not matches:
-                raise ConfigError(f"videos '{storage.describe(pattern)}': no files match")
+                where = " outside the output folder" if found else ""
+                raise ConfigError(f"videos '{storage.describe(pattern)}': no files match{where}")
         for match in matches:
             path = storage.as_location(match)
             seen.setdefault(storage.identity(path),
@@ -105,6 +115,17 @@ def _matches(pattern: str) -> list[str]:
         except InputError as exc:
             raise ConfigError(f"videos: {exc}") from None
     return sorted(glob.glob(pattern, recursive=True))
+
+
+def _exists(name: str) -> bool:
+    """Whether ``name`` names an existing file (or local folder) as it is spelt."""
+    return storage.is_file(name) if storage.is_url(name) else Path(name).exists()
+
+
+def _inside(location: Location, folder: Location) -> bool:
+    if storage.is_url(location) or storage.is_url(folder):
+        return storage.identity(location).startswith(storage.identity(folder).rstrip("/") + "/")
+    return Path(location).resolve().is_relative_to(Path(folder).resolve())
 
 
 def read_video_list(path: Location) -> list[str]:
@@ -203,6 +224,12 @@ def _manifest_object(manifest: Location, value: str | None, where: str, known: s
         file = _beside(manifest, value)
         if not storage.is_file(file):
             raise ConfigError(f"{where}: object mesh/point file not found: {file}")
+        if str(file) not in known:
+            try:
+                control_points_from_file_checked(file)
+            except InputError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            known.add(str(file))
         return str(file)
     if value not in known:
         try:

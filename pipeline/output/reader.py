@@ -28,6 +28,11 @@ from hflpipe.pipeline.output.store import OutputStore
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".parquet"
+#: A zero-row file with the table's full schema, kept in a table folder while it holds no
+#: video's file, so that every reader opens every table whatever happened (pandas,
+#: polars and DuckDB refuse a folder or glob without files). Not a valid video id.
+PLACEHOLDER_ID = "empty-table"
+PLACEHOLDER = f"{PLACEHOLDER_ID}{SUFFIX}"
 # Leaves room for ".parquet" and the temporary-name decoration under the 255-byte limit.
 MAX_VIDEO_ID_BYTES = 200
 
@@ -53,6 +58,8 @@ def check_video_id(video_id: str) -> str:
         cause = "it contains a NUL or control character"
     elif video_id != video_id.strip():
         cause = "it has leading or trailing whitespace"
+    elif video_id == PLACEHOLDER_ID:
+        cause = "the name is reserved for the empty table file"
     else:
         return video_id
     raise InputError(f"video id {video_id!r} is not a safe file name: {cause}")
@@ -158,8 +165,20 @@ def _read_marker(store: OutputStore, name: str, video_id: str) -> dict:
 
 
 def visible_names(store: OutputStore, folder: str) -> list[str]:
-    """The names of the visible Parquet files of ``OUT/folder`` (temporaries are hidden)."""
+    """The names of the videos' Parquet files in ``OUT/folder`` (no temporaries, no
+    placeholder), sorted."""
     return [name for name in store.file_names(folder)
-            if name.endswith(SUFFIX) and not name.startswith(".")]
+            if name.endswith(SUFFIX) and _is_video_file(name)]
+
+
+def visible_files(folder: Path) -> list[Path]:
+    """The videos' Parquet files of a local table folder (no temporaries, no placeholder)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"*{SUFFIX}") if _is_video_file(p.name))
+
+
+def _is_video_file(name: str) -> bool:
+    return not name.startswith(".") and name != PLACEHOLDER
 
 

@@ -48,8 +48,9 @@ from hflpipe.pipeline.common.errors import one_line
 # 2: quality columns (jitter_mps2, handedness_flip, hand_object_distance_m, suspect,
 # suspect_reasons) appended to hands and objects.
 # 3: videos: width/height are the displayed frame's; stream_index, rotation_deg, mirrored,
-# boxes_dropped added. hands gain detector_side and contact_state (the 100DOH hand-object
-# detector's).
+# boxes_dropped added, and mtime_ns, sample_sha256, inputs_sha256 (what a re-run compares)
+# and notes (the warnings a video's processing raised). hands gain detector_side and
+# contact_state (the 100DOH hand-object detector's).
 SCHEMA_VERSION = "3"
 TABLES = ("hands", "objects", "videos")
 NUM_JOINTS = 21
@@ -236,6 +237,14 @@ def videos_schema() -> pa.Schema:
         _field("content_sha256", pa.string(), unit="", nullable=True,
                description="SHA-256 of the file bytes, hex"),
         _field("size_bytes", pa.int64(), unit="byte", nullable=True, description="file size"),
+        _field("mtime_ns", pa.int64(), unit="ns", nullable=True,
+               description="file modification time (Unix epoch); a re-run compares it"),
+        _field("sample_sha256", pa.string(), unit="", nullable=True,
+               description="SHA-256 of the size and 64 KiB at the file's start, middle and "
+               "end: a re-run hashes the whole file only when this, size or mtime differ"),
+        _field("inputs_sha256", pa.string(), unit="", nullable=True,
+               description="hash of what else shaped the rows: the video's boxes file rows, "
+               "intrinsics, object control points; a re-run redoes the video when it differs"),
         _field("num_frames", pa.int64(), unit="frame", nullable=True,
                description="frames that decoded"),
         _field("frames_processed", pa.int64(), unit="frame", nullable=True,
@@ -269,6 +278,9 @@ def videos_schema() -> pa.Schema:
         _field("intrinsics_source", pa.string(), unit="", nullable=True,
                description="'given' or 'default_fov' (assumed field of view)"),
         _field("decoder", pa.string(), unit="", nullable=True, description="decoder used"),
+        _field("notes", pa.list_(pa.string()), unit="", nullable=True,
+               description="warnings about this video's results (rows dropped, nothing "
+               "selected, boxes matching no frame); null or empty when there were none"),
         _field("started_at", utc, unit="", description="processing start, UTC"),
         _field("finished_at", utc, unit="", description="processing end, UTC"),
     ]

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from hflpipe.atomic import is_temporary
 from hflpipe.pipeline.common.storage import Location
 from hflpipe.pipeline.output.reader import (
+    PLACEHOLDER,
     SUFFIX,
     check_video_id,
     output_path,
@@ -42,6 +43,7 @@ from hflpipe.pipeline.output.schema import (
     OutputMetadata,
     hands_schema,
     objects_schema,
+    table_schema,
     videos_table,
 )
 from hflpipe.pipeline.output.store import OutputStore
@@ -102,6 +104,11 @@ def commit_video(
     store.make_folders("videos")
     store.write_parquet(videos.replace_schema_metadata(metadata.key_values("videos")),
                         "videos", name, row_group_size=MIN_ROW_GROUP_ROWS)
+    # Its hands and objects files are in place (written before the commit): every table
+    # now holds a video's file, so no placeholder is needed.
+    for table_name in TABLES:
+        if store.is_file(table_name, PLACEHOLDER):
+            store.remove(table_name, PLACEHOLDER)
     return output_path(out_dir, "videos", video_id)
 
 
@@ -124,7 +131,27 @@ def write_video_status(
     for table_name in ("hands", "objects"):
         store.remove(table_name, name)
     store.write_parquet(videos, "videos", name, row_group_size=MIN_ROW_GROUP_ROWS)
+    keep_tables_readable(out_dir)
     return output_path(out_dir, "videos", video_id)
+
+
+def keep_tables_readable(out_dir: Location) -> None:
+    """Give every table folder its :data:`PLACEHOLDER` while it holds no video's file, and
+    remove it once it does (its schema lacks ``vertices``, which real files may have).
+
+    Called by the driver after a write that may leave a table without files; on an object
+    store a table with no file would not exist at all.
+    """
+    store = OutputStore(out_dir)
+    store.make_folders(*TABLES)
+    for name in TABLES:
+        placeholder = store.is_file(name, PLACEHOLDER)
+        if visible_names(store, name):
+            if placeholder:
+                store.remove(name, PLACEHOLDER)
+        elif not placeholder:
+            store.write_parquet(table_schema(name).empty_table(), name, PLACEHOLDER,
+                                row_group_size=MIN_ROW_GROUP_ROWS)
 
 
 def remove_stale_temp_files(out_dir: Location) -> list[Location]:
@@ -157,6 +184,8 @@ def remove_uncommitted_outputs(out_dir: Location) -> list[Location]:
             if name[: -len(SUFFIX)] not in ok:
                 store.remove(table_name, name)
                 removed.append(store.location(table_name, name))
+    if removed:
+        keep_tables_readable(out_dir)
     return removed
 
 

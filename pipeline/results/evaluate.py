@@ -169,7 +169,8 @@ def add_error(points: np.ndarray, R_pred: np.ndarray, t_pred: np.ndarray, R_gt: 
 
 
 def evaluate_video(out_dir: str | Path, gt: GroundTruth) -> EvalResult:
-    """Score the rows of ``gt.video_id`` in ``out_dir`` against ``gt``."""
+    """Score the observed rows of ``gt.video_id`` in ``out_dir`` against ``gt`` (rows that
+    fill gaps by interpolation are not predictions and are left out)."""
     hands = _rows_of(read_table(out_dir, "hands"), gt.video_id)
     objects = _rows_of(read_table(out_dir, "objects"), gt.video_id)
     if hands.num_rows == 0 and objects.num_rows == 0:
@@ -206,8 +207,10 @@ def evaluate_video(out_dir: str | Path, gt: GroundTruth) -> EvalResult:
 
 
 def _rows_of(table: pa.Table, video_id: str) -> pa.Table:
+    """The video's observed rows: interpolated ones fill gaps, the model predicted nothing."""
     ids = np.asarray(table.column("video_id").to_pylist(), dtype=object)
-    return table.take(np.flatnonzero(ids == video_id))
+    observed = ~column_numpy(table.column("interpolated")).astype(bool)
+    return table.take(np.flatnonzero((ids == video_id) & observed))
 
 
 def _score_hands(hands: pa.Table, gt: GroundTruth, per_frame: dict[str, np.ndarray]) -> None:

@@ -2,9 +2,12 @@
 what one video overrides, and the output folder the run owns.
 
 Built once on the driver (so a bad checkpoint, MANO file, boxes file,
-intrinsics or object name fails the run before any video starts) and shipped
-to the video tasks. A manifest row's own object, intrinsics or boxes file gives
-that video a copy of the context with those replaced and its own config hash.
+intrinsics or object name fails the run before any video starts); each video
+task gets its own copy with only its rows of the boxes file and the hash of
+what shaped its results besides the options (``inputs_sha256``: boxes rows,
+intrinsics, object), which a re-run compares. A manifest row's own object,
+intrinsics or boxes file gives that video a copy with those replaced and its
+own config hash.
 
 Output versions: ``OUT/_job.json`` records the config hash of the results in
 ``OUT``. A run whose config hashes differently refuses to mix its rows in; with
@@ -31,15 +34,15 @@ import numpy as np
 from hflpipe import __version__
 from hflpipe.jsonable import to_jsonable
 from hflpipe.model.checkpoint import file_sha256, load_hflnet
-from hflpipe.model.control_points import control_points_from_file, load_control_points
 from hflpipe.model.hand_object import load_hand_object_detector
 from hflpipe.model.mano_file import load_mano_model
 from hflpipe.pipeline.common import storage
-from hflpipe.pipeline.common.errors import ConfigError, InputError, OutputError
+from hflpipe.pipeline.common.errors import ConfigError, OutputError
 from hflpipe.pipeline.config.run_config import RunConfig, result_options
 from hflpipe.pipeline.detect.boxes import BoxesFile
 from hflpipe.pipeline.infer.predictor import PredictorSettings
 from hflpipe.pipeline.inputs.camera import Intrinsics, parse_intrinsics
+from hflpipe.pipeline.inputs.objects import check_object_names, resolve_object
 from hflpipe.pipeline.inputs.videos import VideoInput
 from hflpipe.pipeline.output.object_lock import s3_lease
 from hflpipe.pipeline.output.schema import SCHEMA_VERSION, OutputMetadata
@@ -59,6 +62,8 @@ class RunContext:
     object_name: str | None
     control_points: np.ndarray | None  # (21, 3) metres, object frame
     boxes: BoxesFile | None
+    #: See :func:`inputs_fingerprint`; set per video by :func:`context_for_video`.
+    inputs_sha256: str | None = None
 
 
 def run_precision(config: RunConfig, device: str) -> str:
@@ -114,7 +119,7 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
     run_hash = config_hash(config, checkpoint_sha, mano_sha, device, precision, detector_sha)
     intrinsics = read_intrinsics(config.intrinsics) if config.intrinsics else None
     object_name, control_points = resolve_object(config.object)
-    boxes = read_boxes(config.boxes) if config.detector == "boxes" else None
+    boxes = load_boxes(config.boxes) if config.detector == "boxes" else None
     return RunContext(
         config_hash=run_hash,
         metadata=OutputMetadata(checkpoint_sha256=checkpoint_sha, mano_sha256=mano_sha,
@@ -143,27 +148,6 @@ def read_intrinsics(spec: str) -> Intrinsics:
         parse_intrinsics(spec))
 
 
-def read_boxes(location: storage.Location) -> BoxesFile:
-    """A boxes file from a path or a URL."""
-    return storage.load_named(location, BoxesFile.load)
-
-
-def resolve_object(spec: str | None) -> tuple[str | None, np.ndarray | None]:
-    """A YCB catalogue name or a mesh / point file -> (name, (21, 3) control points)."""
-    if spec is None:
-        return None, None
-    if storage.is_url(spec):
-        return Path(storage.name_of(spec)).stem, storage.load_named(spec,
-                                                                    control_points_from_file)
-    path = Path(spec)
-    if path.suffix and path.exists():
-        return path.stem, control_points_from_file(path)
-    try:
-        return spec, load_control_points(spec)
-    except ValueError as exc:
-        raise InputError(f"object '{spec}': {exc}") from None
-
-
 def video_config_hash(job_hash: str, video: VideoInput) -> str:
     """The config hash of one video: the job's, or with its manifest overrides mixed in."""
     overrides = video.overrides()
@@ -175,35 +159,70 @@ def video_config_hash(job_hash: str, video: VideoInput) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-class ObjectCache:
-    """Resolved objects by name or file, so that a manifest's thousand rows load each once."""
+class InputCache:
+    """Objects and boxes files by name, so that a manifest's thousand rows load each once."""
 
     def __init__(self) -> None:
-        self._resolved: dict[str, tuple[str | None, np.ndarray | None]] = {}
+        self._objects: dict[str, tuple[str | None, np.ndarray | None]] = {}
+        self._boxes: dict[str, BoxesFile] = {}
 
-    def get(self, spec: str) -> tuple[str | None, np.ndarray | None]:
-        if spec not in self._resolved:
-            self._resolved[spec] = resolve_object(spec)
-        return self._resolved[spec]
+    def object(self, spec: str) -> tuple[str | None, np.ndarray | None]:
+        if spec not in self._objects:
+            self._objects[spec] = resolve_object(spec)
+        return self._objects[spec]
+
+    def boxes(self, location: storage.Location) -> BoxesFile:
+        key = storage.identity(location)
+        if key not in self._boxes:
+            self._boxes[key] = load_boxes(location)
+        return self._boxes[key]
 
 
-def context_for_video(context: RunContext, video: VideoInput, objects: ObjectCache
-                      ) -> RunContext:
-    """``context`` with ``video``'s manifest overrides applied (the same object when none).
+def load_boxes(location: storage.Location) -> BoxesFile:
+    """A boxes file (path or URL) whose object names are all known (so each gets its pose)."""
+    boxes = storage.load_named(location, BoxesFile.load)
+    named = [name for name in boxes.object_name.tolist() if name is not None]
+    check_object_names(named, f"boxes file {storage.describe(location)}")
+    return boxes
+
+
+def context_for_video(context: RunContext, video: VideoInput, cache: InputCache) -> RunContext:
+    """``context`` for ``video``: its manifest overrides applied, its boxes rows alone, and
+    its ``inputs_sha256``.
 
     Raises InputError when the video's own boxes file or object cannot be loaded.
     """
     video_hash = video_config_hash(context.config_hash, video)
-    if video_hash == context.config_hash:
-        return context
     changes: dict[str, object] = {}
     if video.intrinsics is not None:
         changes["intrinsics"] = read_intrinsics(video.intrinsics)
     if video.object is not None:
-        changes["object_name"], changes["control_points"] = objects.get(video.object)
-    if video.boxes is not None:
-        changes["boxes"] = read_boxes(video.boxes)
-    return replace(with_config_hash(context, video_hash), **changes)
+        changes["object_name"], changes["control_points"] = cache.object(video.object)
+    boxes = cache.boxes(video.boxes) if video.boxes is not None else context.boxes
+    if boxes is not None:
+        changes["boxes"] = boxes.rows_for(video.path)
+    own = replace(with_config_hash(context, video_hash), **changes)
+    return replace(own, inputs_sha256=inputs_fingerprint(own))
+
+
+def inputs_fingerprint(context: RunContext) -> str:
+    """SHA-256 of the inputs besides options and model files that shape a video's rows.
+
+    The values as read (boxes rows, K, control points), not the files' bytes: an edited
+    boxes file changes the fingerprint of the videos whose rows changed, and only theirs.
+    """
+    digest = hashlib.sha256()
+    if context.intrinsics is not None:
+        digest.update(b"K" + np.ascontiguousarray(context.intrinsics.K, np.float64).tobytes())
+        digest.update(f"size{context.intrinsics.image_size}".encode())
+    if context.object_name is not None:
+        digest.update(b"object" + context.object_name.encode())
+    if context.control_points is not None:
+        digest.update(b"points" + np.ascontiguousarray(context.control_points,
+                                                      np.float64).tobytes())
+    if context.boxes is not None:
+        digest.update(b"boxes" + context.boxes.digest().encode())
+    return digest.hexdigest()
 
 
 def with_config_hash(context: RunContext, config_hash: str) -> RunContext:

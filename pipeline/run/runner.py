@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import ray
@@ -35,7 +38,7 @@ from hflpipe.pipeline.output.writer import (
     write_video_status,
 )
 from hflpipe.pipeline.run.context import (
-    ObjectCache,
+    InputCache,
     RunContext,
     claim_output,
     context_for_video,
@@ -44,8 +47,15 @@ from hflpipe.pipeline.run.context import (
     video_config_hash,
     with_config_hash,
 )
+from hflpipe.pipeline.run.freshness import redo_reason
 from hflpipe.pipeline.run.progress import start_board
 from hflpipe.pipeline.run.ray_address import check_reachable
+from hflpipe.pipeline.run.resources import (
+    Demand,
+    cluster_nodes,
+    unschedulable,
+    waiting_for_resources,
+)
 from hflpipe.pipeline.run.stop import (
     RunInterrupted,
     check_stop,
@@ -76,14 +86,17 @@ class RunSummary:
     hand_rows: int = 0
     object_rows: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: (path, why) of videos done again because their inputs changed since their last run.
+    redone: list[tuple[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
 
 
 def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
     """Process every video of ``config``; returns a summary. Raises HflpipeError on setup errors.
 
-    Resumable: videos already committed with the same config hash are skipped (failed ones
-    too, unless ``retry_failed``). Results of a different config are never mixed in: see
+    Resumable: videos already committed with the same config hash, inputs and video file
+    are skipped (failed ones too, unless ``retry_failed``); changed ones are done again,
+    their old rows replaced. Results of a different config are never mixed in: see
     :func:`~hflpipe.pipeline.run.context.output_folder`. SIGINT and SIGTERM stop it with
     :class:`~hflpipe.pipeline.run.stop.RunInterrupted` (see that module).
     """
@@ -94,7 +107,8 @@ def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
 def _run(config: RunConfig, progress: bool) -> RunSummary:
     started = time.monotonic()
     validate_paths(config)
-    inputs = collect_inputs(config.videos, config.video_list, config.manifest)
+    inputs = collect_inputs(config.videos, config.video_list, config.manifest,
+                            out=config.out)
     context = prepare_context(config, device=model_device(config))
     expected = {v.video_id: video_config_hash(context.config_hash, v) for v in inputs}
     out = output_folder(config, context.config_hash, finished_videos(config.out), expected)
@@ -103,70 +117,106 @@ def _run(config: RunConfig, progress: bool) -> RunSummary:
         # Leftovers of a killed run: hidden temporaries, and data files without a marker.
         remove_stale_temp_files(out)
         remove_uncommitted_outputs(out)
-        done = finished_videos(out)
-        todo: list[VideoInput] = []
-        for video in inputs:
-            previous = done.get(video.video_id)
-            if previous is not None and previous["config_hash"] == expected[video.video_id] and (
-                previous["status"] == "ok" or not config.retry_failed
-            ):
-                summary.already_done += 1
-                continue
-            todo.append(video)
+        todo = _plan(inputs, config, context, finished_videos(out), summary)
         log.info("%d videos, %d already done, %d to process", len(inputs),
                  summary.already_done, len(todo))
-        runnable = _record_unusable(todo, config, context, summary)
-        if runnable:
-            _process_on_ray(runnable, config, context, summary, progress)
+        demand = _check_resources(config, context) if any(p is None for *_, p in todo) else None
+        runnable = _record_unusable(todo, config, summary)
+        if runnable and demand is not None:
+            _process_on_ray(runnable, config, context, demand, summary, progress)
     summary.elapsed_s = time.monotonic() - started
     return summary
 
 
-def _record_unusable(
-    todo: list[VideoInput], config: RunConfig, context: RunContext, summary: RunSummary
-) -> list[tuple[VideoInput, RunContext]]:
-    """Record failed rows for inputs that cannot start; the rest with their own contexts."""
-    objects = ObjectCache()
-    runnable = []
-    for video in todo:
+#: A video to process, its own context, and why it cannot start (None if it can).
+Planned = tuple[VideoInput, RunContext, str | None]
+
+
+def _plan(
+    inputs: list[VideoInput], config: RunConfig, context: RunContext,
+    done: dict[str, dict], summary: RunSummary,
+) -> list[Planned]:
+    """The videos to process: new ones, failed ones with ``retry_failed``, and those whose
+    committed results no longer match their inputs (noted in ``summary.redone``)."""
+    if context.boxes is not None:
+        unmatched = context.boxes.unmatched_names([video.path for video in inputs])
+        if unmatched:
+            shown = ", ".join(unmatched[:5]) + (", ..." if len(unmatched) > 5 else "")
+            log.warning("boxes file %s: its 'video' column names %d videos that are not "
+                        "inputs of this run (their rows are unused): %s", context.boxes.path,
+                        len(unmatched), shown)
+    cache = InputCache()
+    todo: list[Planned] = []
+    for video in inputs:
         try:
-            video_context = context_for_video(context, video, objects)
+            video_context, problem = context_for_video(context, video, cache), video.problem
         except HflpipeError as exc:
             video_context = with_config_hash(context, video_config_hash(context.config_hash,
                                                                         video))
-            _record(summary, config, video_context, failed_outcome(video, video_context,
-                                                                   str(exc)))
-            continue
-        if video.problem is not None:
-            _record(summary, config, video_context,
-                    failed_outcome(video, video_context, video.problem))
-            continue
-        runnable.append((video, video_context))
+            problem = str(exc)
+        previous = done.get(video.video_id)
+        if previous is not None:
+            reason = redo_reason(previous, video_context.config_hash,
+                                 video_context.inputs_sha256, video.path)
+            if reason is None and (previous["status"] == "ok" or not config.retry_failed):
+                summary.already_done += 1
+                continue
+            if reason is not None:
+                log.info("%s: done again: %s", video.path, reason)
+                summary.redone.append((str(video.path), reason))
+        todo.append((video, video_context, problem))
+    return todo
+
+
+def _record_unusable(
+    todo: list[Planned], config: RunConfig, summary: RunSummary
+) -> list[tuple[VideoInput, RunContext]]:
+    """Record failed rows for inputs that cannot start; returns the rest."""
+    runnable = []
+    for video, video_context, problem in todo:
+        if problem is not None:
+            _record(summary, config, video_context, failed_outcome(video, video_context, problem))
+        else:
+            runnable.append((video, video_context))
     return runnable
+
+
+def _check_resources(config: RunConfig, context: RunContext) -> Demand:
+    """What the run asks of Ray; raises ConfigError when the cluster can never give it."""
+    gpus = _connect(config).get("GPU", 0.0)
+    use_gpu = context.predictor_settings.device == "cuda" and gpus > 0 and config.gpus_per_actor > 0
+    num_actors = config.num_actors or (max(1, int(gpus // config.gpus_per_actor)) if use_gpu else 1)
+    demand = Demand(actors=num_actors, cpus_per_actor=config.cpus_per_task,
+                    gpus_per_actor=config.gpus_per_actor if use_gpu else 0.0,
+                    cpus_per_task=config.cpus_per_task)
+    problem = unschedulable(cluster_nodes(most=num_actors + 1), demand)
+    if problem is not None:
+        raise ConfigError(f"resources: {problem}")
+    return demand
 
 
 def _process_on_ray(
     todo: list[tuple[VideoInput, RunContext]], config: RunConfig, context: RunContext,
-    summary: RunSummary, progress: bool,
+    demand: Demand, summary: RunSummary, progress: bool,
 ) -> None:
-    resources = _connect(config)
-    gpus = resources.get("GPU", 0.0)
-    use_gpu = context.predictor_settings.device == "cuda" and gpus > 0 and config.gpus_per_actor > 0
-    num_actors = config.num_actors or (max(1, int(gpus // config.gpus_per_actor)) if use_gpu else 1)
-    actors = actor_pool(context.predictor_settings, num_actors,
-                        config.gpus_per_actor if use_gpu else 0.0, config.cpus_per_task,
+    actors = actor_pool(context.predictor_settings, demand.actors, demand.gpus_per_actor,
+                        demand.cpus_per_actor,
                         f"{context.metadata.checkpoint_sha256}:{context.metadata.mano_sha256}")
     board = start_board()
     task = ray.remote(num_cpus=config.cpus_per_task, max_retries=config.max_retries,
                       retry_exceptions=False)(_video_task)
     concurrency = config.max_concurrent_videos or max(
-        2, int(resources.get("CPU", 2) // config.cpus_per_task)
+        2, int(ray.cluster_resources().get("CPU", 2) // config.cpus_per_task)
     )
     pending = list(reversed(todo))
     contexts = {video.video_id: video_context for video, video_context in todo}
     running: dict[ray.ObjectRef, tuple[VideoInput, float]] = {}
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True,
                bar_format=BAR_FORMAT)
+    # When a video last finished or reported, and since when videos wait for resources Ray
+    # cannot give them: waiting while nothing moves is a stall, even if nothing started.
+    last_activity = time.time()
+    waiting_since: float | None = None
     try:
         while pending or running:
             check_stop()
@@ -183,8 +233,21 @@ def _process_on_ray(
                         _collect(ref, video, video_context, config))
                 ray.get(board.forget.remote(video.video_id))
                 bar.update(1)
-            _fail_stalled(running, board, config, contexts, summary, bar)
-            _show_frames(bar, board, summary, len(pending))
+                last_activity = time.time()
+            try:
+                states = ray.get(board.snapshot.remote(), timeout=10)
+            except GetTimeoutError:
+                continue
+            last_activity = max([last_activity, *(state[2] for state in states.values())])
+            queued = sum(video.video_id not in states for video, _ in running.values())
+            if queued and waiting_for_resources(config.cpus_per_task):
+                waiting_since = waiting_since or time.time()
+            else:
+                waiting_since = None
+            _fail_stalled(running, states, max(last_activity, waiting_since or math.inf), config,
+                          contexts, summary, bar)
+            _show_frames(bar, states, summary, len(pending),
+                         waiting=queued if waiting_since is not None else 0)
     except RunInterrupted as stop:
         raise RunInterrupted(stop.signum, _stopped_line(
             stop, summary, len(running) + len(pending))) from None
@@ -234,13 +297,36 @@ def _connect(config: RunConfig) -> dict[str, float]:
     if not ray.is_initialized():
         check_reachable(config.address)
         try:
-            ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            with _quiet_local_ray_notices(config):
+                ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
         except ConnectionError as exc:
             raise ConfigError(f"ray cluster '{config.address}': {one_line(exc)}") from None
         finally:
             reclaim_signals()
     return ray.cluster_resources()
+
+
+#: Loggers of Ray notices that concern a cluster, not the Ray a run starts in its own
+#: process (reachable from this machine only): the token-authentication notice.
+LOCAL_RAY_NOTICES = ("ray._private.authentication.authentication_token_setup",)
+
+
+@contextmanager
+def _quiet_local_ray_notices(config: RunConfig) -> Iterator[None]:
+    """Hide :data:`LOCAL_RAY_NOTICES` while a local Ray starts (a joined cluster keeps them)."""
+    if config.address is not None or "RAY_ADDRESS" in os.environ:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in LOCAL_RAY_NOTICES]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _video_task(
@@ -273,48 +359,53 @@ def _collect(
             video, context, f"worker died while processing ({attempts} attempts): "
             f"{type(exc).__name__}"
         )
-    if outcome.failed_crop_frames:
-        log.warning("%s: the model failed on %d crops (frames %s); their rows are missing "
-                    "or interpolated", video.path, len(outcome.failed_crop_frames),
-                    outcome.failed_crop_frames)
     return outcome
 
 
 def _fail_stalled(
-    running: dict[ray.ObjectRef, tuple[VideoInput, float]], board: ray.actor.ActorHandle,
-    config: RunConfig, contexts: dict[str, RunContext], summary: RunSummary, bar: tqdm,
+    running: dict[ray.ObjectRef, tuple[VideoInput, float]],
+    states: dict[str, tuple[int, int, float]], stuck_since: float, config: RunConfig,
+    contexts: dict[str, RunContext], summary: RunSummary, bar: tqdm,
 ) -> None:
-    try:
-        states = ray.get(board.snapshot.remote(), timeout=10)
-    except GetTimeoutError:
-        return
+    """Fail videos without a heartbeat for the stall timeout, and videos not started yet
+    when the run has been stuck (nothing moving, Ray out of room) for as long."""
     now = time.time()
+    limit = config.stall_timeout_s
     for ref, (video, submitted) in list(running.items()):
-        # A task waiting for a free CPU has sent no heartbeat yet (process_video sends one
-        # first thing): it is queued, not hung, and its clock has not started.
-        if video.video_id not in states:
-            continue
-        last = states[video.video_id][2]
-        if now - max(last, submitted) > config.stall_timeout_s:
+        state = states.get(video.video_id)
+        if state is not None:
+            idle = now - max(state[2], submitted)
+            cause = f"no progress for {limit:.0f} s (hung decoder?)"
+        else:
+            # Waiting for a CPU while other videos run is normal (process_video reports
+            # first thing once it runs); waiting while nothing at all moves is not.
+            idle = now - max(stuck_since, submitted)
+            cause = (f"never started: nothing ran for {limit:.0f} s while it waited for a "
+                     "CPU (other work holds the cluster's resources)")
+        if idle > limit:
             ray.cancel(ref, force=True)
             running.pop(ref)
             context = contexts[video.video_id]
-            _record(summary, config, context, failed_outcome(
-                video, context, f"no progress for {config.stall_timeout_s:.0f} s (hung decoder?)"
-            ))
+            _record(summary, config, context, failed_outcome(video, context, cause))
             bar.update(1)
 
 
-def _show_frames(bar: tqdm, board, summary: RunSummary, not_started: int) -> None:
+def _show_frames(bar: tqdm, states: dict[str, tuple[int, int, float]], summary: RunSummary,
+                 not_started: int, waiting: int) -> None:
     if bar.disable:
         return
-    try:
-        states = ray.get(board.snapshot.remote(), timeout=10)
-    except GetTimeoutError:
+    if waiting > 0 and not states:
+        bar.set_postfix_str(f"waiting for resources: {waiting} videos queued, "
+                            f"{_free_resources()} free", refresh=True)
         return
     estimate = estimate_progress(summary.frames, bar.n, list(states.values()), not_started,
                                  bar.format_dict["elapsed"])
     bar.set_postfix_str(f"{estimate.describe()} | {per_video_progress(states)}", refresh=False)
+
+
+def _free_resources() -> str:
+    free = ray.available_resources()
+    return f"{free.get('CPU', 0.0):g} CPUs, {free.get('GPU', 0.0):g} GPUs"
 
 
 def per_video_progress(states: dict[str, tuple[int, int, float]], most: int = 3) -> str:
@@ -377,6 +468,8 @@ def _record(summary: RunSummary, config: RunConfig, context: RunContext,
                            context.metadata)
     else:
         write_video_status(summary.out, outcome.video_id, row, context.metadata)
+    for note in row.get("notes") or ():
+        log.warning("%s: %s", row["path"], note)
     summary.statuses[row["status"]] += 1
     summary.frames += int(row.get("frames_processed") or 0)
     summary.hand_rows += outcome.hands.num_rows if outcome.hands is not None else (

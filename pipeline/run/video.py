@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from hflpipe.hashing import sha256_file
+from hflpipe.hashing import file_stamp, sha256_file
 from hflpipe.model.geometry import mirror_mano_pose, mirror_points3d
 from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.common.errors import HflpipeError, one_line
@@ -30,7 +30,7 @@ from hflpipe.pipeline.detect.base import Detection, Detector
 from hflpipe.pipeline.detect.frame_boxes import MIN_BOX_SIDE_PX, clip_to_frame
 from hflpipe.pipeline.infer.batching import BatchedInference
 from hflpipe.pipeline.infer.client import InferenceClient
-from hflpipe.pipeline.inputs.camera import default_intrinsics
+from hflpipe.pipeline.inputs.camera import default_intrinsics, intrinsics_for_video
 from hflpipe.pipeline.inputs.videos import VideoInput
 from hflpipe.pipeline.pose.hands import fit_root_translation
 from hflpipe.pipeline.pose.objects import solve_object_poses
@@ -53,13 +53,13 @@ Report = Callable[[int, int], None]
 
 @dataclass
 class VideoOutcome:
-    """A video's tables (None when it failed or the task wrote them) and its ``videos`` row."""
+    """A video's tables (None when it failed or the task wrote them) and its ``videos`` row
+    (``notes``: the warnings its processing logged)."""
 
     video_id: str
     video_row: dict[str, Any]
     hands: pa.Table | None = None
     objects: pa.Table | None = None
-    failed_crop_frames: list[int] = field(default_factory=list)
     #: Set once the task wrote the tables itself (then ``hands``/``objects`` are None).
     data_written: bool = False
     hand_rows: int = 0
@@ -75,11 +75,14 @@ def base_row(video: VideoInput, context: RunContext) -> dict[str, Any]:
         "video_id": video.video_id,
         "path": str(video.path),
         "config_hash": context.config_hash,
+        "inputs_sha256": context.inputs_sha256,
         "started_at": dt.datetime.now(dt.UTC),
     }
     if not storage.is_url(video.path):
         with contextlib.suppress(OSError):
-            row["size_bytes"] = video.path.stat().st_size
+            stamp = file_stamp(video.path)
+            row.update(size_bytes=stamp.size_bytes, mtime_ns=stamp.mtime_ns,
+                       sample_sha256=stamp.sample_sha256)
     return row
 
 
@@ -107,17 +110,54 @@ def process_video(
     report = report or _no_report
     # The first heartbeat starts the driver's stall clock only once the task really runs.
     report(0, 0)
+    notes: list[str] = []
     try:
         with storage.scratch_copy(video.path, int(config.scratch_limit_gb * 1e9)) as local:
             row.setdefault("size_bytes", local.stat().st_size)
-            try:
-                return _process(replace(video, path=local), config, context, inference,
-                                report, row)
-            except HflpipeError as exc:
-                # Messages name the file read, the scratch copy: the user knows the URL.
-                raise type(exc)(str(exc).replace(str(local), str(video.path))) from None
+            with collected_warnings(notes, str(video.path), str(local)):
+                try:
+                    outcome = _process(replace(video, path=local), config, context, inference,
+                                       report, row)
+                except HflpipeError as exc:
+                    # Messages name the file read, the scratch copy: the user knows the URL.
+                    raise type(exc)(str(exc).replace(str(local), str(video.path))) from None
     except HflpipeError as exc:
-        return failed_outcome(video, context, str(exc), row)
+        outcome = failed_outcome(video, context, str(exc), row)
+    outcome.video_row["notes"] = notes
+    return outcome
+
+
+class _NoteHandler(logging.Handler):
+    """Keeps the warnings logged while one video is processed, without its path prefix."""
+
+    def __init__(self, notes: list[str], paths: tuple[str, ...]) -> None:
+        super().__init__(logging.WARNING)
+        self._prefixes = [f"{path}: " for path in paths]
+        self._notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        note = one_line(record.getMessage())
+        for prefix in self._prefixes:
+            note = note.removeprefix(prefix)
+        if note not in self._notes:
+            self._notes.append(note)
+
+
+@contextlib.contextmanager
+def collected_warnings(notes: list[str], *paths: str) -> Iterator[None]:
+    """The warnings hflpipe logs inside the block, appended to ``notes`` (the video's) without
+    the prefix naming the video (any of ``paths``: the input, its local copy).
+
+    Inside a Ray task they would go to the worker's log, which the user never sees; the
+    driver prints the notes instead, once each, with the video's name.
+    """
+    handler = _NoteHandler(notes, paths)
+    logger = logging.getLogger("hflpipe")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _no_report(done: int, total: int) -> None:
@@ -135,7 +175,9 @@ def _process(
                           stream=config.stream)
     info = decoder.probe(path)
     # Width, height, boxes, intrinsics and outputs are all those of the displayed frame.
-    camera = context.intrinsics or default_intrinsics(info.width, info.height, config.hfov_deg)
+    camera = (intrinsics_for_video(context.intrinsics, info.width, info.height)
+              if context.intrinsics is not None
+              else default_intrinsics(info.width, info.height, config.hfov_deg))
     row.update(
         content_sha256=sha256_file(video.path), fps=info.fps, width=info.width,
         height=info.height, duration_s=info.duration_s, decoder=info.backend,
@@ -143,6 +185,11 @@ def _process(
         intrinsics=camera.K, intrinsics_source=camera.source,
     )
     chunk_frames = frames_per_chunk(config.chunk_size, info.width, info.height)
+    if context.boxes is not None:
+        past = int(np.count_nonzero(context.boxes.frame_index >= info.num_frames))
+        if past:
+            log.warning("%s: %d boxes file rows are for frames past the video's last frame "
+                        "(%d); they are ignored", path, past, info.num_frames - 1)
     with video_detector(config, context, video.path, inference) as detector:
         indices, keyframes, detections, decoded = _detect(
             decoder, detector, path, config, info, chunk_frames, report
@@ -175,8 +222,8 @@ def _process(
             raise HflpipeError(
                 f"{path}: the model failed on all {len(failed)} crops ({failed[0][1]})"
             )
-        log.warning("%s: the model failed on %d crops (frames %s): %s", path, len(failed),
-                    failed_frames, failed[0][1])
+        log.warning("%s: the model failed on %d crops (frames %s; their rows are missing or "
+                    "interpolated): %s", path, len(failed), failed_frames, failed[0][1])
     hands = _hand_observations(jobs, crops, camera.K)
     objects = solve_object_poses(jobs, crops, camera.K, context.object_name,
                                  context.control_points)
@@ -197,8 +244,7 @@ def _process(
         object_tracks=len(np.unique(objects["track_id"])),
         failed_crops=len(failed),
     )
-    return VideoOutcome(video.video_id, row, hand_rows, object_rows,
-                        failed_crop_frames=failed_frames)
+    return VideoOutcome(video.video_id, row, hand_rows, object_rows)
 
 
 def _propagate(
@@ -250,8 +296,9 @@ def _detect(
         return indices, keys, detector.detect(keys, keys / max(info.fps, 1e-9), None), None
     all_indices, all_keys, all_detections = [], [], []
     position = 0
+    start_s, end_s = presentation_range(decoder, path, config.start_s, config.end_s)
     for chunk in decoder.read_chunks(path, chunk_size=chunk_frames, stride=config.stride,
-                                     start_s=config.start_s, end_s=config.end_s):
+                                     start_s=start_s, end_s=end_s):
         mask = keyframe_mask(position, len(chunk), config.detect_every)
         position += len(chunk)
         all_indices.append(chunk.indices)
@@ -262,7 +309,10 @@ def _detect(
         report(position // 2, info.num_frames)
     indices = np.concatenate(all_indices) if all_indices else np.zeros(0, np.int64)
     if len(indices) == 0:
-        raise HflpipeError(f"{path}: no frames decoded in the selected range")
+        if config.start_s is None and config.end_s is None:
+            raise HflpipeError(f"{path}: no frame could be decoded")
+        _warn_empty_selection(path, config, info)
+        return indices, indices, [], 0
     # The decoders end a read quietly at the first undecodable frame; a video that stops
     # short of what its container lists is damaged, and half a video must not pass as whole.
     if config.end_s is None and indices[-1] + config.stride < info.num_frames:
@@ -279,7 +329,35 @@ def _select_without_decoding(info: VideoInfo, config: RunConfig) -> np.ndarray:
         keep &= times >= config.start_s
     if config.end_s is not None:
         keep &= times < config.end_s
-    return indices[keep][:: config.stride]
+    selected = indices[keep][:: config.stride]
+    if len(selected) == 0 and len(indices) > 0:
+        _warn_empty_selection(info.path, config, info)
+    return selected
+
+
+def presentation_range(
+    decoder: Decoder, path: str, start_s: float | None, end_s: float | None
+) -> tuple[float | None, float | None]:
+    """``--start``/``--end`` (seconds from the video's first frame) as presentation times.
+
+    Decoders select by the container's times, where the first frame may be at 10 s (a clip
+    cut from a longer recording); a boxes file counts from the first frame. Shifting by the
+    first frame's time gives both the same meaning.
+    """
+    if start_s is None and end_s is None:
+        return None, None
+    with contextlib.closing(decoder.read_chunks(path, chunk_size=1, frame_indices=[0])) as read:
+        first = next(read, None)
+    offset = float(first.timestamps_s[0]) if first is not None and len(first) else 0.0
+    return (None if start_s is None else start_s + offset,
+            None if end_s is None else end_s + offset)
+
+
+def _warn_empty_selection(path: str, config: RunConfig, info: VideoInfo) -> None:
+    chosen = " ".join(f"{flag} {value:g} s" for flag, value in
+                      (("--start", config.start_s), ("--end", config.end_s)) if value is not None)
+    log.warning("%s: no frames in the selected range (%s; the video is %.2f s long from its "
+                "first frame)", path, chosen, info.duration_s)
 
 
 def _infer(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,8 @@ from hflpipe.pipeline.detect.base import Detector, make_detector
 from hflpipe.pipeline.detect.hand_object import HandObjectFrameDetector
 from hflpipe.pipeline.infer.client import InferenceClient
 from hflpipe.pipeline.run.context import RunContext
+
+log = logging.getLogger(__name__)
 
 _DETECTORS: dict[str, Detector] = {}
 
@@ -54,7 +57,12 @@ def video_detector(config: RunConfig, context: RunContext, video: Path,
             object_threshold=config.score_threshold))
         return
     if config.detector == "boxes":
-        detector = make_detector("boxes", {"file": context.boxes}, video=video)
+        boxes = context.boxes.scored_at_least(config.score_threshold)
+        below = len(context.boxes.frame_index) - len(boxes.frame_index)
+        if below:
+            log.warning("boxes file %s: %d rows for this video score below --score-threshold "
+                        "%g and are ignored", boxes.path, below, config.score_threshold)
+        detector = make_detector("boxes", {"file": boxes}, video=video)
         try:
             yield detector
         finally:
