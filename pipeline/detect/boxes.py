@@ -345,9 +345,10 @@ class BoxesFile:
         parts = [self._rows_by_name.get(key, np.zeros(0, np.int64)) for key in keys]
         return self._take(np.unique(np.concatenate(parts)))
 
-    def unmatched_names(self, videos: list[Path]) -> list[str]:
-        """The ``video`` values that name none of ``videos`` (by file name or stem), sorted."""
-        known = {name for video in videos for name in (video.name, video.stem)}
+    def unmatched_names(self, videos: list[str | Path]) -> list[str]:
+        """The ``video`` values that name none of ``videos`` (paths or URLs; by file name or
+        stem), sorted."""
+        known = {name for video in map(Path, videos) for name in (video.name, video.stem)}
         return sorted(set(self._rows_by_name) - known)
 
     def digest(self) -> str:
