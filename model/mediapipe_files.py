@@ -41,21 +41,24 @@ def _load(path: str | os.PathLike[str], what: str, signature: tuple) -> TfliteNe
         raise ModelFileError(f"{path}: {exc}") from None
 
 
-def load_palm_detector(path: str | os.PathLike[str] = PALM_DETECTION_FILE) -> TfliteNet:
-    """The palm detector: (B, 3, 192, 192) in [0, 1] -> boxes (B, 2016, 18), logits (B, 2016, 1).
+def load_palm_detector(path: str | os.PathLike[str] | None = None) -> TfliteNet:
+    """The palm detector (the shipped file unless ``path`` is given).
+
+    (B, 3, 192, 192) in [0, 1] -> boxes (B, 2016, 18), score logits (B, 2016, 1).
 
     Raises:
         ModelFileError: missing, unreadable, or not the palm detection network.
     """
-    return _load(path, "palm detection", _PALM_SIGNATURE)
+    return _load(path or PALM_DETECTION_FILE, "palm detection", _PALM_SIGNATURE)
 
 
-def load_hand_landmarker(path: str | os.PathLike[str] = HAND_LANDMARK_FILE) -> TfliteNet:
-    """The hand-landmark network: (B, 3, 224, 224) in [0, 1] -> landmarks (B, 63) in input
-    pixels, presence (B, 1), handedness (B, 1) (probability of MediaPipe's "Left"),
-    world landmarks (B, 63) in metres.
+def load_hand_landmarker(path: str | os.PathLike[str] | None = None) -> TfliteNet:
+    """The hand-landmark network (the shipped file unless ``path`` is given).
+
+    (B, 3, 224, 224) in [0, 1] -> landmarks (B, 63) in input pixels, presence (B, 1),
+    handedness (B, 1) (probability of MediaPipe's "Left"), world landmarks (B, 63), metres.
 
     Raises:
         ModelFileError: missing, unreadable, or not the hand-landmark network.
     """
-    return _load(path, "hand landmark", _LANDMARK_SIGNATURE)
+    return _load(path or HAND_LANDMARK_FILE, "hand landmark", _LANDMARK_SIGNATURE)

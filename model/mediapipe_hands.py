@@ -390,18 +390,22 @@ class HandTracker:
         return hands
 
     @torch.inference_mode()
-    def process(self, frames: torch.Tensor) -> list[list[Hand]]:
-        """Hands on consecutive frames of one video.
+    def process(self, frames: np.ndarray | torch.Tensor, device: str | torch.device = "cpu"
+                ) -> list[list[Hand]]:
+        """Hands on consecutive frames of one video, continuing its tracked hands.
 
         Args:
-            frames: (N, 3, H, W) float32, values 0..255, RGB, on the networks' device.
+            frames: (N, H, W, 3) uint8 RGB.
+            device: where the networks are; frames go there one at a time (a chunk of
+                4K frames as float32 would need gigabytes).
 
         Returns:
             Per frame, its hands in MediaPipe's output order.
         """
-        height, width = frames.shape[2:]
+        height, width = frames.shape[1:3]
         results = []
-        for frame in frames:
+        for pixels in frames:
+            frame = torch.as_tensor(pixels).to(device).permute(2, 0, 1).float()
             tracked = [] if self.static_images else self._tracked
             from_palms: list[np.ndarray] = []
             if len(tracked) < self.max_hands:

@@ -55,7 +55,7 @@ def test_hands_match_mediapipe_solution(name: str, networks, reference, all_fram
     frames = all_frames[name]
     expected = reference["sequences"][name]
     tracker = HandTracker(*networks, max_hands=MAX_HANDS)
-    found = tracker.process(torch.from_numpy(frames).permute(0, 3, 1, 2).float())
+    found = tracker.process(frames)
     height, width = frames.shape[1:3]
     for index, (ours, theirs) in enumerate(zip(found, expected, strict=True)):
         assert len(ours) == len(theirs), f"frame {index}"

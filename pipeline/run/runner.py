@@ -46,6 +46,7 @@ from hflpipe.pipeline.run.context import (
 from hflpipe.pipeline.run.progress import start_board
 from hflpipe.pipeline.run.ray_address import check_reachable
 from hflpipe.pipeline.run.video import VideoOutcome, failed_outcome, process_video
+from hflpipe.pipeline.run.worker_cache import check_detector
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class RunSummary:
     hand_rows: int = 0
     object_rows: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: Videos skipped because an earlier run with the same config recorded them as failed.
+    earlier_failures: list[tuple[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
 
 
@@ -82,6 +85,8 @@ def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
     validate_paths(config)
     inputs = collect_inputs(config.videos, config.video_list, config.manifest)
     context = prepare_context(config, device=model_device(config))
+    # A detector that cannot start is the run's problem, not each video's.
+    check_detector(config)
     expected = {v.video_id: video_config_hash(context.config_hash, v) for v in inputs}
     out = output_folder(config, context.config_hash, finished_videos(config.out), expected)
     summary = RunSummary(out=out, config_hash=context.config_hash)
@@ -97,6 +102,9 @@ def run(config: RunConfig, *, progress: bool = True) -> RunSummary:
                 previous["status"] == "ok" or not config.retry_failed
             ):
                 summary.already_done += 1
+                if previous["status"] == "failed":
+                    summary.earlier_failures.append(
+                        (video.video_id, previous.get("error") or "failed"))
                 continue
             todo.append(video)
         log.info("%d videos, %d already done, %d to process", len(inputs),

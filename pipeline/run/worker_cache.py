@@ -38,11 +38,22 @@ def detector_options(config: RunConfig) -> dict[str, Any]:
     return {"min_confidence": config.score_threshold}
 
 
+def check_detector(config: RunConfig) -> None:
+    """Build the run's pixel detector once and close it: weights that are missing or of
+    the wrong kind raise here, before any video, instead of failing every video."""
+    if config.detector != "boxes":
+        make_detector(config.detector, detector_options(config)).close()
+
+
 @contextmanager
 def video_detector(config: RunConfig, context: RunContext, video: Path) -> Iterator[Detector]:
-    """The detector for one video: the boxes file's rows, or this worker's pixel detector."""
-    if config.detector == "boxes":
-        detector = make_detector("boxes", {"file": context.boxes}, video=video)
+    """The detector for one video: the boxes file's rows, this worker's pixel detector, or
+    for MediaPipe a fresh tracker (its state is per video; its networks are shared)."""
+    if config.detector in ("boxes", "mediapipe"):
+        if config.detector == "boxes":
+            detector = make_detector("boxes", {"file": context.boxes}, video=video)
+        else:
+            detector = make_detector("mediapipe", detector_options(config))
         try:
             yield detector
         finally:
