@@ -24,8 +24,8 @@ centre and size as fractions of the frame width and height, rotation in radians
 (clockwise on screen, since y points down).
 
 Images are sampled as MediaPipe's OpenCV path does: a region's corners map to the
-tensor's corner pixel centres (``warpPerspective`` of the rectangle's corner points),
-bilinear, rounded to 8 bits before scaling to [0, 1].
+tensor's coordinates 0 and its size (``warpPerspective`` of the rectangle's corner
+points, pixel centres at integers), bilinear on 8 bits, then scaled to [0, 1].
 
 Handedness is MediaPipe's label, which assumes a mirrored (selfie) image; callers
 with ordinary footage swap it (MediaPipe's documented remedy).
@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,8 @@ _ASSOCIATION_IOU = 0.5
 # Landmark subset used for the tracking region: wrist and the more stable finger joints.
 _STABLE_LANDMARKS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
 _Z_NORMALIZATION = 0.4
+#: Frames whose palms are detected in one batch (see ``HandTracker.process``).
+PALM_BATCH = 4
 
 
 def _normalize_radians(angle: float) -> float:
@@ -250,20 +253,27 @@ def associate_regions(from_palms: list[np.ndarray], tracked: list[np.ndarray],
     return kept
 
 
-def sample_regions(frame: torch.Tensor, regions: np.ndarray, size: int, *,
-                   zero_border: bool) -> torch.Tensor:
-    """Warp rotated regions of one frame into square tensors, as MediaPipe's CPU path does.
+def warp_with_opencv(frame: np.ndarray, region: np.ndarray, size: int,
+                      zero_border: bool) -> np.ndarray:
+    """MediaPipe's own CPU sampling (``ImageToTensorOpenCvConverter``): the region's
+    corners (``cv2.boxPoints``) onto the tensor's edges, ``warpPerspective`` bilinear on
+    the 8-bit frame. (H, W, 3) uint8 -> (size, size, 3) uint8."""
+    height, width = frame.shape[:2]
+    rect = ((region[0] * width, region[1] * height), (region[2] * width, region[3] * height),
+            math.degrees(region[4]))
+    corners = cv2.boxPoints(rect)  # bottom-left, top-left, top-right, bottom-right
+    edges = np.array([[0, size], [0, 0], [size, 0], [size, size]], np.float32)
+    matrix = cv2.getPerspectiveTransform(corners, edges)
+    border = cv2.BORDER_CONSTANT if zero_border else cv2.BORDER_REPLICATE
+    return cv2.warpPerspective(frame, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                               borderMode=border)
 
-    Args:
-        frame: (3, H, W) float32, values 0..255, on the device to sample on.
-        regions: (K, 5) ``NormalizedRect`` rows.
-        size: output side in pixels.
-        zero_border: black outside the frame (palm detection), else edge pixels repeat.
 
-    Returns:
-        (K, 3, size, size) float32 in [0, 1].
-    """
-    height, width = frame.shape[1:]
+def warp_with_torch(frame: torch.Tensor, regions: np.ndarray, size: int,
+                     zero_border: bool) -> torch.Tensor:
+    """The same sampling by ``grid_sample`` on any device, rounded to 8 bits as OpenCV's
+    result is. (H, W, 3) -> (K, size, size, 3) float32, values 0..255."""
+    height, width = frame.shape[:2]
     regions_t = torch.as_tensor(np.asarray(regions, np.float64), device=frame.device)
     steps = torch.arange(size, device=frame.device, dtype=torch.float64) / size - 0.5
     u = steps[None, None, :] * (regions_t[:, 2] * width)[:, None, None]
@@ -275,11 +285,40 @@ def sample_regions(frame: torch.Tensor, regions: np.ndarray, size: int, *,
     # Pixel centres sit at integer coordinates (OpenCV); align_corners=True matches that.
     grid = torch.stack([2 * x / max(width - 1, 1) - 1, 2 * y / max(height - 1, 1) - 1], dim=-1)
     count = regions_t.shape[0]
-    grid = grid.to(frame.dtype).reshape(1, count * size, size, 2)
-    sampled = F.grid_sample(frame[None], grid, mode="bilinear", align_corners=True,
+    grid = grid.float().reshape(1, count * size, size, 2)
+    sampled = F.grid_sample(frame.permute(2, 0, 1).float()[None], grid, mode="bilinear",
+                            align_corners=True,
                             padding_mode="zeros" if zero_border else "border")
-    sampled = sampled.reshape(3, count, size, size).transpose(0, 1)
-    return torch.round(sampled.clamp(0, 255)) / 255.0
+    sampled = sampled.reshape(3, count, size, size).permute(1, 2, 3, 0)
+    return torch.round(sampled.clamp(0, 255))
+
+
+def sample_regions(frame: torch.Tensor, regions: np.ndarray, size: int, *,
+                   zero_border: bool) -> torch.Tensor:
+    """Warp rotated regions of one frame into square tensors, as MediaPipe's CPU path does.
+
+    On the CPU this is MediaPipe's own OpenCV warp (fast, and the same pixels); on
+    other devices ``grid_sample``, which differs from it by float against OpenCV's
+    fixed-point interpolation weights.
+
+    Args:
+        frame: (H, W, 3) uint8 RGB, on the device to sample on.
+        regions: (K, 5) ``NormalizedRect`` rows.
+        size: output side in pixels.
+        zero_border: black outside the frame (palm detection), else edge pixels repeat.
+
+    Returns:
+        (K, 3, size, size) float32 in [0, 1], in ``channels_last`` memory (the networks'
+        layout).
+    """
+    if frame.device.type == "cpu":
+        pixels = frame.numpy()
+        warped = torch.from_numpy(np.stack([
+            warp_with_opencv(pixels, region, size, zero_border) for region in regions
+        ])).float()
+    else:
+        warped = warp_with_torch(frame, regions, size, zero_border)
+    return (warped / 255.0).permute(0, 3, 1, 2)
 
 
 def project_landmarks(raw: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -350,9 +389,9 @@ class HandTracker:
         self._tracked = []
 
     def detect_palms(self, frames: torch.Tensor) -> list[list[Palm]]:
-        """Palms on each of (N, 3, H, W) float32 frames (0..255), best first, at most
-        ``max_hands`` per frame."""
-        height, width = frames.shape[2:]
+        """Palms on each of (N, H, W, 3) RGB frames (uint8, on the networks' device), best
+        first, at most ``max_hands`` per frame; the palm network runs once on all N."""
+        height, width = frames.shape[1:3]
         region, padding = letterbox(width, height)
         tensors = torch.cat([sample_regions(f, region[None], PALM_SIZE, zero_border=True)
                              for f in frames])
@@ -369,7 +408,8 @@ class HandTracker:
         return found
 
     def landmarks(self, frame: torch.Tensor, regions: list[np.ndarray]) -> list[Hand | None]:
-        """The landmark network on regions of one (3, H, W) frame; None where no hand."""
+        """The landmark network on regions of one (H, W, 3) RGB frame, all regions in one
+        batch; None where no hand."""
         if not regions:
             return []
         tensors = sample_regions(frame, np.stack(regions), LANDMARK_SIZE, zero_border=False)
@@ -396,21 +436,30 @@ class HandTracker:
 
         Args:
             frames: (N, H, W, 3) uint8 RGB.
-            device: where the networks are; frames go there one at a time (a chunk of
-                4K frames as float32 would need gigabytes).
+            device: where the networks are; frames go there a few at a time, as uint8.
 
         Returns:
             Per frame, its hands in MediaPipe's output order.
+
+        Palms depend on the frame alone, not on what is tracked: when a frame needs palm
+        detection, the next ``PALM_BATCH`` frames are detected with it in one batch, and
+        used as far as those frames need palms too (with fewer hands in view than
+        ``max_hands``, every frame does).
         """
+        if isinstance(frames, np.ndarray):
+            frames = torch.from_numpy(np.ascontiguousarray(frames))
         height, width = frames.shape[1:3]
+        palms_ahead: dict[int, list[Palm]] = {}
         results = []
-        for pixels in frames:
-            frame = torch.as_tensor(pixels).to(device).permute(2, 0, 1).float()
+        for index in range(len(frames)):
+            frame = frames[index].to(device)
             tracked = [] if self.static_images else self._tracked
             from_palms: list[np.ndarray] = []
             if len(tracked) < self.max_hands:
-                palms = self.detect_palms(frame[None])[0]
-                from_palms = [palm_region(p, width, height) for p in palms]
+                if index not in palms_ahead:
+                    batch = frames[index:index + PALM_BATCH].to(device)
+                    palms_ahead = dict(enumerate(self.detect_palms(batch), start=index))
+                from_palms = [palm_region(p, width, height) for p in palms_ahead[index]]
             regions = associate_regions(from_palms, tracked)
             hands = [h for h in self.landmarks(frame, regions) if h is not None]
             self._tracked = [landmarks_region(h.landmarks, width, height) for h in hands]

@@ -1,12 +1,19 @@
 """A TFLite operator graph as a torch module: the file's weights, run by torch.
 
-``TfliteNet`` takes a ``TfliteGraph`` (``tflite_file.read_tflite``) and runs its
-operators in order with torch functions, on any device and for any batch size
-(TFLite files fix the batch at 1; here the first dimension is free). Image
-activations are kept in torch's NCHW layout; the operators whose meaning depends
-on TFLite's NHWC layout (reshape, concatenation axis, mean axes, pad widths,
-per-channel constants) translate it. Float16 weights are widened once, at build
-time, to float32 (what the graph's DEQUANTIZE ops do).
+``TfliteNet`` takes a ``TfliteGraph`` (``tflite_file.read_tflite``) and builds one
+torch module per operator (convolutions as ``nn.Conv2d``, PReLU as ``nn.PReLU``
+...), run in the file's order, on any device and for any batch size (TFLite files
+fix the batch at 1; here the first dimension is free). Image activations are NCHW
+tensors in torch's ``channels_last`` memory format: the bytes are laid out as
+TFLite's NHWC, which is also what the CPU convolution kernels prefer, so the
+operators whose meaning depends on NHWC (reshape, concatenation axis, mean axes,
+pad widths, per-channel constants) read the tensor as NHWC without copying it.
+
+Everything is converted once, when the module is built: float16 weights widened to
+float32 (what the graph's DEQUANTIZE ops do), filters re-laid out, SAME padding
+computed from the file's static shapes and folded into the convolution where it is
+symmetric, fused activations applied in place on the operator's fresh result.
+Intermediate results are dropped after their last use.
 
 Only the operators and options the MediaPipe hand models use are implemented;
 anything else is refused when the module is built, never silently skipped.
@@ -25,14 +32,27 @@ from hflpipe.model.tflite_file import TfliteGraph, TfliteOperator
 
 # TFLite Padding enum.
 _SAME, _VALID = 0, 1
-# TFLite ActivationFunctionType enum -> torch function.
-_ACTIVATIONS: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {
-    0: lambda x: x,
-    1: F.relu,
-    3: F.relu6,
-}
 # NHWC axis -> NCHW axis for 4-D activations.
 _NHWC_TO_NCHW = (0, 2, 3, 1)
+
+
+def _relu6_(x: torch.Tensor) -> torch.Tensor:
+    return F.hardtanh_(x, 0.0, 6.0)
+
+
+# TFLite ActivationFunctionType enum -> in-place torch function (None: no activation).
+_ACTIVATIONS: dict[int, Callable[[torch.Tensor], torch.Tensor] | None] = {
+    0: None,
+    1: F.relu_,
+    3: _relu6_,
+}
+
+
+def _activation(op: TfliteOperator) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    code = op.options.get("fused_activation_function", 0)
+    if code not in _ACTIVATIONS:
+        raise ValueError(f"{op.op}: fused activation {code} is not supported")
+    return _ACTIVATIONS[code]
 
 
 def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -42,28 +62,127 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[i
     return total // 2, total - total // 2
 
 
-def _pad_same(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-              dilation: tuple[int, int], value: float = 0.0) -> torch.Tensor:
-    top, bottom = _same_padding(x.shape[2], kernel[0], stride[0], dilation[0])
-    left, right = _same_padding(x.shape[3], kernel[1], stride[1], dilation[1])
-    if top or bottom or left or right:
-        x = F.pad(x, (left, right, top, bottom), value=value)
-    return x
+def _window_padding(op: TfliteOperator, shape: tuple[int, ...], kernel: tuple[int, int],
+                    dilation: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(top, bottom), (left, right) padding of a windowed op on an NHWC input of ``shape``."""
+    if op.options["padding"] != _SAME:
+        return (0, 0), (0, 0)
+    stride = (op.options["stride_h"], op.options["stride_w"])
+    return (_same_padding(shape[1], kernel[0], stride[0], dilation[0]),
+            _same_padding(shape[2], kernel[1], stride[1], dilation[1]))
 
 
-def _activation(op: TfliteOperator) -> Callable[[torch.Tensor], torch.Tensor]:
-    code = op.options.get("fused_activation_function", 0)
-    if code not in _ACTIVATIONS:
-        raise ValueError(f"{op.op}: fused activation {code} is not supported")
-    return _ACTIVATIONS[code]
+def _as_nhwc(x: torch.Tensor) -> torch.Tensor:
+    """The NHWC view of an NCHW activation (a view without copy for ``channels_last``)."""
+    return x.permute(0, 2, 3, 1) if x.dim() == 4 else x
 
 
-def _to_nchw(x: torch.Tensor) -> torch.Tensor:
+def _as_nchw(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2) if x.dim() == 4 else x
 
 
-def _to_nhwc(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 2, 3, 1) if x.dim() == 4 else x
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+class _Convolution(nn.Module):
+    """CONV_2D and DEPTHWISE_CONV_2D as one ``nn.Conv2d`` with the padding inside.
+
+    TFLite's SAME padding puts the odd pixel after (bottom, right); ``nn.Conv2d`` pads
+    both sides alike. Padding both sides by the larger amount and growing the filter by
+    the difference, in zeros before its first tap, reads exactly the same pixels and
+    gives the same output size, without copying the input into a padded one.
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, *, groups: int,
+                 stride: tuple[int, int], dilation: tuple[int, int],
+                 padding: tuple[tuple[int, int], tuple[int, int]],
+                 activation: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        super().__init__()
+        (top, bottom), (left, right) = padding
+        if (bottom - top) % dilation[0] or (right - left) % dilation[1]:
+            raise ValueError("convolution: uneven padding the filter cannot absorb")
+        grow_h, grow_w = (bottom - top) // dilation[0], (right - left) // dilation[1]
+        weight = np.pad(weight, ((0, 0), (0, 0), (grow_h, 0), (grow_w, 0)))
+        out_channels, in_per_group, kh, kw = weight.shape
+        self.conv = nn.Conv2d(in_per_group * groups, out_channels, (kh, kw), stride=stride,
+                              padding=(bottom, right), dilation=dilation, groups=groups,
+                              bias=bias is not None)
+        self.conv.weight.data = _tensor(weight).contiguous(memory_format=torch.channels_last)
+        if bias is not None:
+            self.conv.bias.data = _tensor(bias)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.activation(y) if self.activation else y
+
+
+class _MaxPool(nn.Module):
+    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[tuple[int, int], tuple[int, int]],
+                 activation: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        super().__init__()
+        (top, bottom), (left, right) = padding
+        self.kernel, self.stride = kernel, stride
+        self.pad = (left, right, top, bottom) if top or bottom or left or right else None
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad is not None:
+            x = F.pad(x, self.pad, value=float("-inf"))
+        y = F.max_pool2d(x, self.kernel, self.stride)
+        return self.activation(y) if self.activation else y
+
+
+class _Elementwise(nn.Module):
+    """ADD and MUL; a constant operand is a buffer laid out for NCHW."""
+
+    def __init__(self, function: Callable, constants: dict[int, torch.Tensor],
+                 activation: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        super().__init__()
+        self.function = function
+        self.constant_slots = tuple(constants)
+        for slot, value in constants.items():
+            self.register_buffer(f"operand_{slot}", value, persistent=False)
+        self.activation = activation
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        operands = list(inputs)
+        for slot in self.constant_slots:
+            operands.insert(slot, getattr(self, f"operand_{slot}"))
+        y = self.function(*operands)
+        return self.activation(y) if self.activation else y
+
+
+class _Function(nn.Module):
+    """An operator without weights: a torch function of its activation inputs."""
+
+    def __init__(self, function: Callable[..., torch.Tensor], description: str) -> None:
+        super().__init__()
+        self.function = function
+        self.description = description
+
+    def extra_repr(self) -> str:
+        return self.description
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.function(*inputs)
+
+
+class _FullyConnected(nn.Module):
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None,
+                 activation: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        super().__init__()
+        self.linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        self.linear.weight.data = _tensor(weight)
+        if bias is not None:
+            self.linear.bias.data = _tensor(bias)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(_as_nhwc(x).reshape(x.shape[0], -1))
+        return self.activation(y) if self.activation else y
 
 
 class TfliteNet(nn.Module):
@@ -73,8 +192,9 @@ class TfliteNet(nn.Module):
         graph: the parsed model.
 
     ``forward(x)`` takes the graph's single image input as (B, C, H, W) float32 (the
-    file's NHWC input, channels first) and returns the graph's outputs in file order,
-    each with the file's shape and the batch size B in place of its leading 1.
+    file's NHWC input, channels first; any memory format) and returns the graph's
+    outputs in file order, each with the file's shape and the batch size B in place
+    of its leading 1. Image-sized inputs must have the file's height and width.
 
     Raises:
         ValueError: the graph uses an operator or option this module does not implement.
@@ -84,12 +204,14 @@ class TfliteNet(nn.Module):
         super().__init__()
         if len(graph.inputs) != 1:
             raise ValueError(f"expected one graph input, got {len(graph.inputs)}")
+        self._graph = graph
         self._input = graph.inputs[0]
-        self._outputs = graph.outputs
+        self._outputs = tuple(graph.outputs)
         self._constants: dict[int, np.ndarray] = {
             i: t.data for i, t in enumerate(graph.tensors) if t.data is not None
         }
-        self._steps: list[tuple[Callable[[dict[int, torch.Tensor]], torch.Tensor], int]] = []
+        self.steps = nn.ModuleList()
+        self._wiring: list[tuple[tuple[int, ...], int]] = []
         for op in graph.operators:
             if op.op == "DEQUANTIZE" and op.inputs[0] in self._constants:
                 self._constants[op.outputs[0]] = self._constants[op.inputs[0]].astype(np.float32)
@@ -97,115 +219,116 @@ class TfliteNet(nn.Module):
             build = getattr(self, f"_build_{op.op.lower()}", None)
             if build is None:
                 raise ValueError(f"operator {op.op} is not supported")
-            self._steps.append((build(op), op.outputs[0]))
+            module, inputs = build(op)
+            self.steps.append(module)
+            self._wiring.append((inputs, op.outputs[0]))
+        self._release = self._last_uses()
+        del self._graph, self._constants
 
-    def _buffer(self, index: int, array: np.ndarray) -> str:
-        """Register a converted constant and return the attribute name it is kept under."""
-        name = f"const_{index}_{len(self._buffers)}"
-        self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(array)), persistent=False)
-        return name
+    def _last_uses(self) -> list[tuple[int, ...]]:
+        """Per step, the activations no later step (nor the output) needs."""
+        last: dict[int, int] = {}
+        for step, (inputs, _) in enumerate(self._wiring):
+            for index in inputs:
+                last[index] = step
+        release: list[list[int]] = [[] for _ in self._wiring]
+        for index, step in last.items():
+            if index not in self._outputs:
+                release[step].append(index)
+        return [tuple(r) for r in release]
+
+    def _shape(self, index: int) -> tuple[int, ...]:
+        return self._graph.tensors[index].shape
 
     def _constant(self, index: int) -> np.ndarray:
         if index not in self._constants:
             raise ValueError(f"tensor {index} must be a constant")
         return self._constants[index]
 
-    def _operand(self, index: int, rank_hint: int = 4) -> Callable[[dict], torch.Tensor]:
-        """An elementwise operand: an activation, or a constant laid out for NCHW."""
-        if index not in self._constants:
-            return lambda values: values[index]
-        array = self._constants[index].astype(np.float32)
-        if array.ndim == 4:
-            array = array.transpose(0, 3, 1, 2)
-        elif array.ndim in (1, 3) and rank_hint == 4:
-            # Per-channel (C,) or (1, 1, C): broadcast over NCHW as (1, C, 1, 1).
-            array = array.reshape(1, -1, 1, 1)
-        name = self._buffer(index, array)
-        return lambda values: getattr(self, name)
+    def _activations(self, op: TfliteOperator, count: int) -> tuple[int, ...]:
+        """The first ``count`` inputs of ``op``, which must not be constants."""
+        inputs = tuple(op.inputs[:count])
+        if any(i in self._constants for i in inputs):
+            raise ValueError(f"{op.op}: a constant where an activation is expected")
+        return inputs
 
-    def _build_conv_2d(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
+    def _optional_constant(self, op: TfliteOperator, slot: int) -> np.ndarray | None:
+        has = len(op.inputs) > slot and op.inputs[slot] >= 0
+        return self._constant(op.inputs[slot]) if has else None
+
+    def _build_conv_2d(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
         weight = self._constant(op.inputs[1]).transpose(0, 3, 1, 2)  # OHWI -> OIHW
-        bias = self._constant(op.inputs[2]) if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
-        return self._convolution(op, weight, bias, groups=1)
+        return self._convolution(op, weight, groups=1)
 
-    def _build_depthwise_conv_2d(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
+    def _build_depthwise_conv_2d(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
         filters = self._constant(op.inputs[1])  # (1, KH, KW, C * multiplier)
         if op.options["depth_multiplier"] != 1:
             raise ValueError("DEPTHWISE_CONV_2D: only depth_multiplier 1 is supported")
         weight = filters.transpose(3, 0, 1, 2)  # (C, 1, KH, KW)
-        bias = self._constant(op.inputs[2]) if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
-        return self._convolution(op, weight, bias, groups=weight.shape[0])
+        return self._convolution(op, weight, groups=weight.shape[0])
 
-    def _convolution(self, op: TfliteOperator, weight: np.ndarray, bias: np.ndarray | None,
-                     groups: int) -> Callable[[dict], torch.Tensor]:
-        source = op.inputs[0]
-        weight_name = self._buffer(op.inputs[1], weight)
-        bias_name = self._buffer(op.inputs[2], bias) if bias is not None else None
-        stride = (op.options["stride_h"], op.options["stride_w"])
+    def _convolution(self, op: TfliteOperator, weight: np.ndarray, groups: int
+                     ) -> tuple[nn.Module, tuple[int, ...]]:
         dilation = (op.options["dilation_h"], op.options["dilation_w"])
-        kernel = weight.shape[2:]
-        same = op.options["padding"] == _SAME
-        activation = _activation(op)
-
-        def run(values: dict) -> torch.Tensor:
-            x = values[source]
-            if same:
-                x = _pad_same(x, kernel, stride, dilation)
-            bias_value = getattr(self, bias_name) if bias_name else None
-            y = F.conv2d(x, getattr(self, weight_name), bias_value, stride=stride,
-                         dilation=dilation, groups=groups)
-            return activation(y)
-
-        return run
-
-    def _build_max_pool_2d(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
-        source = op.inputs[0]
-        kernel = (op.options["filter_height"], op.options["filter_width"])
-        stride = (op.options["stride_h"], op.options["stride_w"])
-        same = op.options["padding"] == _SAME
-        activation = _activation(op)
-
-        def run(values: dict) -> torch.Tensor:
-            x = values[source]
-            if same:
-                x = _pad_same(x, kernel, stride, (1, 1), value=float("-inf"))
-            return activation(F.max_pool2d(x, kernel, stride))
-
-        return run
-
-    def _build_prelu(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
-        source, alpha = op.inputs[0], self._operand(op.inputs[1])
-        return lambda values: torch.where(
-            values[source] >= 0, values[source], values[source] * alpha(values)
+        padding = _window_padding(op, self._shape(op.inputs[0]), weight.shape[2:], dilation)
+        module = _Convolution(
+            weight, self._optional_constant(op, 2), groups=groups,
+            stride=(op.options["stride_h"], op.options["stride_w"]), dilation=dilation,
+            padding=padding, activation=_activation(op),
         )
+        return module, self._activations(op, 1)
 
-    def _build_add(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
+    def _build_max_pool_2d(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
+        kernel = (op.options["filter_height"], op.options["filter_width"])
+        padding = _window_padding(op, self._shape(op.inputs[0]), kernel, (1, 1))
+        module = _MaxPool(kernel, (op.options["stride_h"], op.options["stride_w"]), padding,
+                          _activation(op))
+        return module, self._activations(op, 1)
+
+    def _build_prelu(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
+        alpha = self._constant(op.inputs[1])
+        channels = self._shape(op.inputs[0])[-1]
+        if alpha.size != channels or alpha.shape[-1] != channels:
+            raise ValueError("PRELU: only one slope per channel is supported")
+        module = nn.PReLU(channels)
+        module.weight.data = _tensor(alpha.reshape(-1))
+        return module, self._activations(op, 1)
+
+    def _build_add(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
         return self._elementwise(op, torch.add)
 
-    def _build_mul(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
+    def _build_mul(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
         return self._elementwise(op, torch.mul)
 
-    def _elementwise(
-        self, op: TfliteOperator, function: Callable
-    ) -> Callable[[dict], torch.Tensor]:
-        left, right = self._operand(op.inputs[0]), self._operand(op.inputs[1])
-        activation = _activation(op)
-        return lambda values: activation(function(left(values), right(values)))
+    def _elementwise(self, op: TfliteOperator, function: Callable
+                     ) -> tuple[nn.Module, tuple[int, ...]]:
+        constants: dict[int, torch.Tensor] = {}
+        for slot, index in enumerate(op.inputs[:2]):
+            if index in self._constants:
+                array = self._constants[index].astype(np.float32)
+                if array.ndim == 4:
+                    array = array.transpose(0, 3, 1, 2)
+                elif array.ndim in (1, 3):
+                    # Per-channel (C,) or (1, 1, C): broadcast over NCHW as (1, C, 1, 1).
+                    array = array.reshape(1, -1, 1, 1)
+                constants[slot] = _tensor(array)
+        inputs = tuple(i for i in op.inputs[:2] if i not in self._constants)
+        return _Elementwise(function, constants, _activation(op)), inputs
 
-    def _build_relu(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
-        source = op.inputs[0]
-        return lambda values: F.relu(values[source])
+    def _simple(self, op: TfliteOperator, function: Callable[..., torch.Tensor],
+                count: int = 1) -> tuple[nn.Module, tuple[int, ...]]:
+        return _Function(function, op.op), self._activations(op, count)
 
-    def _build_relu6(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
-        source = op.inputs[0]
-        return lambda values: F.relu6(values[source])
+    def _build_relu(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
+        return self._simple(op, F.relu)
 
-    def _build_logistic(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
-        source = op.inputs[0]
-        return lambda values: torch.sigmoid(values[source])
+    def _build_relu6(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
+        return self._simple(op, F.relu6)
 
-    def _build_pad(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
-        source = op.inputs[0]
+    def _build_logistic(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
+        return self._simple(op, torch.sigmoid)
+
+    def _build_pad(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
         widths = self._constant(op.inputs[1]).reshape(-1, 2)  # per NHWC axis: before, after
         if widths[0].any():
             raise ValueError("PAD: padding the batch axis is not supported")
@@ -213,70 +336,60 @@ class TfliteNet(nn.Module):
         # F.pad lists the last NCHW axis first: W, H, then C.
         for axis in (2, 1, 3):
             flat += [int(widths[axis][0]), int(widths[axis][1])]
-        return lambda values: F.pad(values[source], flat)
+        return self._simple(op, lambda x: F.pad(x, flat))
 
-    def _build_resize_bilinear(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
-        source = op.inputs[0]
+    def _build_resize_bilinear(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
         size = tuple(int(v) for v in self._constant(op.inputs[1]))
         if op.options["align_corners"] or not op.options["half_pixel_centers"]:
             raise ValueError("RESIZE_BILINEAR: only half-pixel centres are supported")
-        return lambda values: F.interpolate(values[source], size=size, mode="bilinear",
-                                            align_corners=False)
+        return self._simple(op, lambda x: F.interpolate(x, size=size, mode="bilinear",
+                                                        align_corners=False))
 
-    def _build_reshape(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
-        source = op.inputs[0]
+    def _build_reshape(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
         if len(op.inputs) > 1 and op.inputs[1] in self._constants:
             shape = [int(v) for v in self._constant(op.inputs[1])]
         else:
             shape = list(op.options["new_shape"])
         tail = shape[1:]
-        # The result's layout is TFLite's: a 4-D result would need NCHW again.
+        # The result's layout is TFLite's: a 4-D result is NCHW again.
         if len(shape) == 4:
-            return lambda values: _to_nchw(_to_nhwc(values[source]).reshape(-1, *tail))
-        return lambda values: _to_nhwc(values[source]).reshape(values[source].shape[0], *tail)
+            return self._simple(op, lambda x: _as_nchw(_as_nhwc(x).reshape(-1, *tail)))
+        return self._simple(op, lambda x: _as_nhwc(x).reshape(x.shape[0], *tail))
 
-    def _build_concatenation(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
-        sources = [self._operand(i) for i in op.inputs]
-        axis = op.options["axis"]
+    def _build_concatenation(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
+        rank = len(self._shape(op.outputs[0]))
+        dim = op.options["axis"] % rank
+        if rank == 4:
+            dim = _NHWC_TO_NCHW[dim]
         activation = _activation(op)
 
-        def run(values: dict) -> torch.Tensor:
-            parts = [source(values) for source in sources]
-            rank = parts[0].dim()
-            dim = axis % rank
-            if rank == 4:
-                dim = _NHWC_TO_NCHW[dim]
-            return activation(torch.cat(parts, dim=dim))
+        def concatenate(*parts: torch.Tensor) -> torch.Tensor:
+            y = torch.cat(parts, dim=dim)
+            return activation(y) if activation else y
 
-        return run
+        return self._simple(op, concatenate, count=len(op.inputs))
 
-    def _build_mean(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
-        source = op.inputs[0]
+    def _build_mean(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
         axes = [int(a) % 4 for a in np.atleast_1d(self._constant(op.inputs[1]))]
-        dims = [_NHWC_TO_NCHW[a] for a in axes]
         if op.options["keep_dims"]:
-            return lambda values: _to_nchw(
-                _to_nhwc(values[source]).mean(dim=axes, keepdim=True))
-        if sorted(dims) != [2, 3]:
+            return self._simple(
+                op, lambda x: _as_nchw(_as_nhwc(x).mean(dim=axes, keepdim=True)))
+        if sorted(_NHWC_TO_NCHW[a] for a in axes) != [2, 3]:
             raise ValueError("MEAN without keep_dims: only the spatial mean is supported")
-        return lambda values: values[source].mean(dim=(2, 3))
+        return self._simple(op, lambda x: x.mean(dim=(2, 3)))
 
-    def _build_fully_connected(self, op: TfliteOperator) -> Callable[[dict], torch.Tensor]:
-        source = op.inputs[0]
-        weight_name = self._buffer(op.inputs[1], self._constant(op.inputs[1]))
-        has_bias = len(op.inputs) > 2 and op.inputs[2] >= 0
-        bias_name = self._buffer(op.inputs[2], self._constant(op.inputs[2])) if has_bias else None
-        activation = _activation(op)
-
-        def run(values: dict) -> torch.Tensor:
-            x = _to_nhwc(values[source]).reshape(values[source].shape[0], -1)
-            bias_value = getattr(self, bias_name) if bias_name else None
-            return activation(F.linear(x, getattr(self, weight_name), bias_value))
-
-        return run
+    def _build_fully_connected(self, op: TfliteOperator) -> tuple[nn.Module, tuple[int, ...]]:
+        module = _FullyConnected(self._constant(op.inputs[1]), self._optional_constant(op, 2),
+                                 _activation(op))
+        return module, self._activations(op, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        values: dict[int, torch.Tensor] = {self._input: x}
-        for run, output in self._steps:
-            values[output] = run(values)
+        values: dict[int, torch.Tensor] = {
+            self._input: x.contiguous(memory_format=torch.channels_last)
+        }
+        for step, (inputs, output), release in zip(self.steps, self._wiring, self._release,
+                                                   strict=True):
+            values[output] = step(*(values[i] for i in inputs))
+            for index in release:
+                del values[index]
         return tuple(values[i] for i in self._outputs)
