@@ -3,7 +3,7 @@
 Two steps, two interpreters (MediaPipe 0.10.21 needs numpy < 2, the project numpy >= 2):
 
     python tests/data/mediapipe_reference/make_reference.py frames
-        (any environment with numpy and OpenCV) renders the frame sequences as PNG files;
+        (hflpipe's environment) renders the frame sequences as PNG files;
     /path/to/mediapipe-env/bin/python tests/data/mediapipe_reference/make_reference.py reference
         (an environment with `pip install mediapipe==0.10.21`) runs MediaPipe's
         ``solutions.hands`` in video mode on each sequence and writes reference.json.
@@ -24,7 +24,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 MAX_HANDS = 2
 
-# name -> (width, height, per frame: hands as handgen.hand_scene takes them)
+# name -> (width, height, per frame: hands as drawn_hands.hand_scene takes them)
 SEQUENCES = {
     "ordinary": (640, 480, [[(320 + 12 * i, 250 - 6 * i, 300, 8 * i - 10, False)]
                             for i in range(4)]),
@@ -53,8 +53,7 @@ def sequences() -> dict[str, np.ndarray]:
 
 
 def write_frames() -> None:
-    sys.path.insert(0, str(HERE.parent.parent))
-    from handgen import hand_scene
+    from hflpipe.pipeline.demo.drawn_hands import hand_scene
 
     for name, (width, height, per_frame) in SEQUENCES.items():
         for index, hands in enumerate(per_frame):

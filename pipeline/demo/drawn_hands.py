@@ -1,7 +1,8 @@
-"""Rendered hands for the hand detector's tests: a flat cartoon MediaPipe recognises.
+"""Drawn hands that MediaPipe's hand detector recognises: a flat cartoon on a soft background.
 
-Only numpy and OpenCV, so the reference generator can run it inside MediaPipe's own
-environment as well (tests/data/mediapipe_reference/make_reference.py).
+The frames of the hand detector's parity reference
+(tests/data/mediapipe_reference/make_reference.py) and of the detector benchmark
+(``hflpipe bench detector``). Only numpy and OpenCV.
 """
 
 from __future__ import annotations
