@@ -48,6 +48,21 @@ _ACTIVATIONS: dict[int, Callable[[torch.Tensor], torch.Tensor] | None] = {
 }
 
 
+# Fused activation -> oneDNN post-op (name, scalars) of torch.ops.mkldnn._convolution_pointwise.
+_ONEDNN_POST_OPS: dict[Callable[[torch.Tensor], torch.Tensor] | None, tuple[str, list[float]]] = {
+    None: ("none", []),
+    F.relu_: ("relu", []),
+    _relu6_: ("hardtanh", [0.0, 6.0]),
+}
+
+
+def onednn_available() -> bool:
+    """Whether this torch has oneDNN's fused CPU convolution (the ops ``torch.compile``
+    emits for CPU convolutions; absent from builds without oneDNN)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn,
+                                                            "_convolution_pointwise")
+
+
 def _activation(op: TfliteOperator) -> Callable[[torch.Tensor], torch.Tensor] | None:
     code = op.options.get("fused_activation_function", 0)
     if code not in _ACTIVATIONS:
@@ -92,12 +107,18 @@ class _Convolution(nn.Module):
     both sides alike. Padding both sides by the larger amount and growing the filter by
     the difference, in zeros before its first tap, reads exactly the same pixels and
     gives the same output size, without copying the input into a padded one.
+
+    With ``onednn`` set, CPU inputs go through oneDNN's convolution with the weight
+    reordered once into its own layout and the activation fused into the same pass
+    (about 1.3x on the landmark network than ``nn.Conv2d`` plus a separate
+    activation); other devices, and a torch without those kernels, use ``nn.Conv2d``.
     """
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray | None, *, groups: int,
                  stride: tuple[int, int], dilation: tuple[int, int],
                  padding: tuple[tuple[int, int], tuple[int, int]],
-                 activation: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+                 activation: Callable[[torch.Tensor], torch.Tensor] | None,
+                 onednn: bool) -> None:
         super().__init__()
         (top, bottom), (left, right) = padding
         if (bottom - top) % dilation[0] or (right - left) % dilation[1]:
@@ -112,8 +133,26 @@ class _Convolution(nn.Module):
         if bias is not None:
             self.conv.bias.data = _tensor(bias)
         self.activation = activation
+        self.onednn = onednn
+        # oneDNN's copy of the weight, made on the first CPU call (a plain dict: an
+        # attribute holding a oneDNN tensor would be taken for a parameter or buffer).
+        self._onednn_weight: dict[str, torch.Tensor] = {}
+
+    def _onednn_forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        settings = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        weight = self._onednn_weight.get("weight")
+        if weight is None:
+            weight = torch.ops.mkldnn._reorder_convolution_weight(
+                conv.weight.detach().contiguous(), *settings, list(x.shape))
+            self._onednn_weight["weight"] = weight
+        post_op, scalars = _ONEDNN_POST_OPS[self.activation]
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, weight, conv.bias, *settings, post_op, scalars, "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.onednn and x.device.type == "cpu" and x.dtype == torch.float32:
+            return self._onednn_forward(x)
         y = self.conv(x)
         return self.activation(y) if self.activation else y
 
@@ -190,6 +229,8 @@ class TfliteNet(nn.Module):
 
     Args:
         graph: the parsed model.
+        onednn: on the CPU, run the convolutions through oneDNN's fused kernels (see
+            ``_Convolution``) where this torch has them; ``nn.Conv2d`` otherwise.
 
     ``forward(x)`` takes the graph's single image input as (B, C, H, W) float32 (the
     file's NHWC input, channels first; any memory format) and returns the graph's
@@ -200,8 +241,9 @@ class TfliteNet(nn.Module):
         ValueError: the graph uses an operator or option this module does not implement.
     """
 
-    def __init__(self, graph: TfliteGraph) -> None:
+    def __init__(self, graph: TfliteGraph, *, onednn: bool = True) -> None:
         super().__init__()
+        self._onednn = onednn and onednn_available()
         if len(graph.inputs) != 1:
             raise ValueError(f"expected one graph input, got {len(graph.inputs)}")
         self._graph = graph
@@ -274,7 +316,7 @@ class TfliteNet(nn.Module):
         module = _Convolution(
             weight, self._optional_constant(op, 2), groups=groups,
             stride=(op.options["stride_h"], op.options["stride_w"]), dilation=dilation,
-            padding=padding, activation=_activation(op),
+            padding=padding, activation=_activation(op), onednn=self._onednn,
         )
         return module, self._activations(op, 1)
 

@@ -20,7 +20,8 @@ from hflpipe.model.mediapipe_files import (
     load_hand_landmarker,
     load_palm_detector,
 )
-from hflpipe.model.tflite_file import parse_tflite
+from hflpipe.model.tflite_file import parse_tflite, read_tflite
+from hflpipe.model.tflite_net import TfliteNet, onednn_available
 
 
 def _official(path, images: np.ndarray) -> list[np.ndarray]:
@@ -49,18 +50,22 @@ def _inputs(size: int) -> np.ndarray:
     ])
 
 
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "conv2d"])
 @pytest.mark.parametrize(
-    ("loader", "path", "size", "scales"),
+    ("path", "size", "scales"),
     [
-        (load_palm_detector, PALM_DETECTION_FILE, 192, (5e-4, 2e-4)),
-        (load_hand_landmarker, HAND_LANDMARK_FILE, 224, (5e-4, 2e-5, 2e-5, 2e-5)),
+        (PALM_DETECTION_FILE, 192, (5e-4, 2e-4)),
+        (HAND_LANDMARK_FILE, 224, (5e-4, 2e-5, 2e-5, 2e-5)),
     ],
 )
-def test_raw_outputs_match_the_official_interpreter(loader, path, size, scales) -> None:
+def test_raw_outputs_match_the_official_interpreter(path, size, scales, onednn) -> None:
     images = _inputs(size)
     expected = _official(path, images)
+    net = TfliteNet(read_tflite(path), onednn=onednn).eval()
+    uses_onednn = [step.onednn for step in net.steps if hasattr(step, "onednn")]
+    assert uses_onednn and all(u == (onednn and onednn_available()) for u in uses_onednn)
     with torch.inference_mode():
-        ours = loader(path)(torch.from_numpy(images).permute(0, 3, 1, 2))  # batched
+        ours = net(torch.from_numpy(images).permute(0, 3, 1, 2))  # batched
     assert len(ours) == len(expected)
     for got, want, atol in zip(ours, expected, scales, strict=True):
         assert got.shape == want.shape
