@@ -11,9 +11,10 @@ pad widths, per-channel constants) read the tensor as NHWC without copying it.
 
 Everything is converted once, when the module is built: float16 weights widened to
 float32 (what the graph's DEQUANTIZE ops do), filters re-laid out, SAME padding
-computed from the file's static shapes and folded into the convolution where it is
-symmetric, fused activations applied in place on the operator's fresh result.
-Intermediate results are dropped after their last use.
+computed from the file's static shapes and folded into the convolution (also where
+it is asymmetric, see ``_Convolution``), fused activations applied in place on the
+operator's fresh result, or on the CPU inside oneDNN's convolution. Intermediate
+results are dropped after their last use.
 
 Only the operators and options the MediaPipe hand models use are implemented;
 anything else is refused when the module is built, never silently skipped.
