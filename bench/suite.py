@@ -14,9 +14,10 @@ from pathlib import Path
 
 from hflpipe.bench.common import RESULTS_DIR
 
-BENCHMARKS = ("model", "pipeline", "decode", "memory", "scaling", "smoothing", "hand_object")
+BENCHMARKS = ("model", "pipeline", "decode", "memory", "scaling", "smoothing", "hand_object",
+              "detector")
 #: Benchmarks that load the network and accept ``checkpoint``.
-_NEEDS_CHECKPOINT = ("model", "pipeline", "memory", "scaling")
+_NEEDS_CHECKPOINT = ("model", "pipeline", "memory", "scaling", "detector")
 
 
 def run_benchmarks(names: Sequence[str], *, quick: bool = False, out_dir: Path | None = None,

@@ -134,3 +134,19 @@ def test_scaling_bench_runs_on_a_simulated_cluster(
     result = run_bench("scaling", tmp_path, synthetic_checkpoint)
     assert [(row["workers"], row["frames"]) for row in result["rows"]] == [(1, 2), (2, 4)]
     assert result["rows"][0]["efficiency"] == 1.0
+
+
+@pytest.mark.nightly
+def test_detector_bench_compares_runtimes_on_the_same_frames(
+    tmp_path: Path, synthetic_checkpoint: Path
+) -> None:
+    result = run_bench("detector", tmp_path, synthetic_checkpoint)
+    rows = result["detector_alone"]
+    ours = {r["frames"]: r["hands_per_frame"] for r in rows if r["runtime"] == "ours (torch)"}
+    assert list(ours.values()) == [1.0, 2.0]  # the drawn hands are found
+    # Google's interpreter runs the same files in the same solution code: the same hands.
+    assert {r["runtime"] for r in rows} >= {"ours (torch)", "Google's interpreter (ai-edge-litert)"}
+    assert all(r["hands_per_frame"] == ours[r["frames"]] for r in rows)
+    assert "MediaPipe's solution" in result["notes"]
+    assert [r["detector"] for r in result["pipeline"]] == ["this detector", "boxes file"]
+    assert all(r["frames_per_s"] > 0 for r in result["pipeline"])

@@ -59,4 +59,5 @@ def test_nodes_install_this_checkout_and_the_pinned_ray(cluster):
     assert f"ray[default]=={version}" in commands
     (target,) = [k for k, v in cluster["file_mounts"].items() if v == "."]
     assert f"pip install {target}" in commands
-    assert any("setup-hand-detector" in c for c in cluster["worker_setup_commands"])
+    # The hand detector's model files ship with the package: nothing else to set up.
+    assert not any("setup-hand-detector" in c for c in cluster.get("worker_setup_commands") or [])

@@ -116,5 +116,4 @@ def test_files_are_replaced_in_one_place() -> None:
         for path in _sources(REPO / folder)
         if "os.replace(" in path.read_text(encoding="utf-8")
     ]
-    # The MediaPipe setup renames a whole virtualenv folder into place, not a file.
-    assert sorted(callers) == ["hflpipe/atomic.py", "pipeline/detect/mediapipe.py"]
+    assert sorted(callers) == ["hflpipe/atomic.py"]

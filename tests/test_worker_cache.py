@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from hflpipe.pipeline.cli.main import cli
 from hflpipe.pipeline.config.run_config import make_config
 from hflpipe.pipeline.run import worker_cache
 from hflpipe.pipeline.run.worker_cache import close_detectors, hand_layer, video_detector
@@ -78,8 +76,3 @@ def test_the_hand_layer_is_read_once_and_matches_the_checkpoints(synthetic_check
     assert float(layer.th_v_template.abs().max()) > 0
     assert layer.th_v_template.dtype == torch.float64
     assert np.isfinite(layer.th_posedirs.numpy()).all()
-
-
-def test_setup_hand_detector_has_no_env_dir_that_run_would_ignore() -> None:
-    result = CliRunner().invoke(cli, ["setup-hand-detector", "--env-dir", "/tmp/x"])
-    assert result.exit_code == 2 and "No such option" in result.output

@@ -192,7 +192,7 @@ def run_command(ctx: click.Context, spec: tuple[Path, ...], fmt: str, quiet: boo
     config = build_config(load_spec(spec[0]) if spec else None, given)
     summary = run(config, progress=not quiet)
     _print_summary(summary, fmt)
-    if summary.statuses.get("failed"):
+    if summary.statuses.get("failed") or summary.earlier_failures:
         sys.exit(2)
 
 
@@ -318,19 +318,6 @@ def convert_mano_command(src: Path, dst: Path) -> None:
     click.echo(f"wrote {dst} (from {src}, sha256 {model.sha256[:12]}...)")
 
 
-@cli.command("setup-hand-detector")
-def setup_hand_detector_command() -> None:
-    """Create the isolated environment of the offline MediaPipe hand detector (once).
-
-    It goes where ``hflpipe run`` looks for it: $HFLPIPE_HOME/mediapipe-<version>, else
-    ~/.cache/hflpipe/mediapipe-<version>.
-    """
-    from hflpipe.pipeline.detect.mediapipe import setup_mediapipe
-
-    path = setup_mediapipe()
-    click.echo(f"hand detector ready in {path}")
-
-
 @cli.command("bench")
 @click.argument("names", nargs=-1, required=True, type=click.Choice([*BENCHMARKS, "all"]))
 @click.option("--quick", is_flag=True,
@@ -361,6 +348,7 @@ def _print_summary(summary: object, fmt: str) -> None:
         "object_rows": summary.object_rows, "seconds": round(summary.elapsed_s, 1),
         "failures": [{"video": v, "error": e} for v, e in summary.failures],
         "redone": [{"video": v, "reason": r} for v, r in summary.redone],
+        "earlier_failures": [{"video": v, "error": e} for v, e in summary.earlier_failures],
     }
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
@@ -372,6 +360,9 @@ def _print_summary(summary: object, fmt: str) -> None:
         click.echo(f"REDONE {redone['video']}: {redone['reason']}")
     for failure in data["failures"]:
         click.echo(f"FAILED {redact(failure['error'])}")
+    for failure in data["earlier_failures"]:
+        click.echo(f"FAILED EARLIER (--retry-failed re-runs it) {failure['video']}: "
+                   f"{redact(failure['error'])}")
 
 
 for _command in RESULT_COMMANDS:

@@ -316,9 +316,11 @@ def _check_settings(num_frames: int, fps: float, size: tuple[int, int]) -> None:
         )
 
 
-def _write_video(
+def write_video(
     path: Path, frames: Iterator[np.ndarray], fps: float, size: tuple[int, int]
 ) -> None:
+    """Encode (H, W, 3) uint8 RGB frames of ``size`` (width, height) into ``path`` (MPEG-4
+    part 2, what every OpenCV build writes), atomically."""
     with atomic_path(path, OutputError) as temporary:
         writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not writer.isOpened():
@@ -471,7 +473,7 @@ def _render(
         left_hand=left_hand,
         mirrored=mirrored,
     )
-    _write_video(scene.video_path, _frames(layout, background, mirrored), scene.fps, size)
+    write_video(scene.video_path, _frames(layout, background, mirrored), scene.fps, size)
     _write_boxes(scene.boxes_path, scene)
     _write_intrinsics(scene.intrinsics_path, scene.K, size)
     _write_groundtruth(scene.groundtruth_path, scene)

@@ -63,6 +63,7 @@ from hflpipe.pipeline.run.stop import (
     stop_on_signals,
 )
 from hflpipe.pipeline.run.video import VideoOutcome, failed_outcome, process_video
+from hflpipe.pipeline.run.worker_cache import check_detector
 from hflpipe.pipeline.run.worker_write import write_where_processed
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class RunSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     #: (path, why) of videos done again because their inputs changed since their last run.
     redone: list[tuple[str, str]] = field(default_factory=list)
+    #: Videos skipped because an earlier run with the same config recorded them as failed.
+    earlier_failures: list[tuple[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
 
 
@@ -110,6 +113,8 @@ def _run(config: RunConfig, progress: bool) -> RunSummary:
     inputs = collect_inputs(config.videos, config.video_list, config.manifest,
                             out=config.out)
     context = prepare_context(config, device=model_device(config))
+    # A detector that cannot start is the run's problem, not each video's.
+    check_detector(config)
     expected = {v.video_id: video_config_hash(context.config_hash, v) for v in inputs}
     out = output_folder(config, context.config_hash, finished_videos(config.out), expected)
     summary = RunSummary(out=out, config_hash=context.config_hash)
@@ -160,6 +165,9 @@ def _plan(
                                  video_context.inputs_sha256, video.path)
             if reason is None and (previous["status"] == "ok" or not config.retry_failed):
                 summary.already_done += 1
+                if previous["status"] == "failed":
+                    summary.earlier_failures.append(
+                        (video.video_id, previous.get("error") or "failed"))
                 continue
             if reason is not None:
                 log.info("%s: done again: %s", video.path, reason)

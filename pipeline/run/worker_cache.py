@@ -44,11 +44,20 @@ def detector_options(config: RunConfig) -> dict[str, Any]:
     return {"min_confidence": config.score_threshold}
 
 
+def check_detector(config: RunConfig) -> None:
+    """Build the run's pixel detector once and close it: weights that are missing or of
+    the wrong kind raise here, before any video, instead of failing every video. (The
+    hand-object detector's weights are checked with the checkpoint, in prepare_context.)"""
+    if config.detector not in ("boxes", "hand-object"):
+        make_detector(config.detector, detector_options(config)).close()
+
+
 @contextmanager
 def video_detector(config: RunConfig, context: RunContext, video: Path,
                    inference: InferenceClient | None = None) -> Iterator[Detector]:
     """The detector for one video: the boxes file's rows, the hand-object detector on the
-    inference actors (through ``inference``), or this worker's pixel detector."""
+    inference actors (through ``inference``), this worker's pixel detector, or for
+    MediaPipe a fresh tracker (its state is per video; its networks are shared)."""
     if config.detector == "hand-object":
         if inference is None:
             raise ValueError("the hand-object detector runs on the inference actors")
@@ -56,13 +65,17 @@ def video_detector(config: RunConfig, context: RunContext, video: Path,
             inference.detect_hands_objects, hand_threshold=config.score_threshold,
             object_threshold=config.score_threshold))
         return
-    if config.detector == "boxes":
-        boxes = context.boxes.scored_at_least(config.score_threshold)
-        below = len(context.boxes.frame_index) - len(boxes.frame_index)
-        if below:
-            log.warning("boxes file %s: %d rows for this video score below --score-threshold "
-                        "%g and are ignored", boxes.path, below, config.score_threshold)
-        detector = make_detector("boxes", {"file": boxes}, video=video)
+    if config.detector in ("boxes", "mediapipe"):
+        if config.detector == "boxes":
+            boxes = context.boxes.scored_at_least(config.score_threshold)
+            below = len(context.boxes.frame_index) - len(boxes.frame_index)
+            if below:
+                log.warning("boxes file %s: %d rows for this video score below "
+                            "--score-threshold %g and are ignored", boxes.path, below,
+                            config.score_threshold)
+            detector = make_detector("boxes", {"file": boxes}, video=video)
+        else:
+            detector = make_detector("mediapipe", detector_options(config))
         try:
             yield detector
         finally:

@@ -1,0 +1,96 @@
+"""MediaPipe's palm detector and hand-landmark network, run by our TFLite reader and torch.
+
+The reference is Google's own TFLite interpreter (the ``ai-edge-litert`` test
+dependency) running the same shipped files on the same inputs. Measured
+difference on these inputs: at most 1.2e-4 on outputs up to ~200 (pixels of the
+network input), 3e-6 on probabilities; the tolerances below leave about 4x room.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ai_edge_litert.interpreter import Interpreter
+
+from hflpipe.model.errors import ModelFileError
+from hflpipe.model.mediapipe_files import (
+    HAND_LANDMARK_FILE,
+    PALM_DETECTION_FILE,
+    load_hand_landmarker,
+    load_palm_detector,
+)
+from hflpipe.model.tflite_file import parse_tflite, read_tflite
+from hflpipe.model.tflite_net import TfliteNet, onednn_available
+
+
+def _official(path, images: np.ndarray) -> list[np.ndarray]:
+    """The TFLite interpreter's outputs, one image at a time (the files fix batch 1)."""
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]["index"]
+    outputs = [d["index"] for d in interpreter.get_output_details()]
+    per_image = []
+    for image in images:
+        interpreter.set_tensor(source, image[None])
+        interpreter.invoke()
+        per_image.append([interpreter.get_tensor(i)[0] for i in outputs])
+    return [np.stack(column) for column in zip(*per_image, strict=True)]
+
+
+def _inputs(size: int) -> np.ndarray:
+    """Noise, a smooth gradient and a flat image: (3, size, size, 3) float32 in [0, 1]."""
+    rng = np.random.default_rng(7)
+    ramp = np.linspace(0, 1, size, dtype=np.float32)
+    gradient = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], 0.5 * ramp[None, :]), -1)
+    return np.stack([
+        rng.random((size, size, 3), dtype=np.float32),
+        gradient.astype(np.float32),
+        np.full((size, size, 3), 0.8, np.float32),
+    ])
+
+
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "conv2d"])
+@pytest.mark.parametrize(
+    ("path", "size", "scales"),
+    [
+        (PALM_DETECTION_FILE, 192, (5e-4, 2e-4)),
+        (HAND_LANDMARK_FILE, 224, (5e-4, 2e-5, 2e-5, 2e-5)),
+    ],
+)
+def test_raw_outputs_match_the_official_interpreter(path, size, scales, onednn) -> None:
+    images = _inputs(size)
+    expected = _official(path, images)
+    net = TfliteNet(read_tflite(path), onednn=onednn).eval()
+    uses_onednn = [step.onednn for step in net.steps if hasattr(step, "onednn")]
+    assert uses_onednn and all(u == (onednn and onednn_available()) for u in uses_onednn)
+    with torch.inference_mode():
+        ours = net(torch.from_numpy(images).permute(0, 3, 1, 2))  # batched
+    assert len(ours) == len(expected)
+    for got, want, atol in zip(ours, expected, scales, strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=atol)
+
+
+def test_wrong_files_are_refused_with_one_line(tmp_path) -> None:
+    with pytest.raises(ModelFileError, match="palm detection model file not found"):
+        load_palm_detector(tmp_path / "missing.tflite")
+    text = tmp_path / "notes.tflite"
+    text.write_text("hello, not a model")
+    with pytest.raises(ModelFileError, match="not a TensorFlow Lite model"):
+        load_hand_landmarker(text)
+    # A real TFLite file, but the other network.
+    with pytest.raises(ModelFileError, match="not a palm detection model"):
+        load_palm_detector(HAND_LANDMARK_FILE)
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(PALM_DETECTION_FILE.read_bytes()[:5000])
+    with pytest.raises(ModelFileError, match="corrupted TensorFlow Lite model"):
+        load_palm_detector(truncated)
+
+
+def test_reader_widens_nothing_itself_and_reads_the_graph() -> None:
+    graph = parse_tflite(PALM_DETECTION_FILE.read_bytes())
+    dtypes = {t.dtype for t in graph.tensors if t.data is not None}
+    assert np.dtype(np.float16) in dtypes  # weights stay float16 until DEQUANTIZE
+    assert graph.operators[0].op == "DEQUANTIZE"
+    assert {o.op for o in graph.operators} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "PRELU"}
