@@ -52,6 +52,25 @@ def test_a_run_that_can_never_fit_is_refused_in_one_line(small_job, args, tmp_pa
     assert not (tmp_path / "out" / "videos").exists()
 
 
+def test_a_joined_cluster_that_may_still_grow_gets_a_warning_not_a_refusal(
+        local_ray, monkeypatch, caplog):
+    # A ray-up cluster whose autoscaler publishes no node types looks like its bare head:
+    # refusing there would refuse every run the cluster could serve once it scales up.
+    from types import SimpleNamespace
+
+    from hflpipe.pipeline.config.run_config import make_config
+    from hflpipe.pipeline.run import runner
+
+    config = make_config(videos=["x.mp4"], out="out", checkpoint="c.pth", num_actors=4)
+    context = SimpleNamespace(predictor_settings=SimpleNamespace(device="cpu"))
+    with pytest.raises(runner.ConfigError, match="no video could ever start"):
+        runner._check_resources(config, context)
+    monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    demand = runner._check_resources(config, context)
+    assert demand.actors == 4
+    assert "no video could ever start" in caplog.text
+
+
 @ray.remote
 class _Hog:
     def ready(self) -> bool:

@@ -68,17 +68,19 @@ def _describe(nodes: Sequence[dict[str, float]]) -> str:
     return "nodes of " + "; ".join(shapes)
 
 
-def cluster_nodes(most: int) -> list[dict[str, float]]:
-    """The total resources of each node the cluster has or its autoscaler may add.
+def cluster_nodes(most: int) -> tuple[list[dict[str, float]], bool]:
+    """The total resources of each node the cluster has or its autoscaler may add, and
+    whether the autoscaler's node types were known.
 
     ``most``: how many nodes of one autoscaled type matter at most (the actors plus a
     task never need more). Ray publishes the autoscaler's node types through a private
     API; without it (a static cluster) the nodes that are alive count.
     """
     nodes = [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
-    for resources, count in _autoscaled_node_types():
+    autoscaled = _autoscaled_node_types()
+    for resources, count in autoscaled:
         nodes += [dict(resources)] * min(most, count)
-    return nodes
+    return nodes, bool(autoscaled)
 
 
 def _autoscaled_node_types() -> list[tuple[dict[str, float], int]]:

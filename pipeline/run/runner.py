@@ -190,16 +190,25 @@ def _record_unusable(
 
 
 def _check_resources(config: RunConfig, context: RunContext) -> Demand:
-    """What the run asks of Ray; raises ConfigError when the cluster can never give it."""
+    """What the run asks of Ray; raises ConfigError when the cluster can never give it.
+
+    A joined cluster whose autoscaler did not publish its node types may still add the
+    nodes the run needs (a ``ray up`` cluster starts with a head that runs nothing): there
+    the shortfall is a warning, and the progress line says when videos wait.
+    """
     gpus = _connect(config).get("GPU", 0.0)
     use_gpu = context.predictor_settings.device == "cuda" and gpus > 0 and config.gpus_per_actor > 0
     num_actors = config.num_actors or (max(1, int(gpus // config.gpus_per_actor)) if use_gpu else 1)
     demand = Demand(actors=num_actors, cpus_per_actor=config.cpus_per_task,
                     gpus_per_actor=config.gpus_per_actor if use_gpu else 0.0,
                     cpus_per_task=config.cpus_per_task)
-    problem = unschedulable(cluster_nodes(most=num_actors + 1), demand)
+    nodes, autoscaler_known = cluster_nodes(most=num_actors + 1)
+    problem = unschedulable(nodes, demand)
     if problem is not None:
-        raise ConfigError(f"resources: {problem}")
+        if _joins_a_cluster(config) and not autoscaler_known:
+            log.warning("resources: %s (unless the cluster adds nodes)", problem)
+        else:
+            raise ConfigError(f"resources: {problem}")
     return demand
 
 
@@ -320,10 +329,15 @@ def _connect(config: RunConfig) -> dict[str, float]:
 LOCAL_RAY_NOTICES = ("ray._private.authentication.authentication_token_setup",)
 
 
+def _joins_a_cluster(config: RunConfig) -> bool:
+    """Whether the run uses a Ray cluster started elsewhere rather than its own local Ray."""
+    return config.address is not None or "RAY_ADDRESS" in os.environ
+
+
 @contextmanager
 def _quiet_local_ray_notices(config: RunConfig) -> Iterator[None]:
     """Hide :data:`LOCAL_RAY_NOTICES` while a local Ray starts (a joined cluster keeps them)."""
-    if config.address is not None or "RAY_ADDRESS" in os.environ:
+    if _joins_a_cluster(config):
         yield
         return
     loggers = [logging.getLogger(name) for name in LOCAL_RAY_NOTICES]
