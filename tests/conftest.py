@@ -27,7 +27,7 @@ s3_server.export_environment()
 REPO = Path(__file__).resolve().parents[1]
 #: Logical CPUs of the shared Ray: one inference actor and three video tasks at once.
 SHARED_RAY_CPUS = 4
-#: Its object store: test frames are small, and two test workers each run one such Ray.
+#: Its object store: test frames are small (Ray's default would reserve 30 % of memory).
 SHARED_RAY_STORE_BYTES = 2 * 1024**3
 
 
@@ -55,12 +55,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if item.get_closest_marker("needs_cuda"):
                 item.add_marker(skip)
     items.sort(key=lambda item: item.get_closest_marker("own_ray") is not None)
-    # Under pytest-xdist (--dist loadgroup --no-loadscope-reorder, see pyproject) the tests
-    # are handed out in this order, so a worker gets own_ray tests only once no shared-Ray
-    # test is left; each own_ray module stays on one worker, where it shares its cluster.
-    for item in items:
-        if item.get_closest_marker("own_ray"):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session")
@@ -133,16 +127,20 @@ def s3() -> Iterator[s3_server.S3Server]:
 
 @pytest.fixture(scope="session")
 def local_ray(fault_dir: Path) -> Iterator[Path]:
-    """The session's local Ray (started once, on first use); yields the fault folder."""
+    """The session's local Ray (started once, on first use); yields the fault folder.
+
+    A Ray that an earlier test started without this fixture (a run that called
+    ``ray.init`` itself) lacks the fault hooks and the CPU count: it is replaced.
+    """
     import ray
     import test_faults_common as faults
 
-    if not ray.is_initialized():
-        # address="local": a fresh instance, never a cluster started elsewhere on the machine.
-        ray.init(address="local", num_cpus=SHARED_RAY_CPUS, include_dashboard=False,
-                 object_store_memory=SHARED_RAY_STORE_BYTES,
-                 log_to_driver=False, configure_logging=False,
-                 runtime_env=faults.fault_runtime_env(fault_dir))
+    ray.shutdown()
+    # address="local": a fresh instance, never a cluster started elsewhere on the machine.
+    ray.init(address="local", num_cpus=SHARED_RAY_CPUS, include_dashboard=False,
+             object_store_memory=SHARED_RAY_STORE_BYTES,
+             log_to_driver=False, configure_logging=False,
+             runtime_env=faults.fault_runtime_env(fault_dir))
     yield fault_dir
     ray.shutdown()
 

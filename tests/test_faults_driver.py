@@ -1,7 +1,8 @@
 """The driver killed mid-write, the disk filling up, an output path that cannot be a folder.
 
-The driver writes every file (``writer``: temporary name, fsync, rename; the ``videos`` row
-last). These tests stop it at its worst moments and check that what is on disk stays
+Each video's task writes its hands and objects files; the driver commits it by writing its
+``videos`` row (temporary name, fsync, rename). These tests stop the driver at its worst
+moments and check that what is on disk stays
 readable, that nothing uncommitted is reported, and that a re-run ends exactly where an
 uninterrupted run does.
 """
@@ -22,16 +23,15 @@ import test_faults_common as common
 
 from hflpipe.atomic import is_temporary
 from hflpipe.pipeline.common.errors import HflpipeError, OutputError
-from hflpipe.pipeline.output import writer
+from hflpipe.pipeline.output import store
 from hflpipe.pipeline.output.reader import read_table, visible_files
 from hflpipe.pipeline.run.runner import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 FRAMES = 4
 VIDEOS = 2
-# Writes per video: hands, objects, then the videos row (the commit marker).
-SECOND_VIDEO_OBJECTS = 5
-SECOND_VIDEO_HANDS = 4
+# The driver's Parquet writes: one videos row (the commit marker) per video.
+SECOND_COMMIT = 2
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +81,15 @@ def test_a_driver_killed_mid_write_leaves_valid_files_and_a_rerun_completes(
     out = tmp_path / "out"
     address = ray.get_runtime_context().gcs_address
     killed = subprocess.run(
-        [sys.executable, "-c", _KILLED_DRIVER, str(common.TESTS), str(SECOND_VIDEO_OBJECTS),
+        [sys.executable, "-c", _KILLED_DRIVER, str(common.TESTS), str(SECOND_COMMIT),
          str(out), str(synthetic_checkpoint), str(boxes), address, *map(str, clips)],
         capture_output=True, text=True, timeout=300,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
-    # On disk: one committed video, the second's hands renamed into place without its
-    # marker, its objects file half-written under a hidden temporary name.
-    assert [p for p in (out / "objects").iterdir() if is_temporary(p)], "no interrupted write"
+    # On disk: one committed video, the second's hands and objects in place without its
+    # marker, the marker half-written under a hidden temporary name.
+    assert [p for p in (out / "videos").iterdir() if is_temporary(p)], "no interrupted write"
     assert len(visible_files(out / "hands")) == 2
     for path in common.visible_parquet(out):
         pq.read_metadata(path)
@@ -112,7 +112,7 @@ def test_a_full_disk_stops_the_job_with_one_line_and_keeps_what_was_written(
     def write_until_full(table, sink, **kwargs):
         nonlocal calls
         calls += 1
-        if calls == SECOND_VIDEO_HANDS:
+        if calls == SECOND_COMMIT:
             sink.write(b"PAR1 no room for the rest")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return pq.write_table(table, sink, **kwargs)
@@ -121,13 +121,13 @@ def test_a_full_disk_stops_the_job_with_one_line_and_keeps_what_was_written(
         write_table=write_until_full, read_metadata=pq.read_metadata,
         read_table=pq.read_table, read_schema=pq.read_schema,
     )
-    monkeypatch.setattr(writer, "pq", full_disk)
+    monkeypatch.setattr(store, "pq", full_disk)
     config = common.run_config(clips, out, synthetic_checkpoint, boxes)
     with pytest.raises(OutputError) as stopped:
         run(config, progress=False)
     message = str(stopped.value)
     assert "\n" not in message and "No space left on device" in message
-    assert str(out / "hands") in message
+    assert str(out / "videos") in message
 
     committed = read_table(out, "videos")
     assert committed.num_rows == 1 and committed["status"].to_pylist() == ["ok"]

@@ -97,7 +97,12 @@ def choose_stream(path: str, container: av.container.InputContainer,
     if not moving:
         raise decode_error(path, "no video stream (only cover art or still pictures)")
     return min(moving, key=lambda s: (not s.disposition & av.stream.Disposition.default,
-                                      -(s.width or 0) * (s.height or 0), s.index))
+                                      -_area(s), s.index))
+
+
+def _area(stream: av.video.stream.VideoStream) -> int:
+    # A damaged stream may have no codec context, hence no size: it counts as empty.
+    return (getattr(stream, "width", 0) or 0) * (getattr(stream, "height", 0) or 0)
 
 
 def _orientation(path: str, container: av.container.InputContainer,
