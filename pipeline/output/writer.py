@@ -21,6 +21,7 @@ writer is running (at job start), since an in-flight write looks exactly like a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hflpipe.atomic import is_temporary
+from hflpipe.pipeline.common.errors import OutputError
 from hflpipe.pipeline.common.storage import Location
 from hflpipe.pipeline.output.reader import (
     PLACEHOLDER,
@@ -97,13 +99,23 @@ def write_video_data(
 def commit_video(
     out_dir: Location, video_id: str, video_row: Mapping[str, object], metadata: OutputMetadata
 ) -> Location:
-    """Step 3: the ``videos`` row, written last; from then on the video is finished."""
+    """Step 3: the ``videos`` row, written last; from then on the video is finished.
+
+    When the store refuses the row (full, read-only), the video's data files are removed
+    before the OutputError goes on, so that a stopped run leaves no rows without a commit.
+    """
     name = _file_name(video_id)
     videos = _video_table(video_id, video_row, metadata)
     store = OutputStore(out_dir)
     store.make_folders("videos")
-    store.write_parquet(videos.replace_schema_metadata(metadata.key_values("videos")),
-                        "videos", name, row_group_size=MIN_ROW_GROUP_ROWS)
+    try:
+        store.write_parquet(videos.replace_schema_metadata(metadata.key_values("videos")),
+                            "videos", name, row_group_size=MIN_ROW_GROUP_ROWS)
+    except OutputError:
+        for table_name in ("hands", "objects"):
+            with contextlib.suppress(OutputError):
+                store.remove(table_name, name)
+        raise
     # Its hands and objects files are in place (written before the commit): every table
     # now holds a video's file, so no placeholder is needed.
     for table_name in TABLES:
