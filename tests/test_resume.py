@@ -119,15 +119,21 @@ def test_progress_estimate_extrapolates_from_seen_videos():
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory, synthetic_checkpoint):
     """Three copies of a short demo video (different paths, so different videos) and a spec."""
-    root = tmp_path_factory.mktemp("archive")
-    scene = make_demo_scene(root / "scene", num_frames=FRAMES)
-    for index in range(VIDEOS):
+    return write_copies_job(tmp_path_factory.mktemp("archive"), synthetic_checkpoint,
+                            FRAMES, VIDEOS)
+
+
+def write_copies_job(root: Path, checkpoint: Path, frames: int, videos: int) -> Path:
+    """``videos`` copies of a demo video of ``frames`` frames in ``root`` and the spec of a
+    job that does them one at a time into ``root/out``; returns the spec."""
+    scene = make_demo_scene(root / "scene", num_frames=frames)
+    for index in range(videos):
         shutil.copy(scene.video_path, root / f"clip{index}.mp4")
     spec = root / "job.yaml"
     spec.write_text(yaml.safe_dump({
         "inputs": {"videos": [str(root / "clip*.mp4")]},
         "output": {"out": str(root / "out")},
-        "model": {"checkpoint": str(synthetic_checkpoint), "mano": str(synthetic_mano_path())},
+        "model": {"checkpoint": str(checkpoint), "mano": str(synthetic_mano_path())},
         "scene": {"intrinsics": str(scene.intrinsics_path), "object": scene.object_name},
         "detection": {"boxes": str(scene.boxes_path)},
         "resources": {"max_concurrent_videos": 1, "batch_size": 4},

@@ -15,12 +15,9 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
-import yaml
-from test_resume import _kill_strays
+from test_resume import _kill_strays, write_copies_job
 
-from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
-from hflpipe.pipeline.demo.scene import make_demo_scene
-from hflpipe.pipeline.output.reader import read_table
+from hflpipe.pipeline.output.reader import read_table, visible_files
 from hflpipe.pipeline.run.context import LOCK_FILE
 from hflpipe.pipeline.run.stop import RunInterrupted, check_stop, stop_on_signals
 
@@ -48,24 +45,11 @@ def test_a_signal_stops_the_run_at_its_next_check() -> None:
 @pytest.fixture(scope="module")
 def job(tmp_path_factory: pytest.TempPathFactory, synthetic_checkpoint: Path) -> Path:
     """Three copies of a short demo video and a spec that does them one at a time."""
-    root = tmp_path_factory.mktemp("stop")
-    scene = make_demo_scene(root / "scene", num_frames=FRAMES)
-    for index in range(VIDEOS):
-        shutil.copy(scene.video_path, root / f"clip{index}.mp4")
-    spec = root / "job.yaml"
-    spec.write_text(yaml.safe_dump({
-        "inputs": {"videos": [str(root / "clip*.mp4")]},
-        "output": {"out": str(root / "out")},
-        "model": {"checkpoint": str(synthetic_checkpoint), "mano": str(synthetic_mano_path())},
-        "scene": {"intrinsics": str(scene.intrinsics_path), "object": scene.object_name},
-        "detection": {"boxes": str(scene.boxes_path)},
-        "resources": {"max_concurrent_videos": 1, "batch_size": 4},
-    }))
-    return spec
+    return write_copies_job(tmp_path_factory.mktemp("stop"), synthetic_checkpoint, FRAMES, VIDEOS)
 
 
 def _committed(out: Path) -> int:
-    return len(list((out / "videos").glob("*.parquet")))
+    return len(visible_files(out / "videos"))
 
 
 @pytest.mark.slow

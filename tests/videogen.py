@@ -326,12 +326,7 @@ def encode_clip(
         if display_matrix is not None:
             stream.set_display_matrix(display_matrix)
         sound = container.add_stream("aac", rate=8000) if audio else None
-        offset = round(first_frame_s * fps)
-        for index, frame in enumerate(frames):
-            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            picture.pts = index + offset
-            container.mux(stream.encode(picture))
-        container.mux(stream.encode(None))
+        _mux_frames(container, stream, frames, first_pts=round(first_frame_s * fps))
         if sound is not None:
             samples = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
                                                  layout="mono")
@@ -339,6 +334,17 @@ def encode_clip(
             container.mux(sound.encode(samples))
             container.mux(sound.encode(None))
     return Path(path)
+
+
+def _mux_frames(container, stream, frames: Sequence[np.ndarray], first_pts: int = 0) -> None:
+    """Encode RGB ``frames`` into ``stream`` one tick apart from ``first_pts``, then flush."""
+    import av
+
+    for index, frame in enumerate(frames):
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        picture.pts = first_pts + index
+        container.mux(stream.encode(picture))
+    container.mux(stream.encode(None))
 
 
 def hide_leading_frames(source: str | os.PathLike[str], path: str | os.PathLike[str],
@@ -376,11 +382,7 @@ def write_two_streams(path: str | os.PathLike[str], decoy: Sequence[np.ndarray],
             stream.pix_fmt, stream.disposition = "yuv420p", disposition
             streams.append((stream, frames))
         for stream, frames in streams:
-            for index, frame in enumerate(frames):
-                picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                picture.pts = index
-                container.mux(stream.encode(picture))
-            container.mux(stream.encode(None))
+            _mux_frames(container, stream, frames)
     return Path(path)
 
 
@@ -399,11 +401,7 @@ def write_with_cover_art(path: str | os.PathLike[str], frames: Sequence[np.ndarr
         video = container.add_stream("libx264", rate=fps)
         video.height, video.width = frames[0].shape[:2]
         video.pix_fmt = "yuv420p"
-        for index, frame in enumerate(frames):
-            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            picture.pts = index
-            container.mux(video.encode(picture))
-        container.mux(video.encode(None))
+        _mux_frames(container, video, frames)
     return Path(path)
 
 
