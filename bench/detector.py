@@ -228,10 +228,10 @@ def pipeline_with_and_without(frames: np.ndarray, repeats: int, checkpoint: Path
     configs = {
         "this detector": make_config(videos=[str(video)], out=scratch / "run", mano=None,
                                      checkpoint=checkpoint, detector="mediapipe",
-                                     device="cpu", cpus_per_task=1.0),
+                                     device="cpu", cpus_per_task=1.0, cpus_per_actor=1.0),
         "boxes file": make_config(videos=[str(video)], out=scratch / "run", mano=None,
                                   checkpoint=checkpoint, detector="boxes", boxes=boxes,
-                                  device="cpu", cpus_per_task=1.0),
+                                  device="cpu", cpus_per_task=1.0, cpus_per_actor=1.0),
     }
     contexts = {name: prepare_context(config) for name, config in configs.items()}
     predictor = load_actor_predictor(contexts["boxes file"].predictor_settings, cpu_threads=1)

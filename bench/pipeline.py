@@ -22,7 +22,7 @@ pair per frame. Three measurements, in this order:
 Pipeline efficiency = steady end-to-end frames/s / predictor-only frames/s,
 where the predictor-only figure is the better of steps 1 and 3 (the harder
 comparison).
-On CPU the predictor runs with one thread (``cpus_per_task`` 1). On a CUDA
+On CPU the predictor runs with one thread (``cpus_per_actor`` 1). On a CUDA
 machine the predictor runs on the GPU, the videos are more and longer, and the
 GPU's utilisation is sampled through the full run (:mod:`hflpipe.bench.gpu_monitor`),
 summarised over the whole run and over its processing window (first video
@@ -246,7 +246,7 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
             videos=[str(p) for p in paths], out=work / "run", checkpoint=checkpoint,
             mano=None, detector="boxes", boxes=scene.boxes_path,
             intrinsics=str(scene.intrinsics_path), object=scene.object_name,
-            batch_size=BATCH_SIZE, device=device, cpus_per_task=1.0,
+            batch_size=BATCH_SIZE, device=device, cpus_per_task=1.0, cpus_per_actor=1.0,
         )
         context = prepare_context(config)
         # Set up as the actors are, so the predictor-alone figure is not handicapped.

@@ -63,6 +63,7 @@ def run_on_cluster(workers: int, scene, videos_per_worker: int, checkpoint: Path
             videos=[str(c) for c in clips], out=work / f"out{workers}", checkpoint=checkpoint,
             detector="boxes", boxes=scene.boxes_path, intrinsics=str(scene.intrinsics_path),
             object=scene.object_name, device="cpu", num_actors=workers, cpus_per_task=1.0,
+            cpus_per_actor=1.0,
             max_concurrent_videos=workers,
         )
         summary = run_pipeline(config, progress=False)

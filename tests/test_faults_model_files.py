@@ -74,3 +74,21 @@ def test_a_bad_model_file_stops_the_run_with_one_line(tmp_path, synthetic_checkp
     assert bad.name in lines[0]
     assert not out.exists()
     assert not marker.exists(), "the pickle payload ran"
+
+
+def test_a_checkpoint_replaced_after_a_check_is_checked_again(tmp_path, synthetic_checkpoint):
+    # The driver remembers checked files by identity; a file swapped under the same name
+    # (a new inode, another size) must not pass on the old file's check.
+    import shutil
+
+    from hflpipe.model.checkpoint import ModelFileError
+    from hflpipe.pipeline.run.context import checked_weights
+
+    path = tmp_path / "model.pth.tar"
+    shutil.copy(synthetic_checkpoint, path)
+    first = checked_weights(path, None)
+    assert checked_weights(path, None) == first
+    replacement = _bad_checkpoint("corrupted", tmp_path / "incoming.pth.tar", tmp_path / "m")
+    replacement.replace(path)
+    with pytest.raises(ModelFileError, match=r"model\.pth\.tar"):
+        checked_weights(path, None)

@@ -86,7 +86,7 @@ def test_a_video_that_never_starts_fails_after_the_stall_timeout(small_job, tmp_
     assert first.returncode == 0, first.stderr
     deadline = time.monotonic() + 30
     # The cluster's view of free CPUs follows a finished task with a short delay.
-    while ray.available_resources().get("CPU", 0.0) < SHARED_RAY_CPUS - 1:
+    while ray.available_resources().get("CPU", 0.0) < SHARED_RAY_CPUS // 2:  # actor: half
         assert time.monotonic() < deadline, ray.available_resources()
         time.sleep(0.2)
     hog = _Hog.options(num_cpus=ray.available_resources()["CPU"]).remote()
@@ -112,3 +112,31 @@ def test_the_progress_line_says_when_videos_wait_for_resources(local_ray):
     assert "waiting for resources: 2 videos queued" in bar.postfix
     _show_frames(bar, {"a-1": (1, 4, 0.0)}, RunSummary(out=None, config_hash=""), 0, waiting=1)
     assert "waiting" not in bar.postfix and "a-1 25%" in bar.postfix
+
+
+@pytest.mark.parametrize(("nodes", "actors", "expected"), [
+    ([{"CPU": 16.0}], 1, 8.0),
+    ([{"CPU": 2.0}], 1, 1.0),
+    ([{"CPU": 1.0}], 1, 1.0),
+    ([{"CPU": 4.0}], 4, 1.0),
+    ([{"CPU": 8.0}, {"CPU": 8.0}], 2, 4.0),
+    ([{"CPU": 0.0}, {"CPU": 32.0}], 1, 16.0),
+    ([], 1, 1.0),
+])
+def test_cpu_actors_take_half_the_cpus_they_share(nodes, actors, expected):
+    from hflpipe.pipeline.run.resources import cpu_actor_share
+
+    assert cpu_actor_share(nodes, actors) == expected
+
+
+def test_a_cpu_actor_reserves_its_share_unless_told_otherwise(local_ray):
+    from types import SimpleNamespace
+
+    from hflpipe.pipeline.config.run_config import make_config
+    from hflpipe.pipeline.run import runner
+
+    cpu = SimpleNamespace(predictor_settings=SimpleNamespace(device="cpu"))
+    config = make_config(videos=["x.mp4"], out="out", checkpoint="c.pth")
+    assert runner._check_resources(config, cpu).cpus_per_actor == SHARED_RAY_CPUS // 2
+    given = make_config(videos=["x.mp4"], out="out", checkpoint="c.pth", cpus_per_actor=1.5)
+    assert runner._check_resources(given, cpu).cpus_per_actor == 1.5

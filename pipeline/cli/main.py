@@ -127,6 +127,9 @@ RUN_OPTIONS = [
     _option("--actors", field="num_actors", type=int,
             help="Inference actors (default: one per GPU, or 1)."),
     _option("--gpus-per-actor", field="gpus_per_actor", type=float, help="GPUs per actor."),
+    _option("--cpus-per-actor", field="cpus_per_actor", type=float,
+            help="CPUs per inference actor, its threads on the CPU (default: --cpus-per-task "
+                 "with GPUs, half a node's CPUs without)."),
     _option("--cpus-per-task", field="cpus_per_task", type=float,
             help="CPUs per video (decode) task."),
     _option("--max-concurrent-videos", field="max_concurrent_videos", type=int,

@@ -42,8 +42,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                   "contact_states"),
     "decoding": ("decoder", "chunk_size", "stream", "stride", "start_s", "end_s"),
     "smoothing": ("max_gap", "smoothing_cutoff_hz"),
-    "resources": ("batch_size", "num_actors", "gpus_per_actor", "cpus_per_task",
-                  "max_concurrent_videos", "scratch_limit_gb"),
+    "resources": ("batch_size", "num_actors", "gpus_per_actor", "cpus_per_actor",
+                  "cpus_per_task", "max_concurrent_videos", "scratch_limit_gb"),
     "retries": ("max_retries", "stall_timeout_s"),
 }
 #: Choices made per invocation, not properties of a job: flags only.

@@ -110,6 +110,11 @@ class RunConfig(BaseModel):
     num_actors: int | None = Field(None, ge=1, description="inference actors (default: GPUs or 1)")
     gpus_per_actor: float = Field(1.0, ge=0.0)
     cpus_per_task: float = Field(1.0, gt=0.0)
+    cpus_per_actor: float | None = Field(
+        None, gt=0.0,
+        description="CPUs per inference actor, its torch threads on the CPU (default: "
+                    "cpus_per_task with GPUs, half a node's CPUs without)",
+    )
     max_concurrent_videos: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

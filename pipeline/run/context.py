@@ -92,6 +92,39 @@ def config_hash(
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+#: Weights this process has loaded and hashed, by the files' identities (see
+#: :func:`checked_weights`).
+_checked_weights: dict[tuple, tuple[str, str]] = {}
+
+
+def checked_weights(checkpoint: Path, mano: Path | None) -> tuple[str, str]:
+    """Load the checkpoint (with its MANO file) to check it; returns the SHA-256 of both
+    (``from-checkpoint`` without a MANO file). Raises ModelFileError for a bad file.
+
+    A driver that runs many jobs (a notebook, a service, the tests) checks a file once
+    while its path, size, modification time and inode stay the same.
+    """
+    try:
+        key = tuple(_identity(path) for path in (checkpoint, mano))
+    except OSError:
+        key = None  # loading says what is wrong with the file, in one line
+    if key is not None and key in _checked_weights:
+        return _checked_weights[key]
+    load_hflnet(checkpoint, mano=mano, device="cpu")
+    hashes = (file_sha256(checkpoint),
+              load_mano_model(mano).sha256 if mano else "from-checkpoint")
+    if key is not None:
+        _checked_weights[key] = hashes
+    return hashes
+
+
+def _identity(path: Path | None) -> tuple:
+    if path is None:
+        return ()
+    status = path.stat()
+    return (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
+
+
 def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
     """Validate the run's shared inputs and hash them into the config hash.
 
@@ -104,15 +137,13 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
     # Loading once here turns a wrong or corrupted file into one line before Ray starts.
     checkpoint = storage.cached_copy(config.checkpoint)
     mano = storage.cached_copy(config.mano) if config.mano else None
-    load_hflnet(checkpoint, mano=mano, device="cpu")
+    checkpoint_sha, mano_sha = checked_weights(checkpoint, mano)
     detector_weights, detector_sha = None, None
     if config.detector == "hand-object":
         local_weights = storage.cached_copy(config.hand_object_weights)
         load_hand_object_detector(local_weights)
         detector_weights = _absolute(config.hand_object_weights)
         detector_sha = file_sha256(local_weights)
-    checkpoint_sha = file_sha256(checkpoint)
-    mano_sha = load_mano_model(mano).sha256 if mano else "from-checkpoint"
     if device is None:
         device = "cpu" if config.device == "auto" else config.device
     precision = run_precision(config, device)

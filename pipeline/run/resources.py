@@ -30,6 +30,18 @@ class Demand:
     cpus_per_task: float
 
 
+def cpu_actor_share(nodes: Sequence[dict[str, float]], actors: int) -> float:
+    """CPUs (and torch threads) for each of ``actors`` inference actors that run on the CPU.
+
+    The model is then what bounds a run, so its actors take half of the CPUs they can
+    share (never more than half a node, at least one); the other half decodes and crops.
+    """
+    cpus = [node.get("CPU", 0.0) for node in nodes]
+    if not cpus:
+        return 1.0
+    return float(max(1, int(min(max(cpus), sum(cpus) / actors) / 2)))
+
+
 def unschedulable(nodes: Sequence[dict[str, float]], demand: Demand) -> str | None:
     """Why the actors plus one video task can never all be placed on ``nodes`` (each a
     node's total resources), or None when they can.
@@ -46,7 +58,7 @@ def unschedulable(nodes: Sequence[dict[str, float]], demand: Demand) -> str | No
             return (f"{demand.actors} inference actors need {demand.cpus_per_actor:g} CPUs and "
                     f"{demand.gpus_per_actor:g} GPUs each; only {placed} fit on the cluster "
                     f"({_describe(nodes)}): use fewer --actors or lower --gpus-per-actor "
-                    "or --cpus-per-task")
+                    "or --cpus-per-actor")
         node = max(fitting, key=lambda n: n["CPU"])
         node["CPU"] -= demand.cpus_per_actor
         node["GPU"] -= demand.gpus_per_actor
@@ -55,7 +67,8 @@ def unschedulable(nodes: Sequence[dict[str, float]], demand: Demand) -> str | No
         return (f"the {demand.actors} inference actor(s) hold {held:g} of the cluster's "
                 f"{total_cpus:g} CPUs ({_describe(nodes)}) and a video task needs "
                 f"{demand.cpus_per_task:g} more on one node, so no video could ever start: "
-                "lower --cpus-per-task (e.g. 0.5), use fewer --actors, or add CPUs")
+                "lower --cpus-per-task (e.g. 0.5) or --cpus-per-actor, use fewer --actors, "
+                "or add CPUs")
     return None
 
 

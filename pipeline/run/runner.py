@@ -53,6 +53,7 @@ from hflpipe.pipeline.run.ray_address import check_reachable
 from hflpipe.pipeline.run.resources import (
     Demand,
     cluster_nodes,
+    cpu_actor_share,
     unschedulable,
     waiting_for_resources,
 )
@@ -199,10 +200,12 @@ def _check_resources(config: RunConfig, context: RunContext) -> Demand:
     gpus = _connect(config).get("GPU", 0.0)
     use_gpu = context.predictor_settings.device == "cuda" and gpus > 0 and config.gpus_per_actor > 0
     num_actors = config.num_actors or (max(1, int(gpus // config.gpus_per_actor)) if use_gpu else 1)
-    demand = Demand(actors=num_actors, cpus_per_actor=config.cpus_per_task,
+    nodes, autoscaler_known = cluster_nodes(most=num_actors + 1)
+    cpus_per_actor = config.cpus_per_actor or (
+        config.cpus_per_task if use_gpu else cpu_actor_share(nodes, num_actors))
+    demand = Demand(actors=num_actors, cpus_per_actor=cpus_per_actor,
                     gpus_per_actor=config.gpus_per_actor if use_gpu else 0.0,
                     cpus_per_task=config.cpus_per_task)
-    nodes, autoscaler_known = cluster_nodes(most=num_actors + 1)
     problem = unschedulable(nodes, demand)
     if problem is not None:
         if _joins_a_cluster(config) and not autoscaler_known:
