@@ -117,3 +117,27 @@ def test_files_are_replaced_in_one_place() -> None:
         if "os.replace(" in path.read_text(encoding="utf-8")
     ]
     assert sorted(callers) == ["hflpipe/atomic.py"]
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    # `hflpipe status`, `logs`, `submit` and `--help` need no model: importing torch would
+    # cost them seconds on every call (and every test that runs the real command).
+    import subprocess
+    import sys
+
+    probe = ("import sys, hflpipe.pipeline.cli.main, hflpipe.pipeline.run.submit; "
+             "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert found == "[]"
+
+
+def test_the_model_package_exports_its_entry_points() -> None:
+    import hflpipe.model as model
+    from hflpipe.model.checkpoint import load_hflnet
+
+    assert model.load_hflnet is load_hflnet
+    assert all(callable(getattr(model, name)) for name in model.__all__)
+    assert set(model.__all__) <= set(dir(model))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        model.nothing  # noqa: B018
