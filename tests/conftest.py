@@ -2,7 +2,7 @@
 
 Expensive things are made once per session: the synthetic checkpoint (ours and the
 fixture recipe's), and a local Ray whose workers carry the fault hooks of
-``test_faults_common`` (inert unless a test names a poisoned video or arms a fault).
+``fault_hooks`` (inert unless a test names a poisoned video or arms a fault).
 Tests that need a Ray of their own (several nodes, a separate head) are marked
 ``own_ray``: they run last, after the shared instance is shut down.
 """
@@ -132,15 +132,15 @@ def local_ray(fault_dir: Path) -> Iterator[Path]:
     A Ray that an earlier test started without this fixture (a run that called
     ``ray.init`` itself) lacks the fault hooks and the CPU count: it is replaced.
     """
+    import fault_hooks
     import ray
-    import test_faults_common as faults
 
     ray.shutdown()
     # address="local": a fresh instance, never a cluster started elsewhere on the machine.
     ray.init(address="local", num_cpus=SHARED_RAY_CPUS, include_dashboard=False,
              object_store_memory=SHARED_RAY_STORE_BYTES,
              log_to_driver=False, configure_logging=False,
-             runtime_env=faults.fault_runtime_env(fault_dir))
+             runtime_env=fault_hooks.fault_runtime_env(fault_dir))
     yield fault_dir
     ray.shutdown()
 

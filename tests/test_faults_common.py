@@ -1,31 +1,11 @@
-"""Shared pieces of the fault tests (``test_faults_*.py``): inputs, configs, checks, faults.
+"""Shared pieces of the fault tests (``test_faults_*.py``): inputs, configs, checks.
 
 No tests live here. The fault tests import it as ``import test_faults_common`` (pytest puts
-``tests/`` on ``sys.path``); Ray workers import it through ``PYTHONPATH`` to install the
-injected faults (:func:`install_faults`, a ``worker_process_setup_hook``).
-
-Injected faults, installed in every worker of the tests' shared Ray (``conftest.local_ray``)
-and inert for ordinary inputs: keyed by the video's file name, so that one job can hold
-healthy and poisoned videos side by side, or armed by a file in the fault folder:
-
-- ``poison_crash`` in the name: the process decoding it dies (``os._exit``), every attempt;
-  each attempt leaves a file in ``$HFLPIPE_FAULT_DIR`` so tests can count them.
-- ``poison_hang`` in the name: decoding never returns (as decord does on some files).
-- ``unreadable`` in the name: the permission check says no (tests run as root, for whom
-  ``chmod 000`` still reads).
-- ``arm-actor-crash`` in ``$HFLPIPE_FAULT_DIR`` (made by :func:`arm_actor_crash`): the first
-  inference call that removes it leaves ``actor-crashed`` there and kills the actor process
-  (a GPU process lost to the OOM killer).
-- A crop that is mostly magenta raises ``torch.OutOfMemoryError`` every time (a crop that
-  fails deterministically), in every batch that holds it.
-- ``$HFLPIPE_FAULT_TRACE_INFERENCE`` set: every inference call leaves an ``infer-*`` file in
-  ``$HFLPIPE_FAULT_DIR`` (no fault; it tells a test how far a job has got).
+``tests/`` on ``sys.path``). The faults themselves are injected by :mod:`fault_hooks`.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,6 +13,9 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import videogen
+from fault_hooks import MAGENTA
+from fault_hooks import arm_actor_crash as arm_actor_crash
+from fault_hooks import fault_runtime_env as fault_runtime_env
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.config.run_config import RunConfig, make_config
@@ -43,7 +26,6 @@ WIDTH, HEIGHT = 160, 120
 FPS = 10.0
 HAND_BOX = (30, 30, 80, 90)
 OBJECT_BOX = (70, 40, 130, 100)
-MAGENTA = (255, 0, 255)
 
 
 def write_boxes(path: Path, num_frames: int) -> Path:
@@ -83,85 +65,6 @@ def run_config(videos: Iterable[Path | str], out: Path, checkpoint: Path, boxes:
         "object": "003_cracker_box", "device": "cpu", "batch_size": 4, "chunk_size": 8,
     }
     return make_config(**(options | extra))
-
-
-ACTOR_CRASH_ARMED = "arm-actor-crash"
-ACTOR_CRASHED = "actor-crashed"
-
-
-def arm_actor_crash(fault_dir: Path) -> Path:
-    """Make the next inference call kill its actor; returns the file that says it did."""
-    (fault_dir / ACTOR_CRASHED).unlink(missing_ok=True)
-    (fault_dir / ACTOR_CRASH_ARMED).touch()
-    return fault_dir / ACTOR_CRASHED
-
-
-def fault_runtime_env(fault_dir: Path, **env: str) -> dict:
-    """``runtime_env`` for ``ray.init`` that installs :func:`install_faults` in every worker."""
-    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-    variables = {"PYTHONPATH": path, "HFLPIPE_FAULT_DIR": str(fault_dir)} | env
-    return {"env_vars": variables,
-            "worker_process_setup_hook": "test_faults_common.install_faults"}
-
-
-def install_faults() -> None:
-    """Ray worker setup hook: wrap the decoder factory, the permission check and the model."""
-    import torch
-
-    from hflpipe.pipeline.decode import base as decode
-    from hflpipe.pipeline.infer import predictor
-    from hflpipe.pipeline.run import video as video_job
-
-    fault_dir = Path(os.environ["HFLPIPE_FAULT_DIR"])
-    real_get_decoder = video_job.get_decoder
-    real_access = os.access
-    real_call = predictor.HflnetPredictor.__call__
-
-    class PoisonedDecoder:
-        def __init__(self, inner: decode.Decoder) -> None:
-            self.inner = inner
-            self.name = inner.name
-
-        def _maybe_die(self, path: str) -> None:
-            name = Path(path).name
-            if "poison_crash" in name:
-                (fault_dir / f"attempt-{name}-{os.getpid()}-{time.time_ns()}").touch()
-                os._exit(3)
-            if "poison_hang" in name:
-                time.sleep(3600)
-
-        def probe(self, path: str) -> decode.VideoInfo:
-            self._maybe_die(path)
-            return self.inner.probe(path)
-
-        def read_chunks(self, path: str, **kwargs: object):
-            return self.inner.read_chunks(path, **kwargs)
-
-    def access(path, mode, **kwargs):
-        if "unreadable" in Path(path).name and mode & os.R_OK:
-            return False
-        return real_access(path, mode, **kwargs)
-
-    def call(self, batch):
-        if os.environ.get("HFLPIPE_FAULT_TRACE_INFERENCE"):
-            (fault_dir / f"infer-{os.getpid()}-{time.time_ns()}").touch()
-        try:
-            # Removing the arming file is atomic: exactly one call crashes.
-            (fault_dir / ACTOR_CRASH_ARMED).unlink()
-        except FileNotFoundError:
-            pass
-        else:
-            (fault_dir / ACTOR_CRASHED).touch()
-            os._exit(4)
-        colours = batch["images"].reshape(len(batch["images"]), -1, 3).mean(axis=1)
-        if (np.abs(colours - MAGENTA).max(axis=1) < 40).any():
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated for a magenta crop)")
-        return real_call(self, batch)
-
-    video_job.get_decoder = lambda name="decord", **options: PoisonedDecoder(
-        real_get_decoder(name, **options))
-    decode.os.access = access
-    predictor.HflnetPredictor.__call__ = call
 
 
 def visible_parquet(out: Path) -> list[Path]:
