@@ -67,7 +67,8 @@ def moving_square_frame(index: int, width: int = 160, height: int = 120) -> np.n
     The scene is a smooth colour gradient with a red square that moves a few
     pixels per frame, so consecutive frames differ like real footage.
     """
-    ys, xs = np.mgrid[0:height, 0:width]
+    # One row and one column broadcast over the frame (a 4K index grid is 130 MB).
+    xs, ys = np.arange(width), np.arange(height)[:, None]
     frame = np.empty((height, width, 3), dtype=np.uint8)
     frame[..., 0] = (xs * 255 // max(width - 1, 1)).astype(np.uint8)
     frame[..., 1] = (ys * 255 // max(height - 1, 1)).astype(np.uint8)
