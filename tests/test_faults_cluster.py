@@ -9,7 +9,7 @@ import time
 import pytest
 import ray
 import test_faults_common as common
-from ray.cluster_utils import Cluster
+from local_cluster import local_cluster
 
 from hflpipe.pipeline.inputs.videos import video_id_for
 from hflpipe.pipeline.output.reader import visible_files
@@ -25,14 +25,8 @@ NODE_CPUS = 2
 def cluster():
     # Head and worker of 2 CPUs each: the actor (1 CPU) and three video tasks fill both,
     # so whatever runs when the worker goes, some of it runs there.
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": NODE_CPUS, "include_dashboard": False})
-    worker = cluster.add_node(num_cpus=NODE_CPUS)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-    yield cluster, worker
-    ray.shutdown()
-    cluster.shutdown()
+    with local_cluster(NODE_CPUS, {"num_cpus": NODE_CPUS}) as (nodes, (worker,)):
+        yield nodes, worker
 
 
 def test_a_node_removed_mid_job_loses_no_rows(tmp_path, synthetic_checkpoint, cluster):

@@ -8,13 +8,12 @@ The inference node has a logical GPU and no CUDA: Ray places the predictor actor
 from __future__ import annotations
 
 import shutil
-import tempfile
 
 import pyarrow as pa
 import pytest
 import ray
 import torch
-from ray.cluster_utils import Cluster
+from local_cluster import local_cluster
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.config.run_config import make_config
@@ -36,24 +35,10 @@ FRAMES = 2
 def cluster():
     """A 2-CPU head (the driver, video tasks) and a 1-CPU node with one logical GPU.
 
-    The actor and two video tasks need all three CPUs: the job always spans both nodes.
+    The actor and two video tasks do not fit on the head alone: the job spans both nodes.
     """
-    # Our own Ray temp folder: Cluster() advertises its address in <temp>/ray_current_cluster,
-    # where a concurrent plain ray.init() elsewhere on this machine would find and join it.
-    temp = tempfile.mkdtemp(prefix="hfm", dir="/tmp")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_TMPDIR", temp)
-        patch.delenv("RAY_ADDRESS", raising=False)
-        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-        try:
-            nodes.add_node(num_cpus=1, num_gpus=1)
-            nodes.wait_for_nodes()
-            ray.init(address=nodes.address, log_to_driver=False, configure_logging=False)
-            yield nodes
-        finally:
-            ray.shutdown()
-            nodes.shutdown()
-            shutil.rmtree(temp, ignore_errors=True)
+    with local_cluster(2, {"num_cpus": 1, "num_gpus": 1}) as (nodes, _):
+        yield nodes
 
 
 @pytest.fixture(scope="module")
