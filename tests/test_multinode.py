@@ -1,5 +1,5 @@
-"""A job across a head and two worker nodes (``ray.cluster_utils.Cluster``) equals a
-single-process run of the same job, row for row.
+"""A job across two nodes (``ray.cluster_utils.Cluster``) equals a single-process run of
+the same job, row for row.
 
 The inference node has a logical GPU and no CUDA: Ray places the predictor actor there
 (it asks for one GPU) and ``device="auto"`` must still pick the CPU.
@@ -8,13 +8,12 @@ The inference node has a logical GPU and no CUDA: Ray places the predictor actor
 from __future__ import annotations
 
 import shutil
-import tempfile
 
 import pyarrow as pa
 import pytest
 import ray
 import torch
-from ray.cluster_utils import Cluster
+from local_cluster import local_cluster
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.config.run_config import make_config
@@ -29,29 +28,17 @@ from hflpipe.pipeline.run.runner import model_device, run
 from hflpipe.pipeline.run.video import process_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
-FRAMES = 5
+FRAMES = 2
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Head (no CPUs for tasks), a 2-CPU decode node, a 1-CPU node with one logical GPU."""
-    # Our own Ray temp folder: Cluster() advertises its address in <temp>/ray_current_cluster,
-    # where a concurrent plain ray.init() elsewhere on this machine would find and join it.
-    temp = tempfile.mkdtemp(prefix="hfm", dir="/tmp")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_TMPDIR", temp)
-        patch.delenv("RAY_ADDRESS", raising=False)
-        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-        try:
-            nodes.add_node(num_cpus=2)
-            nodes.add_node(num_cpus=1, num_gpus=1)
-            nodes.wait_for_nodes()
-            ray.init(address=nodes.address, log_to_driver=False, configure_logging=False)
-            yield nodes
-        finally:
-            ray.shutdown()
-            nodes.shutdown()
-            shutil.rmtree(temp, ignore_errors=True)
+    """A 2-CPU head (the driver, video tasks) and a 1-CPU node with one logical GPU.
+
+    The actor and two video tasks do not fit on the head alone: the job spans both nodes.
+    """
+    with local_cluster(2, {"num_cpus": 1, "num_gpus": 1}) as (nodes, _):
+        yield nodes
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +70,7 @@ def test_the_actor_on_the_gpu_node_runs_on_cpu_without_cuda(cluster, job):
 
 
 def test_a_job_across_nodes_equals_a_single_process_run(cluster, job):
-    assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     summary = run(job, progress=False)
     assert summary.statuses == {"ok": 2}
 

@@ -16,7 +16,7 @@ from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.output.object_lock import s3_lease
 from hflpipe.pipeline.output.reader import read_table
 
-FRAMES = 4
+FRAMES = 2
 VIDEOS = 2
 
 

@@ -8,6 +8,7 @@ teardown kills exactly its process group (and any stray process of its session).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,7 +33,7 @@ from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.run.submit import ClusterError, submit
 
-FRAMES = 4
+FRAMES = 2
 RAY = Path(sys.executable).with_name("ray")
 # Row columns that record when something ran, not what it computed.
 TIMING_COLUMNS = ("started_at", "finished_at")
@@ -64,7 +66,11 @@ def _session_processes(marker: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def head():
-    """A Ray head node with the job server on 127.0.0.1; yields (job server URL, GCS, env)."""
+    """A Ray head node with the job server on 127.0.0.1, starting in the background.
+
+    Yields a function that waits until the job server answers and returns (job server
+    URL, GCS, env): a test can do its local work while the head comes up.
+    """
     gcs, dashboard, client, agent, agent_grpc, runtime_env, metrics = _free_ports(7)
     temp = tempfile.mkdtemp(prefix="hfr", dir="/tmp")  # short: Ray's socket paths are limited
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -83,9 +89,14 @@ def head():
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     url = f"http://127.0.0.1:{dashboard}"
-    try:
+
+    @functools.cache
+    def ready() -> tuple[str, str, dict]:
         _wait_for_job_server(url, process, env["RAY_AUTH_TOKEN"])
-        yield url, f"127.0.0.1:{gcs}", env
+        return url, f"127.0.0.1:{gcs}", env
+
+    try:
+        yield ready
     finally:
         _stop(process, temp)
         log.close()
@@ -152,14 +163,25 @@ def job(tmp_path_factory, synthetic_checkpoint):
 
 
 @pytest.mark.slow
-def test_a_submitted_job_matches_hflpipe_run(head, job, hflpipe_cli, local_ray):
-    url, _, env = head
+def test_a_submitted_job_matches_hflpipe_run_and_an_unknown_job_is_one_line(
+        head, job, hflpipe_cli, local_ray):
     spec, submitted, local = job
+    # The same spec with hflpipe run on this session's Ray, into another folder, while
+    # the head node starts.
+    ran = hflpipe_cli("run", spec, "--out", local, "-q")
+    assert ran.returncode == 0, ran.stderr
+
+    url, _, env = head()
     sent = _hflpipe("submit", str(spec), "--address", url, "--format", "json", env=env)
     assert sent.returncode == 0, sent.stderr
     job_id = json.loads(sent.stdout)["submission_id"]
 
-    followed = _hflpipe("logs", job_id, "--address", url, "--follow", env=env)
+    # While the job runs: the status of a job the server does not know.
+    with ThreadPoolExecutor(1) as background:
+        unknown = background.submit(_hflpipe, "status", "raysubmit_nope", "--address", url,
+                                    env=env, timeout=60)
+        followed = _hflpipe("logs", job_id, "--address", url, "--follow", env=env)
+    _check_one_line_error(unknown.result())
     assert followed.returncode == 0, followed.stdout + followed.stderr
     assert f"job {job_id}: SUCCEEDED" in followed.stderr
     summary = json.loads(followed.stdout[followed.stdout.index("{"):])
@@ -169,9 +191,6 @@ def test_a_submitted_job_matches_hflpipe_run(head, job, hflpipe_cli, local_ray):
     report = json.loads(status.stdout)
     assert report["status"] == "SUCCEEDED" and report["metadata"]["out"] == str(submitted)
 
-    # The same spec with hflpipe run on this session's Ray, into another folder.
-    ran = hflpipe_cli("run", spec, "--out", local, "-q")
-    assert ran.returncode == 0, ran.stderr
     for table in ("hands", "objects", "videos"):
         a, b = (_rows(read_table(out, table)) for out in (submitted, local))
         assert a.num_rows == (1 if table == "videos" else FRAMES)
@@ -186,10 +205,7 @@ def _rows(table: pa.Table) -> pa.Table:
     return table.sort_by([(k, "ascending") for k in keys]).replace_schema_metadata(None)
 
 
-@pytest.mark.slow
-def test_status_of_an_unknown_job_is_one_line(head):
-    url, _, env = head
-    result = _hflpipe("status", "raysubmit_nope", "--address", url, env=env, timeout=60)
+def _check_one_line_error(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("hflpipe: error: ray job server")
     assert len(result.stderr.strip().splitlines()) == 1
