@@ -157,7 +157,9 @@ def job(tmp_path_factory, synthetic_checkpoint):
         "model": {"checkpoint": str(synthetic_checkpoint), "mano": str(synthetic_mano_path())},
         "scene": {"intrinsics": str(scene.intrinsics_path), "object": scene.object_name},
         "detection": {"boxes": str(scene.boxes_path)},
-        "resources": {"max_concurrent_videos": 1, "batch_size": 4},
+        # One thread on both clusters (the head has 2 CPUs, the session's Ray 4): CPU
+        # results differ in their last bits between thread counts.
+        "resources": {"max_concurrent_videos": 1, "batch_size": 4, "cpus_per_actor": 1},
     }))
     return spec, root / "submitted", root / "local"
 
