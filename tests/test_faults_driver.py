@@ -28,7 +28,7 @@ from hflpipe.pipeline.output.reader import read_table, visible_files
 from hflpipe.pipeline.run.runner import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
-FRAMES = 4
+FRAMES = 2
 VIDEOS = 2
 # The driver's Parquet writes: one videos row (the commit marker) per video.
 SECOND_COMMIT = 2
