@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +28,11 @@ import pytest
 import yaml
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.config.jobspec import build_config, load_spec
 from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.output.reader import read_table, visible_files
 from hflpipe.pipeline.run.context import LOCK_FILE
+from hflpipe.pipeline.run.runner import run
 from hflpipe.pipeline.run.stop import RunInterrupted, check_stop, stop_on_signals
 
 # Enough videos that one is committed and another is not when the signal lands.
@@ -75,10 +78,12 @@ def write_copies_job(root: Path, checkpoint: Path, frames: int, videos: int) -> 
 
 @dataclass(frozen=True)
 class Stopped:
-    """What the stopped process printed and left, seen right after it exited."""
+    """What the stopped process printed and left, seen right after it exited, and the
+    output of an uninterrupted run of the same job."""
 
     spec: Path
     out: Path
+    reference: Path
     returncode: int
     stderr: str
     took_s: float
@@ -93,13 +98,27 @@ def _committed(out: Path) -> int:
     return len(visible_files(out / "videos"))
 
 
+def _sigterm_after_first_commit(process: subprocess.Popen, out: Path) -> float:
+    """What a scheduler does: SIGTERM to the ``hflpipe run`` process once a video is
+    committed; returns when it was sent."""
+    deadline = time.monotonic() + 400
+    while _committed(out) < 1:
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    return time.monotonic()
+
+
 @pytest.fixture(scope="module")
-def stopped(tmp_path_factory: pytest.TempPathFactory, synthetic_checkpoint: Path) -> Stopped:
-    """What a scheduler does: SIGTERM to a real ``hflpipe run`` (with its own local Ray,
-    in its own process group and Ray temp folder) once one video is committed."""
+def stopped(tmp_path_factory: pytest.TempPathFactory, synthetic_checkpoint: Path,
+            local_ray: object) -> Stopped:
+    """A real ``hflpipe run`` (with its own local Ray, in its own process group and Ray
+    temp folder) stopped by SIGTERM after its first commit; meanwhile this process runs
+    the same job uninterrupted on the session's Ray."""
     spec = write_copies_job(tmp_path_factory.mktemp("stop"), synthetic_checkpoint, FRAMES,
                             VIDEOS)
-    out = spec.parent / "out"
+    out, reference = spec.parent / "out", spec.parent / "reference"
     temp = tempfile.mkdtemp(prefix="hfs", dir="/tmp")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["RAY_TMPDIR"] = temp
@@ -107,15 +126,13 @@ def stopped(tmp_path_factory: pytest.TempPathFactory, synthetic_checkpoint: Path
     process = subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, start_new_session=True)
     try:
-        deadline = time.monotonic() + 400
-        while _committed(out) < 1:
-            assert process.poll() is None, process.stderr.read()
-            assert time.monotonic() < deadline, "the run made no progress"
-            time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
+        with ThreadPoolExecutor(1) as watcher:
+            signalled = watcher.submit(_sigterm_after_first_commit, process, out)
+            whole = run(build_config(load_spec(spec), {"out": reference}), progress=False)
+            assert whole.statuses == {"ok": VIDEOS}
+            signalled_at = signalled.result()
         _, stderr = process.communicate(timeout=60)
-        took = time.monotonic() - signalled
+        took = time.monotonic() - signalled_at
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
@@ -130,8 +147,8 @@ def stopped(tmp_path_factory: pytest.TempPathFactory, synthetic_checkpoint: Path
             fcntl.flock(lock, fcntl.LOCK_UN)
             lock_free = True
     return Stopped(
-        spec=spec, out=out, returncode=process.returncode, stderr=stderr, took_s=took,
-        committed=_committed(out), hand_rows=read_table(out, "hands").num_rows,
+        spec=spec, out=out, reference=reference, returncode=process.returncode, stderr=stderr,
+        took_s=took, committed=_committed(out), hand_rows=read_table(out, "hands").num_rows,
         raw_hand_rows=ds.dataset(out / "hands", format="parquet").count_rows(),
         temporaries=list(out.rglob(".*.tmp*")), lock_free=lock_free,
     )
@@ -184,7 +201,7 @@ def _sorted_rows(out: Path, table: str) -> pa.Table:
 
 @pytest.mark.slow
 def test_a_stopped_run_resumes_to_the_same_rows_as_an_uninterrupted_one(
-    stopped: Stopped, local_ray: object, hflpipe_cli
+    stopped: Stopped, hflpipe_cli
 ) -> None:
     def _run(*args: str):
         return hflpipe_cli("run", stopped.spec, "-q", "--format", "json", *args)
@@ -196,11 +213,8 @@ def test_a_stopped_run_resumes_to_the_same_rows_as_an_uninterrupted_one(
     assert summary["already_done"] == stopped.committed
     assert summary["ok"] == VIDEOS - stopped.committed
 
-    reference = stopped.spec.parent / "reference"
-    whole = _run("--out", str(reference))
-    assert whole.returncode == 0, whole.stderr
     for table in ("hands", "objects", "videos"):
-        got, expected = _sorted_rows(out, table), _sorted_rows(reference, table)
+        got, expected = _sorted_rows(out, table), _sorted_rows(stopped.reference, table)
         assert got.num_rows == (VIDEOS if table == "videos" else VIDEOS * FRAMES)
         keys = ["video_id", "frame_index", "track_id"] if table != "videos" else ["video_id"]
         assert not got.select(keys).to_pandas().duplicated().any()
