@@ -65,7 +65,7 @@ def test_a_detector_that_cannot_start_stops_the_run(tmp_path, monkeypatch, synth
 
 
 def test_a_rerun_that_skips_failed_videos_still_exits_2(tmp_path, synthetic_checkpoint,
-                                                        hflpipe_cli) -> None:
+                                                        local_ray, hflpipe_cli) -> None:
     broken = tmp_path / "broken.mp4"
     broken.write_text("this is not a video")
     boxes = common.write_boxes(tmp_path / "boxes.csv", 2)

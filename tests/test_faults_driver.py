@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import types
+from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -28,23 +30,48 @@ from hflpipe.pipeline.output.reader import read_table, visible_files
 from hflpipe.pipeline.run.runner import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
-FRAMES = 4
+FRAMES = 2
 VIDEOS = 2
 # The driver's Parquet writes: one videos row (the commit marker) per video.
 SECOND_COMMIT = 2
 
 
+@dataclass(frozen=True)
+class Shared:
+    clips: list[Path]
+    boxes: Path
+    reference: Path
+    #: A driver killed at its second commit (its own process), and its output folder.
+    killed: subprocess.Popen
+    killed_out: Path
+
+
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory, synthetic_checkpoint, local_ray):
-    """Clips, boxes, and an uninterrupted run to compare with, on the session's Ray."""
+    """Clips, boxes, an uninterrupted run to compare with, on the session's Ray, and a
+    driver process that kills itself mid-write (started first, so that its start-up
+    overlaps the uninterrupted run)."""
     root = tmp_path_factory.mktemp("driver")
     clips = [common.write_clip(root / f"clip{i}.mp4", FRAMES) for i in range(VIDEOS)]
     boxes = common.write_boxes(root / "boxes.csv", FRAMES)
-    reference = root / "reference"
-    summary = run(common.run_config(clips, reference, synthetic_checkpoint, boxes),
-                  progress=False)
-    assert summary.statuses == {"ok": VIDEOS}
-    return clips, boxes, reference
+    killed_out = root / "killed"
+    address = ray.get_runtime_context().gcs_address
+    with open(root / "killed.log", "w") as log:
+        killed = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_DRIVER, str(common.TESTS), str(SECOND_COMMIT),
+             str(killed_out), str(synthetic_checkpoint), str(boxes), address,
+             *map(str, clips)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        reference = root / "reference"
+        summary = run(common.run_config(clips, reference, synthetic_checkpoint, boxes),
+                      progress=False)
+        assert summary.statuses == {"ok": VIDEOS}
+        killed.wait(timeout=300)
+    finally:
+        killed.kill()
+    return Shared(clips, boxes, reference, killed, killed_out)
 
 
 _KILLED_DRIVER = """
@@ -75,17 +102,11 @@ run(common.run_config(clips, Path(out), Path(checkpoint), Path(boxes), address=a
 
 
 def test_a_driver_killed_mid_write_leaves_valid_files_and_a_rerun_completes(
-    tmp_path, synthetic_checkpoint, shared
+    synthetic_checkpoint, shared
 ):
-    clips, boxes, reference = shared
-    out = tmp_path / "out"
-    address = ray.get_runtime_context().gcs_address
-    killed = subprocess.run(
-        [sys.executable, "-c", _KILLED_DRIVER, str(common.TESTS), str(SECOND_COMMIT),
-         str(out), str(synthetic_checkpoint), str(boxes), address, *map(str, clips)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    out = shared.killed_out
+    log = (out.parent / "killed.log").read_text()
+    assert shared.killed.returncode == -signal.SIGKILL, log[-2000:]
 
     # On disk: one committed video, the second's hands and objects in place without its
     # marker, the marker half-written under a hidden temporary name.
@@ -96,16 +117,17 @@ def test_a_driver_killed_mid_write_leaves_valid_files_and_a_rerun_completes(
     assert len(read_table(out, "videos")) == 1
     assert len(read_table(out, "hands")) == FRAMES
 
-    summary = run(common.run_config(clips, out, synthetic_checkpoint, boxes), progress=False)
+    summary = run(common.run_config(shared.clips, out, synthetic_checkpoint, shared.boxes),
+                  progress=False)
     assert summary.already_done == 1 and summary.statuses == {"ok": VIDEOS - 1}
     common.check_output_is_clean(out)
-    common.assert_same_results(out, reference)
+    common.assert_same_results(out, shared.reference)
 
 
 def test_a_full_disk_stops_the_job_with_one_line_and_keeps_what_was_written(
     tmp_path, synthetic_checkpoint, shared, monkeypatch
 ):
-    clips, boxes, reference = shared
+    clips, boxes, reference = shared.clips, shared.boxes, shared.reference
     out = tmp_path / "out"
     calls = 0
 
@@ -142,7 +164,7 @@ def test_a_full_disk_stops_the_job_with_one_line_and_keeps_what_was_written(
 def test_an_output_path_that_is_a_file_stops_the_job_before_any_video(
     tmp_path, synthetic_checkpoint, shared
 ):
-    clips, boxes, _ = shared
+    clips, boxes = shared.clips, shared.boxes
     out = tmp_path / "taken"
     out.write_text("a file, not a folder")
     with pytest.raises(HflpipeError) as stopped:

@@ -22,7 +22,7 @@ from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.run.freshness import INPUTS_CHANGED, VIDEO_CHANGED, video_changed
 from hflpipe.pipeline.run.runner import run
 
-FRAMES = 3
+FRAMES = 2
 SIZE = (320, 240)
 
 

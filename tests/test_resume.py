@@ -1,31 +1,21 @@
-"""Resume and idempotency: a killed run, re-run, equals an uninterrupted one; versions; lock."""
+"""Resume and idempotency: config versions, the output lock, per-video contexts, progress.
+
+A stopped run resumed to the rows of an uninterrupted one is ``test_stop``'s; a killed
+driver's is ``test_faults_driver``'s.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.dataset as ds
 import pytest
-import yaml
 
-from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.common.errors import ConfigError, OutputError
 from hflpipe.pipeline.config.run_config import RunConfig
-from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.infer.predictor import PredictorSettings
 from hflpipe.pipeline.inputs.camera import Intrinsics
 from hflpipe.pipeline.inputs.videos import VideoInput
-from hflpipe.pipeline.output.reader import read_table, visible_files
 from hflpipe.pipeline.output.schema import OutputMetadata
 from hflpipe.pipeline.run.context import (
     JOB_RECORD,
@@ -37,9 +27,6 @@ from hflpipe.pipeline.run.context import (
     video_config_hash,
 )
 from hflpipe.pipeline.run.runner import estimate_progress
-
-FRAMES = 4
-VIDEOS = 3
 
 
 def _config(tmp_path: Path, **extra: object) -> RunConfig:
@@ -114,119 +101,6 @@ def test_progress_estimate_extrapolates_from_seen_videos():
     assert "frames 150/~400" in estimate.describe() and "ETA 0:00:17" in estimate.describe()
     nothing = estimate_progress(0, 0, [], 5, 0.0)
     assert nothing.frames_total is None and nothing.eta_s is None
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory, synthetic_checkpoint):
-    """Three copies of a short demo video (different paths, so different videos) and a spec."""
-    return write_copies_job(tmp_path_factory.mktemp("archive"), synthetic_checkpoint,
-                            FRAMES, VIDEOS)
-
-
-def write_copies_job(root: Path, checkpoint: Path, frames: int, videos: int) -> Path:
-    """``videos`` copies of a demo video of ``frames`` frames in ``root`` and the spec of a
-    job that does them one at a time into ``root/out``; returns the spec."""
-    scene = make_demo_scene(root / "scene", num_frames=frames)
-    for index in range(videos):
-        shutil.copy(scene.video_path, root / f"clip{index}.mp4")
-    spec = root / "job.yaml"
-    spec.write_text(yaml.safe_dump({
-        "inputs": {"videos": [str(root / "clip*.mp4")]},
-        "output": {"out": str(root / "out")},
-        "model": {"checkpoint": str(checkpoint), "mano": str(synthetic_mano_path())},
-        "scene": {"intrinsics": str(scene.intrinsics_path), "object": scene.object_name},
-        "detection": {"boxes": str(scene.boxes_path)},
-        "resources": {"max_concurrent_videos": 1, "batch_size": 4},
-    }))
-    return spec
-
-
-def _kill_run(spec: Path, out: Path, kill_after_videos: int) -> None:
-    """``hflpipe run`` in its own process group and Ray temp folder, SIGKILLed once
-    ``kill_after_videos`` videos are committed (a process of its own: it is killed)."""
-    temp = tempfile.mkdtemp(prefix="hfq", dir="/tmp")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env["RAY_TMPDIR"] = temp
-    command = [sys.executable, "-m", "hflpipe", "run", str(spec), "-q", "--format", "json"]
-    process = subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 400
-        while len(visible_files(out / "videos")) < kill_after_videos:
-            assert process.poll() is None, process.stderr.read()
-            assert time.monotonic() < deadline, "the run made no progress"
-            time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        _kill_strays(temp)
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _kill_strays(temp: str) -> None:
-    """Ray processes of the killed run that left its process group (found by temp folder)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if temp in cmdline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
-
-
-def _sorted_rows(out: Path, table: str) -> pa.Table:
-    rows = read_table(out, table)
-    rows = rows.drop_columns([c for c in ("started_at", "finished_at") if c in rows.column_names])
-    keys = [k for k in ("video_id", "frame_index", "track_id") if k in rows.column_names]
-    return rows.sort_by([(k, "ascending") for k in keys]).replace_schema_metadata(None)
-
-
-@pytest.mark.slow
-def test_a_killed_run_resumes_to_the_same_rows_as_an_uninterrupted_one(
-    archive, local_ray, hflpipe_cli
-):
-    def _run(spec: Path, *args: str):
-        return hflpipe_cli("run", spec, "-q", "--format", "json", *args)
-
-    spec = archive
-    out = spec.parent / "out"
-    _kill_run(spec, out, kill_after_videos=1)
-    committed = len(visible_files(out / "videos"))
-    assert 1 <= committed < VIDEOS
-    # Readable right after the kill: only whole videos are visible, to every reader.
-    hands = read_table(out, "hands")
-    assert hands.num_rows == committed * FRAMES
-    assert ds.dataset(out / "hands", format="parquet").count_rows() <= committed * FRAMES
-
-    resumed = _run(spec)
-    assert resumed.returncode == 0, resumed.stderr
-    summary = json.loads(resumed.stdout)
-    assert summary["already_done"] == committed and summary["ok"] == VIDEOS - committed
-
-    reference = spec.parent / "reference"
-    whole = _run(spec, "--out", str(reference))
-    assert whole.returncode == 0, whole.stderr
-    for table in ("hands", "objects", "videos"):
-        got, expected = _sorted_rows(out, table), _sorted_rows(reference, table)
-        assert got.num_rows == (VIDEOS if table == "videos" else VIDEOS * FRAMES)
-        keys = ["video_id", "frame_index", "track_id"] if table != "videos" else ["video_id"]
-        assert not got.select(keys).to_pandas().duplicated().any()
-        assert got.equals(expected), table
-    # Raw readers see exactly the committed rows: nothing partial or duplicated is left.
-    assert ds.dataset(out / "hands", format="parquet").count_rows() == VIDEOS * FRAMES
-
-    again = _run(spec)
-    assert json.loads(again.stdout)["already_done"] == VIDEOS
-
-    changed = _run(spec, "--stride", "2")
-    assert changed.returncode == 1
-    assert "holds results of another configuration" in changed.stderr
-    assert len(changed.stderr.strip().splitlines()) == 1
 
 
 def test_per_video_progress_lists_the_furthest_videos_first():
