@@ -34,6 +34,10 @@ FRAMES = 2
 VIDEOS = 2
 # The driver's Parquet writes: one videos row (the commit marker) per video.
 SECOND_COMMIT = 2
+#: The killed driver and the uninterrupted run share the session's Ray at once: an actor of
+#: one CPU each leaves two CPUs for their videos. Every run compared with the uninterrupted
+#: one computes with as many threads (the last bits of CPU results depend on them).
+ONE_CPU_ACTOR = 1
 
 
 @dataclass(frozen=True)
@@ -59,14 +63,14 @@ def shared(tmp_path_factory, synthetic_checkpoint, local_ray):
     with open(root / "killed.log", "w") as log:
         killed = subprocess.Popen(
             [sys.executable, "-c", _KILLED_DRIVER, str(common.TESTS), str(SECOND_COMMIT),
-             str(killed_out), str(synthetic_checkpoint), str(boxes), address,
+             str(killed_out), str(synthetic_checkpoint), str(boxes), address, str(ONE_CPU_ACTOR),
              *map(str, clips)],
             stdout=log, stderr=subprocess.STDOUT,
         )
     try:
         reference = root / "reference"
-        summary = run(common.run_config(clips, reference, synthetic_checkpoint, boxes),
-                      progress=False)
+        summary = run(common.run_config(clips, reference, synthetic_checkpoint, boxes,
+                                        cpus_per_actor=ONE_CPU_ACTOR), progress=False)
         assert summary.statuses == {"ok": VIDEOS}
         killed.wait(timeout=300)
     finally:
@@ -95,9 +99,9 @@ def write_then_die(table, sink, **kwargs):
     return real_write(table, sink, **kwargs)
 
 pq.write_table = write_then_die
-out, checkpoint, boxes, address, *clips = sys.argv[3:]
-run(common.run_config(clips, Path(out), Path(checkpoint), Path(boxes), address=address),
-    progress=False)
+out, checkpoint, boxes, address, actor_cpus, *clips = sys.argv[3:]
+run(common.run_config(clips, Path(out), Path(checkpoint), Path(boxes), address=address,
+                      cpus_per_actor=float(actor_cpus)), progress=False)
 """
 
 
@@ -117,7 +121,8 @@ def test_a_driver_killed_mid_write_leaves_valid_files_and_a_rerun_completes(
     assert len(read_table(out, "videos")) == 1
     assert len(read_table(out, "hands")) == FRAMES
 
-    summary = run(common.run_config(shared.clips, out, synthetic_checkpoint, shared.boxes),
+    summary = run(common.run_config(shared.clips, out, synthetic_checkpoint, shared.boxes,
+                                    cpus_per_actor=ONE_CPU_ACTOR),
                   progress=False)
     assert summary.already_done == 1 and summary.statuses == {"ok": VIDEOS - 1}
     common.check_output_is_clean(out)
@@ -144,7 +149,8 @@ def test_a_full_disk_stops_the_job_with_one_line_and_keeps_what_was_written(
         read_table=pq.read_table, read_schema=pq.read_schema,
     )
     monkeypatch.setattr(store, "pq", full_disk)
-    config = common.run_config(clips, out, synthetic_checkpoint, boxes)
+    config = common.run_config(clips, out, synthetic_checkpoint, boxes,
+                               cpus_per_actor=ONE_CPU_ACTOR)
     with pytest.raises(OutputError) as stopped:
         run(config, progress=False)
     message = str(stopped.value)

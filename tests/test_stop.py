@@ -71,7 +71,9 @@ def write_copies_job(root: Path, checkpoint: Path, frames: int, videos: int) -> 
         "model": {"checkpoint": str(checkpoint), "mano": str(synthetic_mano_path())},
         "scene": {"intrinsics": str(scene.intrinsics_path), "object": scene.object_name},
         "detection": {"boxes": str(scene.boxes_path)},
-        "resources": {"max_concurrent_videos": 1, "batch_size": 4},
+        # One thread in the real process's own Ray and in the session's: CPU results
+        # differ in their last bits between thread counts, and the rows must be equal.
+        "resources": {"max_concurrent_videos": 1, "batch_size": 4, "cpus_per_actor": 1},
     }))
     return spec
 
