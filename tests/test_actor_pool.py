@@ -25,3 +25,13 @@ def test_a_driver_keeps_its_pool_for_the_same_model_and_replaces_it_for_another(
     with pytest.raises(RayActorError):
         ray.get(first[0].ready.remote(), timeout=60)
     assert ray.get(second[0].ready.remote()) == "cpu"
+
+
+def test_a_driver_keeps_its_progress_board_and_each_run_finds_it_empty(local_ray) -> None:
+    from hflpipe.pipeline.run.progress import start_board
+
+    board = start_board()
+    ray.get(board.report.remote("clip-1", 3, 10))
+    again = start_board()
+    assert again is board
+    assert ray.get(again.snapshot.remote()) == {}

@@ -82,6 +82,14 @@ def start_actors(
     return actors
 
 
+def driver_session() -> tuple[str, str, str]:
+    """What identifies this driver's connection to a Ray session: actors it started for
+    one run can serve the next while it is unchanged."""
+    runtime = ray.get_runtime_context()
+    # Job ids restart at 1 in every Ray session; the driver's node id is new each time.
+    return (runtime.gcs_address, runtime.get_node_id(), runtime.get_job_id())
+
+
 #: The pool the last run of this driver process used, with what it was started for.
 _kept_pool: tuple[tuple, list[ray.actor.ActorHandle]] | None = None
 
@@ -98,9 +106,7 @@ def actor_pool(
     Ray session replaces it, and the old one is released.
     """
     global _kept_pool
-    runtime = ray.get_runtime_context()
-    # Job ids restart at 1 in every Ray session; the driver's node id is new each time.
-    session = (runtime.gcs_address, runtime.get_node_id(), runtime.get_job_id())
+    session = driver_session()
     key = (settings, num_actors, gpus_per_actor, cpus_per_actor, weights_sha256, session)
     if _kept_pool is not None and _kept_pool[0] == key:
         return _kept_pool[1]
