@@ -29,6 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_RAY_CPUS = 4
 #: Its object store: test frames are small (Ray's default would reserve 30 % of memory).
 SHARED_RAY_STORE_BYTES = 2 * 1024**3
+#: Its idle worker processes stay (Ray would end those above one per CPU after a second
+#: idle): each new one imports torch and the pipeline again, seconds on two cores.
+KEEP_IDLE_WORKERS = {"num_workers_soft_limit": 12,
+                     "idle_worker_killing_time_threshold_ms": 3_600_000}
 
 
 def _find_fixtures() -> Path | None:
@@ -138,7 +142,7 @@ def local_ray(fault_dir: Path) -> Iterator[Path]:
     ray.shutdown()
     # address="local": a fresh instance, never a cluster started elsewhere on the machine.
     ray.init(address="local", num_cpus=SHARED_RAY_CPUS, include_dashboard=False,
-             object_store_memory=SHARED_RAY_STORE_BYTES,
+             object_store_memory=SHARED_RAY_STORE_BYTES, _system_config=KEEP_IDLE_WORKERS,
              log_to_driver=False, configure_logging=False,
              runtime_env=fault_hooks.fault_runtime_env(fault_dir))
     yield fault_dir

@@ -206,13 +206,16 @@ def test_bf16_predictor_keeps_the_heads_in_fp32_and_stays_close_to_reference(
     # it must stay within what fp16 autocast is allowed.
     from hflpipe.pipeline.infer.predictor import HflnetPredictor, PredictorSettings
 
+    # One crop (fractional box corners): bf16 is emulated, slowly, on CPUs without bf16 units.
+    one = slice(1, 2)
     data = np.load(fixtures_dir / "inputs_a.npz")
-    crops = {"images": data["images"], "hand_boxes": data["bbox_hand"],
-             "object_boxes": data["bbox_obj"]}
+    crops = {"images": data["images"][one], "hand_boxes": data["bbox_hand"][one],
+             "object_boxes": data["bbox_obj"][one]}
     predictor = HflnetPredictor(PredictorSettings(reference_checkpoint, device="cpu",
                                                   precision="bf16"))
     out = predictor.network_outputs(crops)
     for name in ("joints2d", "joints3d", "mano_pose_aa", "obj_pred_x", "obj_conf"):
         assert out[name].dtype == torch.float32, name
     for name, atol in FP16_TOLERANCES.items():
-        np.testing.assert_allclose(out[name].numpy(), expected[name], atol=atol, err_msg=name)
+        np.testing.assert_allclose(out[name].numpy(), expected[name][one], atol=atol,
+                                   err_msg=name)
