@@ -23,6 +23,11 @@ import s3_server
 
 # Before any Ray starts, so that its workers see the test S3 server's endpoint and keys.
 s3_server.export_environment()
+# The install skips byte-compiling (README); the processes the tests start (Ray workers,
+# real `hflpipe` runs) must then be free to cache what they compile, or each new one
+# compiles torch and Ray from source again where the environment says not to write it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 REPO = Path(__file__).resolve().parents[1]
 #: Logical CPUs of the shared Ray: one inference actor and three video tasks at once.
