@@ -14,10 +14,10 @@ from pathlib import Path
 
 from hflpipe.bench.common import RESULTS_DIR
 
-BENCHMARKS = ("model", "pipeline", "decode", "memory", "scaling", "smoothing", "hand_object",
-              "detector")
+BENCHMARKS = ("model", "pipeline", "decode", "memory", "scaling", "simulated", "smoothing",
+              "hand_object", "detector")
 #: Benchmarks that load the network and accept ``checkpoint``.
-_NEEDS_CHECKPOINT = ("model", "pipeline", "memory", "scaling", "detector")
+_NEEDS_CHECKPOINT = ("model", "pipeline", "memory", "scaling", "simulated", "detector")
 
 
 def run_benchmarks(names: Sequence[str], *, quick: bool = False, out_dir: Path | None = None,

@@ -137,6 +137,27 @@ def test_scaling_bench_runs_on_a_simulated_cluster(
 
 
 @pytest.mark.nightly
+def test_simulated_bench_runs_stand_in_actors_through_the_real_pipeline(
+    tmp_path: Path, synthetic_checkpoint: Path
+) -> None:
+    result = run_bench("simulated", tmp_path, synthetic_checkpoint)
+    lengths = result["video_frames"]
+    for key in ("default", "with_vertices"):
+        rows = result["runs"][key]
+        assert [row["actors"] for row in rows] == [1, 2]
+        # Every frame of the 2 x len(lengths) videos went through and was written.
+        assert [row["frames"] for row in rows] == [sum(lengths), 2 * sum(lengths)]
+        assert rows[0]["efficiency"] == 1.0
+        assert all(0 < row["model_busy"] <= 1.0 and row["driver_cpu_s"] >= 0 for row in rows)
+    vertices, plain = result["runs"]["with_vertices"], result["runs"]["default"]
+    assert vertices[0]["output_mib"] > plain[0]["output_mib"]  # the vertices were written
+    stages = result["cpu_per_frame_outside_model"]["default"]["stages"]
+    assert "infer" not in {row["stage"] for row in stages}
+    assert all(row["ms_per_frame"] >= 0 for row in stages)
+    assert [row["gpu_frames_per_s"] for row in result["cores_per_gpu"]] == [250, 500, 1000, 2000]
+
+
+@pytest.mark.nightly
 def test_detector_bench_compares_runtimes_on_the_same_frames(
     tmp_path: Path, synthetic_checkpoint: Path
 ) -> None:
