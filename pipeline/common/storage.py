@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from hflpipe.atomic import atomic_write
+from hflpipe.hashing import sha256_file
 from hflpipe.pipeline.common.errors import InputError, one_line, redact
 
 Location = str | Path
@@ -173,6 +174,24 @@ def read_text(location: Location) -> str:
         return read_bytes(location).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{describe(location)}: not UTF-8 text ({exc.reason})") from None
+
+
+def sha256(location: Location) -> str:
+    """Hex SHA-256 of a file's bytes (a URL's streamed, never held whole); raises
+    InputError naming a URL that cannot be read, OSError for a local file."""
+    if not is_url(location):
+        return sha256_file(location)
+    filesystem, path = resolve(location)
+    digest = hashlib.sha256()
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            while block := stream.read(COPY_BLOCK):
+                digest.update(block)
+    except FileNotFoundError:
+        raise InputError(f"{describe(location)}: no such file") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{describe(location)}: cannot be read: {cause_of(exc)}") from None
+    return digest.hexdigest()
 
 
 def glob(pattern: str) -> list[str]:
