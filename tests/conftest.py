@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +23,14 @@ from pathlib import Path
 import pytest
 import s3_server
 
+from hflpipe.pipeline.common import input_cache
+
 # Before any Ray starts, so that its workers see the test S3 server's endpoint and keys.
 s3_server.export_environment()
+# Remote inputs the tests fetch (new buckets, new objects every session) are cached in a
+# folder of the session's, removed at its end, not in the machine's shared input cache.
+_INPUT_CACHE = Path(tempfile.mkdtemp(prefix="hflpipe-test-inputs-"))
+os.environ[input_cache.ROOT_VARIABLE] = str(_INPUT_CACHE)
 # The install skips byte-compiling (README); the processes the tests start (Ray workers,
 # real `hflpipe` runs) must then be free to cache what they compile, or each new one
 # compiles torch and Ray from source again where the environment says not to write it.
@@ -124,6 +132,12 @@ def hand_object_checkpoint(hod100_dir: Path,
 def fault_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the shared Ray's fault hooks leave their traces and find armed faults."""
     return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_input_cache() -> Iterator[None]:
+    yield
+    shutil.rmtree(_INPUT_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 from s3_server import S3Server
 
-from hflpipe.pipeline.common import storage
-from hflpipe.pipeline.common.errors import InputError
+from hflpipe.pipeline.common import input_cache, storage
+from hflpipe.pipeline.common.errors import ConfigError, InputError
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,45 @@ def test_missing_bucket_and_wrong_credentials_are_one_line(
     message = str(refused.value)
     assert "\n" not in message and archive in message and "wrong-secret" not in message
     assert "signature" in message.lower() or "denied" in message.lower()
+
+
+def test_the_input_cache_evicts_least_recently_used_entries_beyond_its_cap(
+    s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "cache"
+    monkeypatch.setenv(input_cache.ROOT_VARIABLE, str(root))
+    monkeypatch.setenv(input_cache.CAP_VARIABLE, str(1500 / 1e9))
+    monkeypatch.setattr(input_cache, "_handed_out", set())
+    bucket = s3.new_bucket()
+    urls = []
+    for index in range(5):
+        s3.client.put_object(Bucket=bucket, Key=f"in{index}.bin", Body=bytes([index]) * 1000)
+        urls.append(f"s3://{bucket}/in{index}.bin")
+
+    def age(paths: list[Path]) -> None:
+        long_ago = time.time() - 2 * input_cache.IN_USE_S
+        for order, path in enumerate(paths):
+            os.utime(path.parent, (long_ago + order, long_ago + order))
+
+    copies = [storage.cached_copy(url) for url in urls[:3]]
+    # Over the cap, but every entry was used just now.
+    assert all(copy.is_file() for copy in copies)
+    age(copies)
+    copies.append(storage.cached_copy(urls[3]))
+    # Long unused, but handed out by this process.
+    assert all(copy.is_file() for copy in copies)
+
+    # A new process, where another one has just taken in1 from the cache.
+    monkeypatch.setattr(input_cache, "_handed_out", set())
+    age(copies)
+    os.utime(copies[1].parent)
+    (root / f"gone{input_cache._EVICTED}1234").mkdir()
+    with copies[0].open("rb") as reader:
+        newest = storage.cached_copy(urls[4])
+        # Oldest first, towards the cap; the entry in use elsewhere stays.
+        assert [copy.is_file() for copy in copies] == [False, True, False, False]
+        assert reader.read() == bytes([0]) * 1000
+    assert sorted(root.iterdir()) == sorted([copies[1].parent, newest.parent])
+    monkeypatch.setenv(input_cache.CAP_VARIABLE, "lots")
+    with pytest.raises(ConfigError, match=r"^HFLPIPE_INPUT_CACHE_GB='lots': expected a size"):
+        storage.cached_copy(urls[2])

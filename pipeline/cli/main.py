@@ -136,6 +136,8 @@ RUN_OPTIONS = [
             help="Videos in flight (default: cluster CPUs / --cpus-per-task)."),
     _option("--scratch-limit", field="scratch_limit_gb", type=float,
             help="Largest remote video (GB) a worker copies to its scratch space."),
+    _option("--remote-videos", field="remote_videos", type=click.Choice(["stream", "copy"]),
+            help="Read store videos streamed (pyav) or copied to scratch space first."),
     _option("--device", field="device", type=click.Choice(["auto", "cpu", "cuda"]),
             help="Inference device."),
     _option("--precision", field="precision",

@@ -8,20 +8,20 @@ configuration (for S3: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 message that names a location goes through :func:`~.errors.redact`.
 
 Small inputs (boxes, intrinsics, object files, checkpoints, MANO) are copied once per
-process into a local cache (:func:`cached_copy`), so the loaders keep reading files;
-videos are copied into scratch space for one task and removed after it
-(:func:`scratch_copy`).
+machine into a local cache under a size cap (:func:`cached_copy`), so the loaders keep
+reading files; videos the decoder cannot stream are copied into scratch space for one
+task and removed after it (:func:`scratch_copy`).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import posixpath
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +32,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from hflpipe.atomic import atomic_write
+from hflpipe.hashing import sha256_file
+from hflpipe.pipeline.common import input_cache
 from hflpipe.pipeline.common.errors import InputError, one_line, redact
 
 Location = str | Path
@@ -175,6 +177,24 @@ def read_text(location: Location) -> str:
         raise InputError(f"{describe(location)}: not UTF-8 text ({exc.reason})") from None
 
 
+def sha256(location: Location) -> str:
+    """Hex SHA-256 of a file's bytes (a URL's streamed, never held whole); raises
+    InputError naming a URL that cannot be read, OSError for a local file."""
+    if not is_url(location):
+        return sha256_file(location)
+    filesystem, path = resolve(location)
+    digest = hashlib.sha256()
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            while block := stream.read(COPY_BLOCK):
+                digest.update(block)
+    except FileNotFoundError:
+        raise InputError(f"{describe(location)}: no such file") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{describe(location)}: cannot be read: {cause_of(exc)}") from None
+    return digest.hexdigest()
+
+
 def glob(pattern: str) -> list[str]:
     """The files under a URL that match ``pattern``, sorted.
 
@@ -250,21 +270,22 @@ def cached_copy(location: Location) -> Path:
 
     The copy is named by the URL, size and modification time, so a changed object is
     fetched again; it is written atomically, so concurrent workers never see half of one.
+    The cache is kept under a size cap (see :mod:`~.input_cache`).
     """
     if not is_url(location):
         return Path(location)
     info = file_info(location)
     key = f"{location}|{info.size}|{info.mtime_ns}"
-    folder = _cache_root() / hashlib.sha256(key.encode()).hexdigest()[:24]
-    target = folder / name_of(location)
+    entry = input_cache.cache_root() / hashlib.sha256(key.encode()).hexdigest()[:24]
+    target = entry / name_of(location)
+    # Marked before it is looked at: no other process evicts an entry in use.
+    input_cache.mark_used(entry)
     if not target.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
+        entry.mkdir(parents=True, exist_ok=True)
         atomic_write(target, lambda sink: _copy_to(location, sink, None))
+        input_cache.mark_used(entry)
+        input_cache.evict(time.time())
     return target
-
-
-def _cache_root() -> Path:
-    return Path(tempfile.gettempdir()) / f"hflpipe-inputs-{os.getuid()}"
 
 
 @contextmanager

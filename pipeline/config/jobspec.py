@@ -43,7 +43,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "decoding": ("decoder", "chunk_size", "stream", "stride", "start_s", "end_s"),
     "smoothing": ("max_gap", "smoothing_cutoff_hz"),
     "resources": ("batch_size", "num_actors", "gpus_per_actor", "cpus_per_actor",
-                  "cpus_per_task", "max_concurrent_videos", "scratch_limit_gb"),
+                  "cpus_per_task", "max_concurrent_videos", "scratch_limit_gb",
+                  "remote_videos"),
     "retries": ("max_retries", "stall_timeout_s"),
 }
 #: Choices made per invocation, not properties of a job: flags only.

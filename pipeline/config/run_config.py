@@ -128,6 +128,11 @@ class RunConfig(BaseModel):
     scratch_limit_gb: float = Field(
         50.0, gt=0.0, description="largest remote video a worker copies to its scratch space"
     )
+    remote_videos: Literal["stream", "copy"] = Field(
+        "stream", description="how workers read store videos with the pyav decoder: streamed "
+                              "in blocks, or copied to scratch space first (decord: always "
+                              "copied)"
+    )
     retry_failed: bool = False
     new_version: bool = Field(
         False, description="write a changed config's results to OUT/versions/<hash>"

@@ -31,7 +31,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.fs as pafs
 
+from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.common.errors import ConfigError, InputError, one_line
 
 logger = logging.getLogger(__name__)
@@ -179,6 +181,8 @@ def check_video_path(path: str | os.PathLike[str]) -> str:
     the cheap checks come first.
     """
     path = os.fspath(path)
+    if storage.is_url(path):
+        return _check_remote_video(path)
     if not os.path.exists(path):
         raise decode_error(path, "no such file")
     if os.path.isdir(path):
@@ -190,6 +194,18 @@ def check_video_path(path: str | os.PathLike[str]) -> str:
     if os.path.getsize(path) == 0:
         raise decode_error(path, "empty file (0 bytes)")
     return path
+
+
+def _check_remote_video(url: str) -> str:
+    """:func:`check_video_path` for a store URL: one metadata request."""
+    info = storage.file_info(url)
+    if info.type == pafs.FileType.NotFound:
+        raise decode_error(url, "no such file")
+    if info.type != pafs.FileType.File:
+        raise decode_error(url, "not a file")
+    if not info.size:
+        raise decode_error(url, "empty file (0 bytes)")
+    return url
 
 
 class FrameSelector:

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 import decord
 import numpy as np
 
+from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.decode.base import (
     Decoder,
     FrameChunk,
@@ -83,6 +84,10 @@ class DecordDecoder(Decoder):
 
         The reader is None when PyAV must read the file instead (logged with the reason).
         """
+        if storage.is_url(path):
+            # decord opens files by name; given a URL, its FFmpeg would try to fetch it.
+            raise decode_error(path, "decord reads local files only (copy the video first, "
+                                     "as hflpipe run does)")
         path = check_video_path(path)
         header = read_container_header(path, self.stream)
         reason = _why_not_decord(header)

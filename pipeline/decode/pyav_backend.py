@@ -12,6 +12,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from hflpipe.pipeline.common import storage
+from hflpipe.pipeline.common.remote_file import RemoteFile
 from hflpipe.pipeline.decode.base import (
     Decoder,
     FrameChunk,
@@ -59,19 +61,24 @@ class ContainerHeader:
         return self.orientation.displayed_size(self.width, self.height)
 
 
-def _open(path: str) -> av.container.InputContainer:
-    try:
-        # Damaged or foreign metadata (a handler name, a title) is not UTF-8 often enough;
-        # it must not make the frames unreadable.
-        container = av.open(path, mode="r", metadata_errors="replace")
-    except (av.error.FFmpegError, OSError) as exc:
-        # strerror drops FFmpeg's errno and its repeat of the path.
-        cause = getattr(exc, "strerror", None) or exc
-        raise decode_error(path, f"not a readable video container ({cause})") from exc
-    if not container.streams.video:
-        container.close()
-        raise decode_error(path, "no video stream (or a video stream without frames)")
-    return container
+@contextlib.contextmanager
+def _open(path: str) -> Iterator[av.container.InputContainer]:
+    """The container of ``path`` (a local file, or a store URL read through a
+    :class:`~hflpipe.pipeline.common.remote_file.RemoteFile`), closed with the block."""
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(RemoteFile(path)) if storage.is_url(path) else path
+        try:
+            # Damaged or foreign metadata (a handler name, a title) is not UTF-8 often
+            # enough; it must not make the frames unreadable.
+            container = av.open(source, mode="r", metadata_errors="replace")
+        except (av.error.FFmpegError, OSError) as exc:
+            # strerror drops FFmpeg's errno and its repeat of the path.
+            cause = getattr(exc, "strerror", None) or exc
+            raise decode_error(path, f"not a readable video container ({cause})") from exc
+        with container:
+            if not container.streams.video:
+                raise decode_error(path, "no video stream (or a video stream without frames)")
+            yield container
 
 
 def _is_picture(stream: av.video.stream.VideoStream) -> bool:
@@ -254,11 +261,23 @@ class PyAVDecoder(Decoder):
 
     name = "pyav"
 
+    def __init__(self, threads: int = 0, stream: int | None = None) -> None:
+        super().__init__(threads, stream)
+        self._last_table: tuple[tuple[str, int], PacketTable] | None = None
+
     def probe(self, path: str) -> VideoInfo:
         """Metadata from the header (and its first frame) plus a demux of every packet."""
         header = read_container_header(path, self.stream)
-        return video_info(str(path), header, packet_table(str(path), header).timestamps_s,
+        return video_info(str(path), header, self._packet_table(str(path), header).timestamps_s,
                           self.name)
+
+    def _packet_table(self, path: str, header: ContainerHeader) -> PacketTable:
+        """:func:`packet_table`, kept for the last file: probing and every seek need it, and
+        the demux reads the whole file (for a streamed video, a download of it)."""
+        key = (path, header.stream_index)
+        if self._last_table is None or self._last_table[0] != key:
+            self._last_table = (key, packet_table(path, header))
+        return self._last_table[1]
 
     def _read_selected(
         self, path: str, chunk_size: int, selector: FrameSelector
@@ -269,7 +288,7 @@ class PyAVDecoder(Decoder):
         header = read_container_header(path, self.stream)
         keyframe = None
         if selector.may_pass_over_leading_frames:
-            keyframe = _keyframe_before_selection(path, header, selector)
+            keyframe = _keyframe_before_selection(self._packet_table(path, header), selector)
         if keyframe is not None:
             logger.debug("%s: seeking to the keyframe at frame %d", path, keyframe.position)
             try:
@@ -330,7 +349,7 @@ class _MissedKeyframe(Exception):
     """A seek did not land on the keyframe asked for (raised before any frame is used)."""
 
 
-def _keyframe_before_selection(path: str, header: ContainerHeader, selector: FrameSelector
+def _keyframe_before_selection(table: PacketTable, selector: FrameSelector
                                ) -> _Keyframe | None:
     """The last keyframe at or before the first frame ``selector`` could select; None
     when that is the first frame anyway, or when the stream does not start on a keyframe.
@@ -339,7 +358,6 @@ def _keyframe_before_selection(path: str, header: ContainerHeader, selector: Fra
     be decoded; a read from the start drops them and numbers the first frame it can
     decode 0, so the packet table's positions would not match its frame numbers.
     """
-    table = packet_table(path, header)
     if not len(table.keyframe_pts) or table.keyframe_pts[0] != table.pts[0]:
         return None
     first = min(selector.first_candidate(table.timestamps_s), len(table.pts) - 1)

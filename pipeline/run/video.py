@@ -13,12 +13,13 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from hflpipe.hashing import file_stamp, sha256_file
+from hflpipe.hashing import file_stamp
 from hflpipe.model.geometry import mirror_mano_pose, mirror_points3d
 from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.common.errors import HflpipeError, one_line
@@ -112,8 +113,8 @@ def process_video(
     report(0, 0)
     notes: list[str] = []
     try:
-        with storage.scratch_copy(video.path, int(config.scratch_limit_gb * 1e9)) as local:
-            row.setdefault("size_bytes", local.stat().st_size)
+        with decoder_input(video.path, config) as local:
+            row.setdefault("size_bytes", _size_bytes(local))
             with collected_warnings(notes, str(video.path), str(local)):
                 try:
                     outcome = _process(replace(video, path=local), config, context, inference,
@@ -125,6 +126,25 @@ def process_video(
         outcome = failed_outcome(video, context, str(exc), row)
     outcome.video_row["notes"] = notes
     return outcome
+
+
+def decoder_input(path: storage.Location, config: RunConfig
+                  ) -> contextlib.AbstractContextManager[storage.Location]:
+    """What the decoder reads for ``path``: the path itself (a local file, or a store URL
+    the PyAV backend streams), else a scratch copy removed when the block ends.
+
+    decord opens files by name only, so a store video is copied for it, as for
+    ``remote_videos: copy`` (a store that answers ranged reads slowly).
+    """
+    if storage.is_url(path) and config.decoder == "pyav" and config.remote_videos == "stream":
+        return contextlib.nullcontext(path)
+    return storage.scratch_copy(path, int(config.scratch_limit_gb * 1e9))
+
+
+def _size_bytes(location: storage.Location) -> int | None:
+    if storage.is_url(location):
+        return storage.file_info(location).size
+    return Path(location).stat().st_size
 
 
 class _NoteHandler(logging.Handler):
@@ -179,7 +199,7 @@ def _process(
               if context.intrinsics is not None
               else default_intrinsics(info.width, info.height, config.hfov_deg))
     row.update(
-        content_sha256=sha256_file(video.path), fps=info.fps, width=info.width,
+        content_sha256=storage.sha256(video.path), fps=info.fps, width=info.width,
         height=info.height, duration_s=info.duration_s, decoder=info.backend,
         stream_index=info.stream_index, rotation_deg=info.rotation_deg, mirrored=info.mirrored,
         intrinsics=camera.K, intrinsics_source=camera.source,
