@@ -88,32 +88,51 @@ TARGET_EFFICIENCY = 0.9
 SAMPLE_S = 0.2
 
 
-def stand_in_pool(template: dict[str, np.ndarray], latency_s: float) -> Callable[..., list]:
+class StandInPool:
     """A replacement for ``actor_pool.start_actors`` that starts stand-in actors: each
     ``infer`` sleeps ``latency_s`` and returns ``template``'s rows (real outputs), cycled
-    to the batch's size.
+    to the batch's size, and counts the batches it answered.
 
     The actors get neither the predictor's settings nor torch: a stand-in is a small
     process, so that 16 of them fit beside the video tasks in this machine's memory.
+    ``actors``: the ones the last call started.
     """
 
+    def __init__(self, template: dict[str, np.ndarray], latency_s: float) -> None:
+        self.actor_class = _stand_in_actor(template, latency_s)
+        self.actors: list = []
+
+    def __call__(self, settings: object, num_actors: int, gpus_per_actor: float,
+                 cpus_per_actor: float) -> list:
+        remote = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)(self.actor_class)
+        self.actors = [remote.remote() for _ in range(num_actors)]
+        ray.get([actor.ready.remote() for actor in self.actors])
+        return self.actors
+
+    def answered(self) -> list[int]:
+        """Batches each actor of the last call answered, in the pool's order."""
+        return ray.get([actor.answered.remote() for actor in self.actors])
+
+
+def _stand_in_actor(template: dict[str, np.ndarray], latency_s: float) -> type:
+    # Defined in a function so that Ray ships the class with its template by value.
     class StandInActor:
+        def __init__(self) -> None:
+            self.batches = 0
+
         def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             time.sleep(latency_s)
+            self.batches += 1
             rows = np.arange(len(batch["images"])) % len(next(iter(template.values())))
             return {name: value[rows] for name, value in template.items()}
+
+        def answered(self) -> int:
+            return self.batches
 
         def ready(self) -> str:
             return "stand-in"
 
-    def start(settings: object, num_actors: int, gpus_per_actor: float,
-              cpus_per_actor: float) -> list:
-        remote = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)(StandInActor)
-        actors = [remote.remote() for _ in range(num_actors)]
-        ray.get([actor.ready.remote() for actor in actors])
-        return actors
-
-    return start
+    return StandInActor
 
 
 class Answer:
@@ -200,10 +219,14 @@ def make_archive(folder: Path, actors: int, lengths: tuple[int, ...],
 
 
 def simulated_run(config: RunConfig, actors: int, latency_s: float,
-                  start_pool: Callable[..., list]) -> dict[str, object]:
-    """One ``hflpipe run`` with ``actors`` stand-in actors; its figures."""
-    with mock.patch.object(actor_pool, "start_actors", start_pool), Sampler() as sampler:
+                  pool: StandInPool) -> dict[str, object]:
+    """One ``hflpipe run`` with ``actors`` new stand-in actors; its figures."""
+    with mock.patch.object(actor_pool, "start_actors", pool), \
+            mock.patch.object(actor_pool, "_kept_pool", None), Sampler() as sampler:
         summary = run_pipeline(config, progress=False)
+    answered = pool.answered()
+    for actor in pool.actors:
+        ray.kill(actor)
     expected = len(config.videos)
     if summary.statuses != {"ok": expected}:
         raise RuntimeError(f"simulated run: {summary.statuses} of {expected} videos: "
@@ -220,6 +243,7 @@ def simulated_run(config: RunConfig, actors: int, latency_s: float,
         "window_s": round(window, 2),
         "frames_per_s": round(summary.frames / window, 2),
         "model_busy": ratio(batches * latency_s, actors * window),
+        "batches_per_actor_min_max": [min(answered), max(answered)],
         "driver_cpu_s": round(driver["driver_cpu_s"], 2),
         "driver_cpu_ms_per_frame": round(1000 * driver["driver_cpu_s"] / summary.frames, 3),
         "driver_cpu_cores": round(driver["driver_cpu_s"] / window, 3),
@@ -327,14 +351,14 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
                  log_to_driver=False, configure_logging=False,
                  _system_config={"idle_worker_killing_time_threshold_ms": 3_600_000})
         try:
-            start_pool = stand_in_pool(template, latency_s)
+            pool = StandInPool(template, latency_s)
             # Start the most worker processes any run needs once, before any is timed:
             # a new worker imports torch and the pipeline, seconds of a core each.
             warm_paths, warm_boxes = make_archive(work / "warm", most * 2, (lengths[0],), scenes)
             simulated_run(make_config(videos=warm_paths, out=work / "warm-out", boxes=warm_boxes,
                                       max_concurrent_videos=VIDEOS_AT_ONCE_PER_ACTOR * most,
                                       num_actors=most, **options),
-                          most, 0.0, stand_in_pool(template, 0.0))
+                          most, 0.0, StandInPool(template, 0.0))
             results: dict[str, list[dict[str, object]]] = {}
             for vertices in (False, True):
                 rows = []
@@ -345,15 +369,15 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
                         videos=paths, out=work / f"{name}-out", boxes=boxes,
                         with_vertices=vertices, num_actors=actors,
                         max_concurrent_videos=VIDEOS_AT_ONCE_PER_ACTOR * actors, **options)
-                    rows.append(simulated_run(config, actors, latency_s, start_pool))
+                    rows.append(simulated_run(config, actors, latency_s, pool))
                 scaling_rows(rows)
                 results["with_vertices" if vertices else "default"] = rows
         finally:
             ray.shutdown()
 
     columns = ["actors", "frames", "window_s", "frames_per_s", "speedup", "efficiency",
-               "model_busy", "driver_cpu_ms_per_frame", "driver_cpu_cores",
-               "driver_rss_growth_mib", "machine_busy_cores"]
+               "model_busy", "batches_per_actor_min_max", "driver_cpu_ms_per_frame",
+               "driver_cpu_cores", "driver_rss_growth_mib", "machine_busy_cores"]
     for key, rows in results.items():
         print_table(f"simulated actors ({key.replace('_', ' ')})", rows, columns)
     stage_rows = {("with_vertices" if v else "default"): {"stages": table, "total_ms": round(t, 2)}

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import ray
+import test_faults_common as common
 from ray.exceptions import RayActorError
 
+from hflpipe.bench.simulated import StandInPool
+from hflpipe.pipeline.infer import actor_pool as actor_pool_module
 from hflpipe.pipeline.infer.actor_pool import actor_pool
-from hflpipe.pipeline.infer.predictor import PredictorSettings
+from hflpipe.pipeline.infer.predictor import HflnetPredictor, PredictorSettings
+from hflpipe.pipeline.run.runner import run
 
 pytestmark = pytest.mark.slow
 
@@ -35,3 +42,29 @@ def test_a_driver_keeps_its_progress_board_and_each_run_finds_it_empty(local_ray
     again = start_board()
     assert again is board
     assert ray.get(again.snapshot.remote()) == {}
+
+
+def test_videos_started_one_after_another_begin_on_different_actors(
+    local_ray, synthetic_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Four one-batch videos, one at a time, over two actors that answer with the network's
+    # real outputs for one crop: each video starts on the next actor, so each answers two.
+    # Given one start for all, a job of short videos kept one actor busy and the rest idle.
+    predictor = HflnetPredictor(PredictorSettings(synthetic_checkpoint, device="cpu"))
+    crop = np.random.default_rng(0).integers(0, 256, (1, 256, 256, 3), dtype=np.uint8)
+    template = predictor({"images": crop, "hand_boxes": np.float32([[60, 60, 200, 200]]),
+                          "object_boxes": np.float32([[100, 90, 230, 220]])})
+    pool = StandInPool(template, latency_s=0.0)
+    monkeypatch.setattr(actor_pool_module, "start_actors", pool)
+    monkeypatch.setattr(actor_pool_module, "_kept_pool", None)
+    clips = [common.write_clip(tmp_path / f"clip{i}.mp4", 2) for i in range(4)]
+    boxes = common.write_boxes(tmp_path / "boxes.csv", 2)
+    config = common.run_config(clips, tmp_path / "out", synthetic_checkpoint, boxes,
+                               num_actors=2, cpus_per_actor=0.01, max_concurrent_videos=1)
+    try:
+        summary = run(config, progress=False)
+        assert summary.statuses == {"ok": 4}
+        assert pool.answered() == [2, 2]
+    finally:
+        for actor in pool.actors:
+            ray.kill(actor)

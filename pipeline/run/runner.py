@@ -237,13 +237,17 @@ def _process_on_ray(
     # cannot give them: waiting while nothing moves is a stall, even if nothing started.
     last_activity = time.time()
     waiting_since: float | None = None
+    # Each video sends its first batch to the next actor in turn: short videos (a few
+    # batches each) would otherwise all start on the same actor and leave others idle.
+    started = 0
     try:
         while pending or running:
             check_stop()
             while pending and len(running) < concurrency:
                 video, video_context = pending.pop()
-                ref = task.remote(video, config, video_context, actors, board, len(running),
+                ref = task.remote(video, config, video_context, actors, board, started,
                                   summary.out)
+                started += 1
                 running[ref] = (video, time.time())
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_INTERVAL_S)
             for ref in ready:
@@ -355,13 +359,14 @@ def _quiet_local_ray_notices(config: RunConfig) -> Iterator[None]:
 
 
 def _video_task(
-    video: VideoInput, config: RunConfig, context: RunContext, actors: list, board, slot: int,
-    out: Location,
+    video: VideoInput, config: RunConfig, context: RunContext, actors: list, board,
+    first_actor: int, out: Location,
 ) -> VideoOutcome:
     def report(done: int, total: int) -> None:
         board.report.remote(video.video_id, done, total)
 
-    outcome = process_video(video, config, context, ActorInference(actors, offset=slot), report)
+    inference = ActorInference(actors, offset=first_actor)
+    outcome = process_video(video, config, context, inference, report)
     return write_where_processed(outcome, out, context.metadata)
 
 
