@@ -11,11 +11,13 @@ where an uninterrupted run does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,17 +57,29 @@ class Shared:
     #: then dies mid-upload of that commit.
     killed: subprocess.Popen
     killed_out: str
+    holding: Path
     go: Path
 
+    def wait_until_holding(self) -> None:
+        """Wait until the driver is held at its second commit (it starts in the background
+        while the other tests run)."""
+        deadline = time.monotonic() + 300
+        while not self.holding.exists():
+            assert self.killed.poll() is None, (self.root / "killed.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the driver never reached its second commit"
+            time.sleep(0.2)
+
     def release_killed_driver(self) -> None:
+        self.wait_until_holding()
         self.go.touch()
         self.killed.wait(timeout=120)
 
 
 @pytest.fixture(scope="module")
 def shared(s3: S3Server, tmp_path_factory, synthetic_checkpoint, local_ray):
-    """Clips, an uninterrupted run into the bucket, and a driver process held at its
-    second commit (started first, so that its start-up overlaps the uninterrupted run)."""
+    """Clips, an uninterrupted run into the bucket, and a driver process that will be held
+    at its second commit (started first, so that its start-up overlaps the uninterrupted
+    run and the tests that do not need it, which come first in this file)."""
     root = tmp_path_factory.mktemp("s3faults")
     clips = [common.write_clip(root / f"clip{i}.mp4", FRAMES) for i in range(VIDEOS)]
     boxes = common.write_boxes(root / "boxes.csv", FRAMES)
@@ -85,12 +99,7 @@ def shared(s3: S3Server, tmp_path_factory, synthetic_checkpoint, local_ray):
         summary = run(common.run_config(clips, reference, synthetic_checkpoint, boxes,
                                         cpus_per_actor=ONE_CPU_ACTOR), progress=False)
         assert summary.statuses == {"ok": VIDEOS}
-        deadline = time.monotonic() + 300
-        while not holding.exists():
-            assert killed.poll() is None, (root / "killed.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "the driver never reached its second commit"
-            time.sleep(0.2)
-        yield Shared(bucket, root, boxes, reference, killed, killed_out, go)
+        yield Shared(bucket, root, boxes, reference, killed, killed_out, holding, go)
     finally:
         killed.kill()
 
@@ -167,40 +176,6 @@ def _check_bucket_is_clean(s3: S3Server, bucket: str, prefix: str) -> None:
         assert raw.count_rows() == rows.num_rows
 
 
-def test_a_second_run_on_the_same_s3_output_stops_with_one_line(shared, synthetic_checkpoint,
-                                                                s3, hflpipe_cli):
-    # The held driver has the lock; a second run with the same config must not start.
-    before = s3.keys(shared.bucket, "killed/")
-    line = _one_line(hflpipe_cli("run", *_flags(shared, synthetic_checkpoint,
-                                                shared.killed_out)))
-    assert "another hflpipe run is writing to it" in line and LOCK in line, line
-    assert f"pid {shared.killed.pid}" in line
-    assert s3.keys(shared.bucket, "killed/") == before
-
-
-def test_a_driver_killed_mid_commit_on_s3_loses_nothing_and_a_rerun_completes(
-    shared, synthetic_checkpoint, s3
-):
-    shared.release_killed_driver()
-    log = (shared.root / "killed.log").read_text()
-    assert shared.killed.returncode == -signal.SIGKILL, log[-2000:]
-    out = shared.killed_out
-    # In the bucket: one committed video, the second's data files without a commit, and
-    # the commit's upload pending; a reader sees the committed video alone.
-    assert len(_pending_uploads(s3, shared.bucket, "killed/videos/")) == 1
-    assert len([k for k in s3.keys(shared.bucket, "killed/hands/") if k.endswith(SUFFIX)]) == 2
-    assert read_table(out, "videos").num_rows == 1
-    assert read_table(out, "hands").num_rows == FRAMES
-
-    summary = run(common.run_config(sorted(shared.root.glob("clip*.mp4")), out,
-                                    synthetic_checkpoint, shared.boxes,
-                                    cpus_per_actor=ONE_CPU_ACTOR), progress=False)
-    assert summary.already_done == 1 and summary.statuses == {"ok": VIDEOS - 1}
-    _check_bucket_is_clean(s3, shared.bucket, "killed")
-    common.assert_same_results(out, shared.reference)
-    assert f"killed/{LOCK}" not in s3.keys(shared.bucket, "killed/")
-
-
 def test_a_worker_killed_mid_write_on_s3_costs_a_retry_not_the_video(
     shared, synthetic_checkpoint, s3, local_ray
 ):
@@ -246,19 +221,21 @@ def test_a_run_whose_lock_is_taken_over_stops_committing_with_one_line(
     lock_key = f"lost/{LOCK}"
     other = {"owner": "other", "host": "elsewhere", "pid": 4242,
              "expires_at": time.time() + 600}
-    collect = runner._collect
+    record = runner._record
 
-    def take_over_then_collect(*args):
+    def take_over_then_record(summary, config, context, outcome, lock):
         # Another run takes the lock (as after this run's lease ran out) when the first
-        # video is done; the holder's next renewals find it.
-        if s3.client.get_object(Bucket=shared.bucket, Key=lock_key)["Body"].read() != (
-                json.dumps(other).encode()):
-            s3.client.put_object(Bucket=shared.bucket, Key=lock_key,
-                                 Body=json.dumps(other).encode())
-            time.sleep(20 * object_lock.RENEW_S)
-        return collect(*args)
+        # video is done, before it is committed; the holder's renewals find it.
+        s3.client.put_object(Bucket=shared.bucket, Key=lock_key,
+                             Body=json.dumps(other).encode())
+        deadline = time.monotonic() + 30
+        with contextlib.suppress(OutputError):
+            while time.monotonic() < deadline:
+                lock()
+                time.sleep(object_lock.RENEW_S)
+        return record(summary, config, context, outcome, lock)
 
-    monkeypatch.setattr(runner, "_collect", take_over_then_collect)
+    monkeypatch.setattr(runner, "_record", take_over_then_record)
     line = _one_line(hflpipe_cli("run", *_flags(shared, synthetic_checkpoint,
                                                 f"s3://{shared.bucket}/lost")))
     assert "another hflpipe run (host elsewhere, pid 4242) took over the lock" in line, line
@@ -267,11 +244,49 @@ def test_a_run_whose_lock_is_taken_over_stops_committing_with_one_line(
     assert json.loads(held) == other, "the holder removed the lock it had lost"
 
 
-def test_a_lease_that_could_not_be_renewed_in_time_stops_writing(shared, monkeypatch):
-    monkeypatch.setattr(object_lock, "LEASE_S", 0.2)
-    monkeypatch.setattr(object_lock, "RENEW_S", 60.0)
-    with s3_lease(f"s3://{shared.bucket}/expired/{LOCK}") as check:
+def test_a_lease_that_could_not_be_renewed_in_time_stops_writing(s3, monkeypatch):
+    # The holder's clock, moved past the lease without a renewal in between (as when the
+    # store does not answer for that long).
+    now = [time.time()]
+    monkeypatch.setattr(object_lock, "time", types.SimpleNamespace(time=lambda: now[0]))
+    monkeypatch.setattr(object_lock, "RENEW_S", 3600.0)
+    with s3_lease(f"s3://{s3.new_bucket()}/{LOCK}") as check:
         check()
-        time.sleep(0.3)
-        with pytest.raises(OutputError, match="could not be renewed for 0.2 s"):
+        now[0] += object_lock.LEASE_S + 1
+        with pytest.raises(OutputError, match="could not be renewed for 120 s"):
             check()
+
+
+def test_a_second_run_on_the_same_s3_output_stops_with_one_line(shared, synthetic_checkpoint,
+                                                                s3, hflpipe_cli):
+    # The held driver has the lock; a second run with the same config must not start.
+    shared.wait_until_holding()
+    before = s3.keys(shared.bucket, "killed/")
+    line = _one_line(hflpipe_cli("run", *_flags(shared, synthetic_checkpoint,
+                                                shared.killed_out)))
+    assert "another hflpipe run is writing to it" in line and LOCK in line, line
+    assert f"pid {shared.killed.pid}" in line
+    assert s3.keys(shared.bucket, "killed/") == before
+
+
+def test_a_driver_killed_mid_commit_on_s3_loses_nothing_and_a_rerun_completes(
+    shared, synthetic_checkpoint, s3
+):
+    shared.release_killed_driver()
+    log = (shared.root / "killed.log").read_text()
+    assert shared.killed.returncode == -signal.SIGKILL, log[-2000:]
+    out = shared.killed_out
+    # In the bucket: one committed video, the second's data files without a commit, and
+    # the commit's upload pending; a reader sees the committed video alone.
+    assert len(_pending_uploads(s3, shared.bucket, "killed/videos/")) == 1
+    assert len([k for k in s3.keys(shared.bucket, "killed/hands/") if k.endswith(SUFFIX)]) == 2
+    assert read_table(out, "videos").num_rows == 1
+    assert read_table(out, "hands").num_rows == FRAMES
+
+    summary = run(common.run_config(sorted(shared.root.glob("clip*.mp4")), out,
+                                    synthetic_checkpoint, shared.boxes,
+                                    cpus_per_actor=ONE_CPU_ACTOR), progress=False)
+    assert summary.already_done == 1 and summary.statuses == {"ok": VIDEOS - 1}
+    _check_bucket_is_clean(s3, shared.bucket, "killed")
+    common.assert_same_results(out, shared.reference)
+    assert f"killed/{LOCK}" not in s3.keys(shared.bucket, "killed/")
