@@ -35,6 +35,7 @@ from hflpipe.pipeline.common.errors import OutputError
 from hflpipe.pipeline.output import object_lock
 from hflpipe.pipeline.output.object_lock import s3_lease
 from hflpipe.pipeline.output.reader import SUFFIX, read_table
+from hflpipe.pipeline.output.s3_uploads import abort_unfinished_uploads
 from hflpipe.pipeline.run import runner
 from hflpipe.pipeline.run.runner import run
 
@@ -130,14 +131,17 @@ def write_then_die(self, data, *parts):
 
 OutputStore.write_bytes = write_then_die
 out, checkpoint, boxes, address, actor_cpus, *clips = sys.argv[4:]
+# One video at a time: one worker process to start for this driver's job, not two.
 run(common.run_config(clips, out, Path(checkpoint), Path(boxes), address=address,
-                      cpus_per_actor=float(actor_cpus)), progress=False)
+                      cpus_per_actor=float(actor_cpus), max_concurrent_videos=1),
+    progress=False)
 """
 
 
-def _flags(shared: Shared, checkpoint: Path, out: str) -> list[str]:
+def _flags(shared: Shared, checkpoint: Path, out: str, videos: str = "clip*.mp4"
+           ) -> list[str]:
     """``hflpipe run`` flags for the options of ``common.run_config`` (the same config)."""
-    return ["--videos", str(shared.root / "clip*.mp4"), "--out", out,
+    return ["--videos", str(shared.root / videos), "--out", out,
             "--checkpoint", str(checkpoint), "--mano", str(synthetic_mano_path()),
             "--detector", "boxes", "--boxes", str(shared.boxes), "--object", "003_cracker_box",
             "--device", "cpu", "--batch-size", "4", "--chunk-size", "8",
@@ -237,7 +241,7 @@ def test_a_run_whose_lock_is_taken_over_stops_committing_with_one_line(
 
     monkeypatch.setattr(runner, "_record", take_over_then_record)
     line = _one_line(hflpipe_cli("run", *_flags(shared, synthetic_checkpoint,
-                                                f"s3://{shared.bucket}/lost")))
+                                                f"s3://{shared.bucket}/lost", "clip0.mp4")))
     assert "another hflpipe run (host elsewhere, pid 4242) took over the lock" in line, line
     assert s3.keys(shared.bucket, "lost/videos/") == []
     held = s3.client.get_object(Bucket=shared.bucket, Key=lock_key)["Body"].read()
@@ -255,6 +259,11 @@ def test_a_lease_that_could_not_be_renewed_in_time_stops_writing(s3, monkeypatch
         now[0] += object_lock.LEASE_S + 1
         with pytest.raises(OutputError, match="could not be renewed for 120 s"):
             check()
+
+
+def test_unfinished_uploads_that_cannot_be_listed_cost_a_warning(s3, caplog):
+    assert abort_unfinished_uploads("s3://no-such-bucket-hflpipe/out") == []
+    assert "cannot abort the unfinished uploads" in caplog.text
 
 
 def test_a_second_run_on_the_same_s3_output_stops_with_one_line(shared, synthetic_checkpoint,
