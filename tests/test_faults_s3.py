@@ -261,6 +261,20 @@ def test_a_lease_that_could_not_be_renewed_in_time_stops_writing(s3, monkeypatch
             check()
 
 
+def test_a_lock_removed_under_its_holder_stops_writing(s3, monkeypatch):
+    monkeypatch.setattr(object_lock, "RENEW_S", 0.05)
+    bucket = s3.new_bucket()
+    with s3_lease(f"s3://{bucket}/{LOCK}") as check:
+        check()
+        s3.client.delete_object(Bucket=bucket, Key=LOCK)
+        deadline = time.monotonic() + 30
+        with pytest.raises(OutputError, match="the lock is no longer this run's"):
+            while time.monotonic() < deadline:
+                check()
+                time.sleep(object_lock.RENEW_S)
+    assert s3.keys(bucket) == []
+
+
 def test_unfinished_uploads_that_cannot_be_listed_cost_a_warning(s3, caplog):
     assert abort_unfinished_uploads("s3://no-such-bucket-hflpipe/out") == []
     assert "cannot abort the unfinished uploads" in caplog.text

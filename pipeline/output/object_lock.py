@@ -88,16 +88,14 @@ def s3_lease(url: str) -> Iterator[LockCheck]:
             try:
                 etag = client.put_object(Bucket=bucket, Key=key, Body=body(),
                                          IfMatch=holding.etag)["ETag"]
-            except ClientError as exc:
+            except (BotoCoreError, ClientError) as exc:
                 if _code(exc) in _TAKEN:
                     lease: dict = {}
                     with contextlib.suppress(BotoCoreError, ClientError):
                         lease = _read_lease(client, bucket, key)[0]
                     holding.lost = _taken_over(url, lease)
                     return
-                continue
-            except BotoCoreError:
-                # Unreachable for now: the lease's expiry decides when to stop.
+                # Unreachable or refusing for now: the lease's expiry decides when to stop.
                 continue
             holding.etag, holding.valid_until = etag, sent + LEASE_S
 
@@ -118,9 +116,12 @@ def s3_lease(url: str) -> Iterator[LockCheck]:
 def _taken_over(url: str, lease: dict) -> str:
     """The one line a holder stops with once another run has its lock (``lease``: the
     new holder's, empty when it could not be read)."""
-    who = f" (host {lease.get('host')}, pid {lease.get('pid')})" if lease else ""
-    return (f"out {redact(url)}: another hflpipe run{who} took over the lock after this "
-            "run's lease ran out; stopped writing (committed videos are kept)")
+    if not lease:
+        return (f"out {redact(url)}: the lock is no longer this run's (removed or replaced); "
+                "stopped writing (committed videos are kept)")
+    return (f"out {redact(url)}: another hflpipe run (host {lease.get('host')}, pid "
+            f"{lease.get('pid')}) took over the lock after this run's lease ran out; "
+            "stopped writing (committed videos are kept)")
 
 
 def _read_lease(client, bucket: str, key: str) -> tuple[dict, str]:
