@@ -205,10 +205,12 @@ def test_a_full_store_stops_the_job_with_one_line_and_keeps_what_was_committed(
     try:
         with monkeypatch.context() as through_proxy:
             through_proxy.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
-            through_proxy.setattr(storage, "_filesystem", storage._filesystem.__wrapped__)
+            # The store's clients are made (and kept) per process and bucket: anew here.
+            storage._filesystem.cache_clear()
             proxy.fill_after(1, "/full/videos/")
             result = hflpipe_cli("run", *_flags(shared, synthetic_checkpoint, out))
     finally:
+        storage._filesystem.cache_clear()
         proxy.stop()
     line = _one_line(result)
     assert "minimum free drive threshold" in line and f"{out}/videos/" in line, line
