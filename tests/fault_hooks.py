@@ -10,6 +10,9 @@ healthy and poisoned videos side by side, or armed by a file in the fault folder
 - ``poison_crash`` in the name: the process decoding it dies (``os._exit``), every attempt;
   each attempt leaves a file in ``$HFLPIPE_FAULT_DIR`` so tests can count them.
 - ``poison_hang`` in the name: decoding never returns (as decord does on some files).
+- ``die_mid_write`` in the name: the process writing its output dies after its hands
+  file is written, before its objects file, on the first attempt only (it leaves
+  ``died-mid-write-*`` in ``$HFLPIPE_FAULT_DIR``).
 - ``unreadable`` in the name: the permission check says no (tests run as root, for whom
   ``chmod 000`` still reads).
 - ``arm-actor-crash`` in ``$HFLPIPE_FAULT_DIR`` (made by :func:`arm_actor_crash`): the first
@@ -88,6 +91,7 @@ def install_faults() -> None:
 
     os.access = access
     patches = {"hflpipe.pipeline.run.video": _poison_decoders,
+               "hflpipe.pipeline.output.store": lambda module: _die_mid_write(module, fault_dir),
                "hflpipe.pipeline.infer.predictor": lambda module: _break_model(module, fault_dir)}
     for name, patch in patches.items():
         if name in sys.modules:
@@ -119,6 +123,22 @@ def _poison_decoders(video_job: ModuleType) -> None:
 
     video_job.get_decoder = lambda name="decord", **options: PoisonedDecoder(
         real_get_decoder(name, **options))
+
+
+def _die_mid_write(store: ModuleType, fault_dir: Path) -> None:
+    real_write = store.OutputStore.write_parquet
+
+    def write_parquet(self, table, *parts, row_group_size):
+        if parts[0] == "objects" and "die_mid_write" in parts[-1]:
+            try:
+                (fault_dir / f"died-mid-write-{parts[-1]}").touch(exist_ok=False)
+            except FileExistsError:
+                pass
+            else:
+                os._exit(5)
+        return real_write(self, table, *parts, row_group_size=row_group_size)
+
+    store.OutputStore.write_parquet = write_parquet
 
 
 def _break_model(predictor: ModuleType, fault_dir: Path) -> None:

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
+from hflpipe.pipeline.common import storage
 from hflpipe.pipeline.common.errors import ConfigError
 from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.output.reader import read_table
@@ -144,16 +145,20 @@ def _hflpipe(*args: str, env: dict, timeout: float = 300) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory, synthetic_checkpoint):
-    """A spec (absolute paths) for the demo scene, alone in its folder, and a second out."""
+def job(tmp_path_factory, synthetic_checkpoint, s3):
+    """A spec for the demo scene, alone in its folder, with the video in a bucket and the
+    output going to it (the cluster's nodes reach the store with their own credentials:
+    the head node inherits the tests' ``AWS_*``); and a local out for the same spec."""
     root = tmp_path_factory.mktemp("submit")
     scene = make_demo_scene(root / "scene", num_frames=FRAMES)
+    bucket = s3.new_bucket()
+    submitted = f"s3://{bucket}/submitted"
     spec_dir = root / "spec"
     spec_dir.mkdir()
     spec = spec_dir / "job.yaml"
     spec.write_text(yaml.safe_dump({
-        "inputs": {"videos": [str(scene.video_path)]},
-        "output": {"out": str(root / "submitted")},
+        "inputs": {"videos": [s3.put_file(bucket, "archive/clip.mp4", scene.video_path)]},
+        "output": {"out": submitted},
         "model": {"checkpoint": str(synthetic_checkpoint), "mano": str(synthetic_mano_path())},
         "scene": {"intrinsics": str(scene.intrinsics_path), "object": scene.object_name},
         "detection": {"boxes": str(scene.boxes_path)},
@@ -161,7 +166,7 @@ def job(tmp_path_factory, synthetic_checkpoint):
         # results differ in their last bits between thread counts.
         "resources": {"max_concurrent_videos": 1, "batch_size": 4, "cpus_per_actor": 1},
     }))
-    return spec, root / "submitted", root / "local"
+    return spec, submitted, root / "local"
 
 
 @pytest.mark.slow
@@ -197,7 +202,8 @@ def test_a_submitted_job_matches_hflpipe_run_and_an_unknown_job_is_one_line(
         a, b = (_rows(read_table(out, table)) for out in (submitted, local))
         assert a.num_rows == (1 if table == "videos" else FRAMES)
         assert a.equals(b), table
-    records = [json.loads((out / "_job.json").read_text()) for out in (submitted, local)]
+    records = [json.loads(storage.read_text(storage.join(out, "_job.json")))
+               for out in (submitted, local)]
     assert records[0]["config_hash"] == records[1]["config_hash"]
 
 

@@ -40,6 +40,7 @@ from hflpipe.pipeline.output.reader import (
     scan_output,
     visible_names,
 )
+from hflpipe.pipeline.output.s3_uploads import abort_unfinished_uploads
 from hflpipe.pipeline.output.schema import (
     TABLES,
     OutputMetadata,
@@ -169,10 +170,13 @@ def keep_tables_readable(out_dir: Location) -> None:
 def remove_stale_temp_files(out_dir: Location) -> list[Location]:
     """Delete hidden temporary files left by interrupted writes; returns what was removed.
 
+    On S3 the same leftovers are unfinished multipart uploads: they are aborted.
     Call only while no writer runs on ``out_dir``.
     """
     store = OutputStore(out_dir)
-    removed = []
+    removed: list[Location] = []
+    if store.remote and str(store.root).lower().startswith("s3://"):
+        removed.extend(abort_unfinished_uploads(str(store.root)))
     for table_name in TABLES:
         for name in store.file_names(table_name):
             if is_temporary(Path(name)):

@@ -44,7 +44,7 @@ from hflpipe.pipeline.infer.predictor import PredictorSettings
 from hflpipe.pipeline.inputs.camera import Intrinsics, parse_intrinsics
 from hflpipe.pipeline.inputs.objects import check_object_names, resolve_object
 from hflpipe.pipeline.inputs.videos import VideoInput
-from hflpipe.pipeline.output.object_lock import s3_lease
+from hflpipe.pipeline.output.object_lock import LockCheck, s3_lease
 from hflpipe.pipeline.output.schema import SCHEMA_VERSION, OutputMetadata
 from hflpipe.pipeline.output.store import OutputStore
 
@@ -308,8 +308,12 @@ def _recorded_hash(out: storage.Location, job_hash: str, committed: Mapping[str,
 
 
 @contextmanager
-def claim_output(folder: storage.Location, config: RunConfig, job_hash: str) -> Iterator[None]:
+def claim_output(folder: storage.Location, config: RunConfig, job_hash: str
+                 ) -> Iterator[LockCheck]:
     """Hold ``folder``'s lock for the run and make sure its job record exists.
+
+    Yields the check to call before each commit: it raises OutputError once the lock is
+    no longer surely this run's (an S3 lease lost; an ``flock`` is never lost).
 
     The lock is an ``flock`` on ``_hflpipe.lock``: the kernel drops it when the process
     dies, so a killed run never blocks the next one. On S3 it is a lease object written
@@ -317,10 +321,10 @@ def claim_output(folder: storage.Location, config: RunConfig, job_hash: str) -> 
     OutputError when another run holds it or the folder cannot be written.
     """
     if storage.is_url(folder):
-        with object_store_lock(storage.join(folder, LOCK_FILE)):
+        with object_store_lock(storage.join(folder, LOCK_FILE)) as check:
             if not OutputStore(folder).is_file(JOB_RECORD):
                 _write_job_record(folder, config, job_hash)
-            yield
+            yield check
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -336,9 +340,14 @@ def claim_output(folder: storage.Location, config: RunConfig, job_hash: str) -> 
             ) from None
         if not (folder / JOB_RECORD).is_file():
             _write_job_record(folder, config, job_hash)
-        yield
+        yield _nothing_to_check
     finally:
         os.close(fd)
+
+
+def _nothing_to_check() -> None:
+    """The check of an ``flock`` (the kernel holds it until the process ends) and of stores
+    without a lock: there is no lease to lose."""
 
 
 def _write_job_record(folder: storage.Location, config: RunConfig, job_hash: str) -> None:
@@ -352,12 +361,12 @@ def _write_job_record(folder: storage.Location, config: RunConfig, job_hash: str
 
 
 @contextmanager
-def object_store_lock(url: str) -> Iterator[None]:
+def object_store_lock(url: str) -> Iterator[LockCheck]:
     """The lock on an object store: S3's conditional writes; elsewhere none (a warning)."""
     if url.lower().startswith("s3://"):
-        with s3_lease(url):
-            yield
+        with s3_lease(url) as check:
+            yield check
         return
     log.warning("%s: no exclusive lock on this store; make sure no other run writes to it",
                 storage.describe(url))
-    yield
+    yield _nothing_to_check

@@ -29,6 +29,7 @@ from hflpipe.pipeline.common.storage import Location
 from hflpipe.pipeline.config.run_config import RunConfig, validate_paths
 from hflpipe.pipeline.infer.actor_pool import ActorInference, actor_pool
 from hflpipe.pipeline.inputs.videos import VideoInput, collect_inputs
+from hflpipe.pipeline.output.object_lock import LockCheck
 from hflpipe.pipeline.output.reader import finished_videos
 from hflpipe.pipeline.output.writer import (
     commit_video,
@@ -119,7 +120,7 @@ def _run(config: RunConfig, progress: bool) -> RunSummary:
     expected = {v.video_id: video_config_hash(context.config_hash, v) for v in inputs}
     out = output_folder(config, context.config_hash, finished_videos(config.out), expected)
     summary = RunSummary(out=out, config_hash=context.config_hash)
-    with claim_output(out, config, context.config_hash):
+    with claim_output(out, config, context.config_hash) as lock:
         # Leftovers of a killed run: hidden temporaries, and data files without a marker.
         remove_stale_temp_files(out)
         remove_uncommitted_outputs(out)
@@ -127,9 +128,9 @@ def _run(config: RunConfig, progress: bool) -> RunSummary:
         log.info("%d videos, %d already done, %d to process", len(inputs),
                  summary.already_done, len(todo))
         demand = _check_resources(config, context) if any(p is None for *_, p in todo) else None
-        runnable = _record_unusable(todo, config, summary)
+        runnable = _record_unusable(todo, config, summary, lock)
         if runnable and demand is not None:
-            _process_on_ray(runnable, config, context, demand, summary, progress)
+            _process_on_ray(runnable, config, context, demand, summary, progress, lock)
     summary.elapsed_s = time.monotonic() - started
     return summary
 
@@ -178,13 +179,14 @@ def _plan(
 
 
 def _record_unusable(
-    todo: list[Planned], config: RunConfig, summary: RunSummary
+    todo: list[Planned], config: RunConfig, summary: RunSummary, lock: LockCheck
 ) -> list[tuple[VideoInput, RunContext]]:
     """Record failed rows for inputs that cannot start; returns the rest."""
     runnable = []
     for video, video_context, problem in todo:
         if problem is not None:
-            _record(summary, config, video_context, failed_outcome(video, video_context, problem))
+            _record(summary, config, video_context,
+                    failed_outcome(video, video_context, problem), lock)
         else:
             runnable.append((video, video_context))
     return runnable
@@ -217,7 +219,7 @@ def _check_resources(config: RunConfig, context: RunContext) -> Demand:
 
 def _process_on_ray(
     todo: list[tuple[VideoInput, RunContext]], config: RunConfig, context: RunContext,
-    demand: Demand, summary: RunSummary, progress: bool,
+    demand: Demand, summary: RunSummary, progress: bool, lock: LockCheck,
 ) -> None:
     actors = actor_pool(context.predictor_settings, demand.actors, demand.gpus_per_actor,
                         demand.cpus_per_actor,
@@ -243,6 +245,7 @@ def _process_on_ray(
     try:
         while pending or running:
             check_stop()
+            lock()
             while pending and len(running) < concurrency:
                 video, video_context = pending.pop()
                 ref = task.remote(video, config, video_context, actors, board, started,
@@ -254,7 +257,7 @@ def _process_on_ray(
                 video, _ = running.pop(ref)
                 video_context = contexts[video.video_id]
                 _record(summary, config, video_context,
-                        _collect(ref, video, video_context, config))
+                        _collect(ref, video, video_context, config), lock)
                 ray.get(board.forget.remote(video.video_id))
                 bar.update(1)
                 last_activity = time.time()
@@ -269,7 +272,7 @@ def _process_on_ray(
             else:
                 waiting_since = None
             _fail_stalled(running, states, max(last_activity, waiting_since or math.inf), config,
-                          contexts, summary, bar)
+                          contexts, summary, bar, lock)
             _show_frames(bar, states, summary, len(pending),
                          waiting=queued if waiting_since is not None else 0)
     except RunInterrupted as stop:
@@ -395,7 +398,7 @@ def _collect(
 def _fail_stalled(
     running: dict[ray.ObjectRef, tuple[VideoInput, float]],
     states: dict[str, tuple[int, int, float]], stuck_since: float, config: RunConfig,
-    contexts: dict[str, RunContext], summary: RunSummary, bar: tqdm,
+    contexts: dict[str, RunContext], summary: RunSummary, bar: tqdm, lock: LockCheck,
 ) -> None:
     """Fail videos without a heartbeat for the stall timeout, and videos not started yet
     when the run has been stuck (nothing moving, Ray out of room) for as long."""
@@ -416,7 +419,7 @@ def _fail_stalled(
             ray.cancel(ref, force=True)
             running.pop(ref)
             context = contexts[video.video_id]
-            _record(summary, config, context, failed_outcome(video, context, cause))
+            _record(summary, config, context, failed_outcome(video, context, cause), lock)
             bar.update(1)
 
 
@@ -488,7 +491,9 @@ def estimate_progress(
 
 
 def _record(summary: RunSummary, config: RunConfig, context: RunContext,
-            outcome: VideoOutcome) -> None:
+            outcome: VideoOutcome, lock: LockCheck) -> None:
+    """Commit one video's outcome, if the output's lock is still this run's."""
+    lock()
     row = outcome.video_row
     row.setdefault("finished_at", dt.datetime.now(dt.UTC))
     if outcome.data_written:

@@ -3,8 +3,12 @@
 A submitted job is ``python -m hflpipe run SPEC --address auto`` run by the cluster's
 job supervisor on the head node, with the spec's folder (or ``working_dir``) uploaded
 as the job's working directory. hflpipe itself must be installed on the cluster (the
-``cluster.yaml`` setup commands do it). The driver writes the output on the head node,
-so a submitted spec's ``out`` must be an absolute path there (a shared mount, usually).
+``cluster.yaml`` setup commands do it). A submitted spec's ``out`` must be a store URL
+(``s3://...``) or an absolute path on the cluster (a shared mount).
+
+Nothing of the submitter's environment goes with the job: a store's credentials would
+otherwise be kept in the job's record on the cluster. The nodes reach the store with
+their own (an instance role, or ``AWS_*`` in the nodes' environment).
 
 Clusters with Ray's token authentication need the client side to send the token:
 ``RAY_AUTH_MODE=token`` and the token in ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``
