@@ -241,16 +241,16 @@ def _process_on_ray(
     waiting_since: float | None = None
     # Each video sends its first batch to the next actor in turn: short videos (a few
     # batches each) would otherwise all start on the same actor and leave others idle.
-    started = 0
+    videos_started = 0
     try:
         while pending or running:
             check_stop()
             lock()
             while pending and len(running) < concurrency:
                 video, video_context = pending.pop()
-                ref = task.remote(video, config, video_context, actors, board, started,
+                ref = task.remote(video, config, video_context, actors, board, videos_started,
                                   summary.out)
-                started += 1
+                videos_started += 1
                 running[ref] = (video, time.time())
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_INTERVAL_S)
             for ref in ready:
