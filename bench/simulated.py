@@ -7,12 +7,12 @@ answers a batch after a fixed latency (``LATENCY_S``, whatever the batch's size,
 GPU does) with outputs the real network gave for real crops of the same scene. It
 asks Ray for almost no CPU, so 16 of them fit on 2 cores.
 
-Weak scaling: with N actors the job has 3N videos of the demo scene (64, 48 and 32
+Weak scaling: with N actors the job has 6N videos of the demo scene (64, 48 and 32
 frames, in that order, over and over, so that videos end at different times, as in a
-real archive) and N of them run at once. Throughput is frames over the processing
+real archive) and 2N of them run at once. Throughput is frames over the processing
 window (first video started to last finished, from the written ``videos`` table), so
-cluster and actor start-up are left out; efficiency is ``fps(N) / (N * fps(1))``, the 1-actor run of
-the same benchmark being the baseline; ``model_busy`` is the share of the window the
+cluster and actor start-up are left out; efficiency is ``fps(N) / (N * fps(1))``, the
+1-actor run of the same benchmark being the baseline; ``model_busy`` is the share of the window the
 actors spent on batches (batches x latency / (N x window)).
 
 The stand-in GPUs are slow on purpose (``BATCH_SIZE / LATENCY_S`` frames/s each):
@@ -76,12 +76,14 @@ QUICK_BATCH_SIZE = 4
 LATENCY_S = 4.0
 QUICK_LATENCY_S = 0.3
 #: Frames of each of an actor's videos: different lengths, so videos end at different times.
-VIDEO_FRAMES = (64, 48, 32)
-QUICK_VIDEO_FRAMES = (4, 8)
-#: Videos running at once per actor. A video keeps two batches in flight, so N videos
-#: keep about 2N batches queued for N actors, enough while some videos smooth and write;
-#: every video task is a process of about 0.4 GB here, which bounds this on 24 GB.
-VIDEOS_AT_ONCE_PER_ACTOR = 1
+VIDEO_FRAMES = (64, 48, 32, 64, 48, 32)
+QUICK_VIDEO_FRAMES = (8, 4)
+#: Videos running at once per actor. Each keeps two batches in flight and spreads them
+#: over all actors, so 2 per actor keep about 4 batches queued for each, enough while
+#: some videos start, smooth and write. A real GPU node runs more (one per CPU, 8 per
+#: GPU on a g5.2xlarge); every video task is a process of about 0.4 GB here, which
+#: bounds this on 24 GB.
+VIDEOS_AT_ONCE_PER_ACTOR = 2
 #: Model rates of a GPU (frames/s) for which the cores that keep it busy are shown.
 GPU_RATES = (250, 500, 1000, 2000)
 TARGET_EFFICIENCY = 0.9
@@ -207,8 +209,8 @@ def make_archive(folder: Path, actors: int, lengths: tuple[int, ...],
     folder.mkdir(parents=True)
     paths, tables = [], []
     for copy in range(actors):
-        for frames in lengths:
-            path = folder / f"clip{copy:02d}_{frames}.mp4"
+        for turn, frames in enumerate(lengths):
+            path = folder / f"clip{copy:02d}_{turn}_{frames}.mp4"
             shutil.copyfile(scenes[frames].video_path, path)
             paths.append(str(path))
             boxes = pacsv.read_csv(scenes[frames].boxes_path)
@@ -354,7 +356,8 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
             pool = StandInPool(template, latency_s)
             # Start the most worker processes any run needs once, before any is timed:
             # a new worker imports torch and the pipeline, seconds of a core each.
-            warm_paths, warm_boxes = make_archive(work / "warm", most * 2, (lengths[0],), scenes)
+            warm_paths, warm_boxes = make_archive(
+                work / "warm", VIDEOS_AT_ONCE_PER_ACTOR * most, (lengths[-1],), scenes)
             simulated_run(make_config(videos=warm_paths, out=work / "warm-out", boxes=warm_boxes,
                                       max_concurrent_videos=VIDEOS_AT_ONCE_PER_ACTOR * most,
                                       num_actors=most, **options),
