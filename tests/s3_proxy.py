@@ -4,6 +4,7 @@ moto never runs out of room, so the proxy passes every request through unchanged
 signatures still check out: the client signed the proxy's address, which it forwards as
 the ``Host``) until it is told to fill up; from then on it answers object writes as a
 full MinIO server does (``507 XMinioStorageFull``), while reads and deletes still work.
+It also keeps the method and path of every request, for tests that count them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class FillingProxy:
         self._lock = threading.Lock()
         self._room: int | None = None
         self._under = ""
+        self.requests: list[tuple[str, str]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -65,6 +67,7 @@ class FillingProxy:
                 return
 
             def _forward(self) -> None:
+                proxy.requests.append((self.command, self.path))
                 body = self._body()
                 if not proxy._admits(self.command, self.path):
                     self._answer(507, [("Content-Type", "application/xml")], _FULL)

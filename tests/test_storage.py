@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+import s3_server
+from s3_proxy import FillingProxy
 from s3_server import S3Server
 
 from hflpipe.pipeline.common import input_cache, storage
@@ -31,6 +33,28 @@ def test_globs_match_within_and_across_folders(archive: str) -> None:
     assert storage.glob(f"s3://{archive}/*/t?o.mp4") == []
     assert storage.glob(f"s3://{archive}/a/b/[st]*.mp4") == [f"s3://{archive}/a/b/two.mp4"]
     assert storage.glob(f"s3://{archive}/missing/**") == []
+
+
+def test_a_prefix_is_listed_once_not_folder_by_folder(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 120 videos in 60 folders: one listing request (S3 pages hold 1000 keys), where a
+    # walk folder by folder would send 60 and, for an archive of 100,000 files in
+    # thousands of folders, take minutes.
+    bucket = s3.new_bucket()
+    for folder in range(60):
+        for take in range(2):
+            s3.client.put_object(Bucket=bucket, Key=f"day/{folder:02d}/cam/{take}.mp4", Body=b"v")
+    proxy = FillingProxy(s3_server.ENDPOINT)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        monkeypatch.setattr(storage, "_filesystem", storage._filesystem.__wrapped__)
+        found = storage.glob(f"s3://{bucket}/day/**/*.mp4")
+    finally:
+        proxy.stop()
+    assert len(found) == 120 and found[0] == f"s3://{bucket}/day/00/cam/0.mp4"
+    listings = [path for method, path in proxy.requests if method == "GET" and "list-type" in path]
+    assert len(listings) == 1, listings
 
 
 def test_relative_names_in_a_list_are_beside_it(archive: str) -> None:
