@@ -73,7 +73,7 @@ ACTORS = (1, 2, 4, 8, 16)
 QUICK_ACTORS = (1, 2)
 BATCH_SIZE = 16
 QUICK_BATCH_SIZE = 4
-LATENCY_S = 4.0
+LATENCY_S = 6.0
 QUICK_LATENCY_S = 0.3
 #: Frames of each of an actor's videos: different lengths, so videos end at different times.
 VIDEO_FRAMES = (64, 48, 32, 64, 48, 32)
