@@ -185,6 +185,15 @@ _STAGE_OF = {
 }
 
 
+def stage_seconds(clock: StageClock) -> dict[str, float]:
+    """Seconds per stage of :func:`staged_video` runs, ``other`` being the rest of
+    ``process_video`` (its total less the stages it called; writing comes after it)."""
+    seconds = dict(clock.seconds)
+    seconds["other"] = seconds.pop("total") - sum(seconds.get(s, 0.0) for s in STAGES
+                                                  if s not in ("write", "other"))
+    return seconds
+
+
 def timed_detector(clock: StageClock) -> Callable[..., contextlib.AbstractContextManager]:
     """``video_detector`` whose detector is timed by ``clock``."""
 
@@ -281,9 +290,7 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         alone_s = min(predictor_only(predictor, batches), clock.seconds["infer"])
         ray.shutdown()
 
-    seconds = dict(clock.seconds)
-    seconds["other"] = seconds.pop("total") - sum(seconds.get(s, 0.0) for s in STAGES
-                                                  if s not in ("write", "other"))
+    seconds = stage_seconds(clock)
     stage_total = sum(seconds.values())
     stage_rows = [{"stage": s, "seconds": round(seconds.get(s, 0.0), 3),
                    "ms_per_frame": round(1000 * seconds.get(s, 0.0) / total_frames, 2),

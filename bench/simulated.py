@@ -53,6 +53,7 @@ import torch
 from hflpipe.bench.common import (
     RESULTS_DIR,
     bench_cache,
+    best_times,
     print_table,
     processing_window,
     ratio,
@@ -60,7 +61,7 @@ from hflpipe.bench.common import (
     synthetic_checkpoint,
     write_result,
 )
-from hflpipe.bench.pipeline import STAGES, StageClock, staged_video
+from hflpipe.bench.pipeline import STAGES, StageClock, stage_seconds, staged_video
 from hflpipe.model.hand_object.transforms import prepare_image
 from hflpipe.pipeline.config.run_config import RunConfig, make_config
 from hflpipe.pipeline.demo.scene import make_demo_scene
@@ -275,18 +276,15 @@ def scaling_rows(rows: list[dict[str, object]]) -> None:
                                                  base["driver_cpu_ms_per_frame"])
 
 
-def cpu_side_stages(config: RunConfig, paths: list[str], template: dict[str, np.ndarray],
+def cpu_side_stages(config: RunConfig, template: dict[str, np.ndarray],
                     work: Path) -> tuple[list[dict[str, object]], float]:
     """Per-stage CPU milliseconds per frame outside the model, and their total."""
     context = prepare_context(config)
     clock = StageClock()
-    frames = 0
-    for path in paths:
+    for path in config.videos:
         staged_video(Path(path), config, context, Answer(template), work, clock)
-        frames += int(Path(path).stem.rsplit("_", 1)[1])
-    seconds = dict(clock.seconds)
-    seconds["other"] = seconds.pop("total") - sum(seconds.get(s, 0.0) for s in STAGES
-                                                  if s not in ("write", "other"))
+    frames = sum(_video_lengths(config))
+    seconds = stage_seconds(clock)
     rows = [{"stage": s, "ms_per_frame": round(1000 * seconds.get(s, 0.0) / frames, 3)}
             for s in STAGES if s != "infer"]
     return rows, sum(row["ms_per_frame"] for row in rows)
@@ -299,16 +297,11 @@ def detector_preparation_ms(repeats: int) -> list[dict[str, object]]:
     rows = []
     for width, height in ((640, 480), (1920, 1080)):
         frame = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        best = min(_seconds(lambda f=frame: prepare_image(f)[0].astype(np.float16))
-                   for _ in range(repeats))
-        rows.append({"frame": f"{width}x{height}", "ms_per_detected_frame": round(1000 * best, 2)})
+        timing = best_times({"prepare": lambda f=frame: prepare_image(f)[0].astype(np.float16)},
+                            repeats)["prepare"]
+        rows.append({"frame": f"{width}x{height}",
+                     "ms_per_detected_frame": round(1000 * timing.cpu_s, 2)})
     return rows
-
-
-def _seconds(work: Callable[[], object]) -> float:
-    start = time.process_time()
-    work()
-    return time.process_time() - start
 
 
 def run(*, quick: bool = False, checkpoint: Path | None = None,
@@ -345,7 +338,7 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
             paths, boxes = make_archive(work / f"staged{int(vertices)}", 1, lengths, scenes)
             config = make_config(videos=paths, out=work / f"staged-out{int(vertices)}",
                                  boxes=boxes, with_vertices=vertices, **options)
-            stage_tables[vertices] = cpu_side_stages(config, paths, template,
+            stage_tables[vertices] = cpu_side_stages(config, template,
                                                      work / f"staged-out{int(vertices)}")
 
         most = max(counts)
