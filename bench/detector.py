@@ -21,7 +21,11 @@ to the pipeline.
    ``THREADS`` CPUs, and torch, OpenCV and the interpreter get ``THREADS`` threads.
    Each variant makes one untimed pass, then the best of the repeats (interleaved)
    is kept, in wall and process-CPU time (the steadier one on a shared machine).
-2. The pipeline: ``process_video`` in this process (as :mod:`hflpipe.bench.pipeline`
+2. The networks as the inference actors run them for many videos (``--mediapipe-on
+   actors``): palm images and hand regions per second at batch sizes 1, 8 and 32, on
+   the CPU (``THREADS`` threads) and on the GPU when there is one; what batching the
+   videos' requests together gains.
+3. The pipeline: ``process_video`` in this process (as :mod:`hflpipe.bench.pipeline`
    stages it, one thread) on a generated video of the one-hand sequence, with this
    detector and with a boxes file holding the boxes it found: the same crops through
    the same model, so the difference is the detector.
@@ -29,6 +33,7 @@ to the pipeline.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -47,6 +52,7 @@ from hflpipe.atomic import atomic_write_text
 from hflpipe.bench.common import (
     RESULTS_DIR,
     bench_cache,
+    best_times,
     print_table,
     ratio,
     synthetic_checkpoint,
@@ -59,7 +65,12 @@ from hflpipe.model.mediapipe_files import (
     load_hand_landmarker,
     load_palm_detector,
 )
-from hflpipe.model.mediapipe_hands import HandTracker
+from hflpipe.model.mediapipe_hands import (
+    LANDMARK_SIZE,
+    PALM_SIZE,
+    HandTracker,
+    TorchHandNetworks,
+)
 from hflpipe.pipeline.config.run_config import make_config
 from hflpipe.pipeline.decode.base import get_decoder
 from hflpipe.pipeline.demo.drawn_hands import hand_scene
@@ -104,6 +115,10 @@ class LiteRtNetwork:
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._outputs = [d["index"] for d in self._interpreter.get_output_details()]
 
+    def to(self, device: str | torch.device) -> LiteRtNetwork:
+        """The interpreter runs on this process's CPU whatever the device."""
+        return self
+
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         per_image = []
         for image in np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()):
@@ -114,7 +129,7 @@ class LiteRtNetwork:
 
 
 def _tracker_pass(networks: tuple, frames: np.ndarray) -> tuple[float, float, list[int]]:
-    tracker = HandTracker(*networks, max_hands=2)
+    tracker = HandTracker(TorchHandNetworks(*networks), max_hands=2)
     start, start_cpu = time.perf_counter(), time.process_time()
     found = [len(hands) for hands in tracker.process(frames)]
     return time.perf_counter() - start, time.process_time() - start_cpu, found
@@ -258,6 +273,38 @@ def pipeline_with_and_without(frames: np.ndarray, repeats: int, checkpoint: Path
     return rows
 
 
+#: Images per network call in section 2.
+DEVICE_BATCHES = (1, 8, 32)
+
+
+def networks_batched(sequences: dict[str, np.ndarray], repeats: int) -> list[dict]:
+    """Section 2: each network alone on 8-bit tensors, per device and batch size."""
+    frames = [frame for sequence in sequences.values() for frame in sequence]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    torch.set_num_threads(THREADS)
+    rows = []
+    for device in devices:
+        networks = TorchHandNetworks(load_palm_detector(), load_hand_landmarker(), device)
+        for name, size, run_network in (
+                ("palm", PALM_SIZE, networks.palm_outputs),
+                ("landmarks", LANDMARK_SIZE, networks.landmark_outputs)):
+            variants = {}
+            for batch in DEVICE_BATCHES:
+                images = np.stack([cv2.resize(frames[i % len(frames)], (size, size))
+                                   for i in range(batch)])
+                variants[str(batch)] = functools.partial(run_network, images)
+            timings = best_times(variants, repeats)
+            # One CPU thread: its process time; a GPU: the wall clock (outputs come back).
+            seconds = {batch: (t.cpu_s if device == "cpu" else t.wall_s) / int(batch)
+                       for batch, t in timings.items()}
+            for batch, per_image in seconds.items():
+                rows.append({"device": device, "network": name, "batch": int(batch),
+                             "images_per_s": round(1 / per_image, 1),
+                             "ms_per_image": round(1000 * per_image, 3),
+                             "speed_vs_batch_1": ratio(seconds["1"], per_image)})
+    return rows
+
+
 def _load() -> dict[str, float]:
     return {"load_average_1m": round(os.getloadavg()[0], 2),
             "cpus": len(os.sched_getaffinity(0))}
@@ -279,6 +326,10 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
                      "ours_speed_vs_this", "hands_per_frame"])
         for what, note in notes.items():
             print(f"  {what}: {note}")
+        batched = networks_batched(sequences, repeats)
+        print_table(f"the networks batched as on the actors ({THREADS} CPU thread(s))",
+                    batched, ["device", "network", "batch", "images_per_s", "ms_per_image",
+                              "speed_vs_batch_1"])
         pipeline_frames = (QUICK_PIPELINE_FRAMES if quick else PIPELINE_FRAMES)
         one_hand = next(iter(sequences.values()))[:pipeline_frames]
         pipeline = pipeline_with_and_without(
@@ -305,6 +356,7 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         },
         "detector_alone": alone,
         "notes": notes,
+        "networks_batched": batched,
         "pipeline": pipeline,
         "target": {
             "required": "ours at least as fast as MediaPipe's solution on the CPU",

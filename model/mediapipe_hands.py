@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 PALM_SIZE = 192
@@ -269,56 +269,15 @@ def warp_with_opencv(frame: np.ndarray, region: np.ndarray, size: int,
                                borderMode=border)
 
 
-def warp_with_torch(frame: torch.Tensor, regions: np.ndarray, size: int,
-                     zero_border: bool) -> torch.Tensor:
-    """The same sampling by ``grid_sample`` on any device, rounded to 8 bits as OpenCV's
-    result is. (H, W, 3) -> (K, size, size, 3) float32, values 0..255."""
-    height, width = frame.shape[:2]
-    regions_t = torch.as_tensor(np.asarray(regions, np.float64), device=frame.device)
-    steps = torch.arange(size, device=frame.device, dtype=torch.float64) / size - 0.5
-    u = steps[None, None, :] * (regions_t[:, 2] * width)[:, None, None]
-    v = steps[None, :, None] * (regions_t[:, 3] * height)[:, None, None]
-    cos = torch.cos(regions_t[:, 4])[:, None, None]
-    sin = torch.sin(regions_t[:, 4])[:, None, None]
-    x = regions_t[:, 0, None, None] * width + cos * u - sin * v
-    y = regions_t[:, 1, None, None] * height + sin * u + cos * v
-    # Pixel centres sit at integer coordinates (OpenCV); align_corners=True matches that.
-    grid = torch.stack([2 * x / max(width - 1, 1) - 1, 2 * y / max(height - 1, 1) - 1], dim=-1)
-    count = regions_t.shape[0]
-    grid = grid.float().reshape(1, count * size, size, 2)
-    sampled = F.grid_sample(frame.permute(2, 0, 1).float()[None], grid, mode="bilinear",
-                            align_corners=True,
-                            padding_mode="zeros" if zero_border else "border")
-    sampled = sampled.reshape(3, count, size, size).permute(1, 2, 3, 0)
-    return torch.round(sampled.clamp(0, 255))
+def sample_regions(frame: np.ndarray, regions: np.ndarray, size: int, *,
+                   zero_border: bool) -> np.ndarray:
+    """Rotated regions of one (H, W, 3) uint8 frame warped into square tensors, as
+    MediaPipe's CPU path does: (K, 5) ``NormalizedRect`` rows -> (K, size, size, 3) uint8.
 
-
-def sample_regions(frame: torch.Tensor, regions: np.ndarray, size: int, *,
-                   zero_border: bool) -> torch.Tensor:
-    """Warp rotated regions of one frame into square tensors, as MediaPipe's CPU path does.
-
-    On the CPU this is MediaPipe's own OpenCV warp (fast, and the same pixels); on
-    other devices ``grid_sample``, which differs from it by float against OpenCV's
-    fixed-point interpolation weights.
-
-    Args:
-        frame: (H, W, 3) uint8 RGB, on the device to sample on.
-        regions: (K, 5) ``NormalizedRect`` rows.
-        size: output side in pixels.
-        zero_border: black outside the frame (palm detection), else edge pixels repeat.
-
-    Returns:
-        (K, 3, size, size) float32 in [0, 1], in ``channels_last`` memory (the networks'
-        layout).
+    The networks take these 8-bit tensors wherever they run: what crosses to a device
+    (or an inference actor) is small, and the pixels are MediaPipe's own.
     """
-    if frame.device.type == "cpu":
-        pixels = frame.numpy()
-        warped = torch.from_numpy(np.stack([
-            warp_with_opencv(pixels, region, size, zero_border) for region in regions
-        ])).float()
-    else:
-        warped = warp_with_torch(frame, regions, size, zero_border)
-    return (warped / 255.0).permute(0, 3, 1, 2)
+    return np.stack([warp_with_opencv(frame, region, size, zero_border) for region in regions])
 
 
 def project_landmarks(raw: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -360,46 +319,100 @@ class Hand:
     region: np.ndarray
 
 
-class HandTracker:
-    """MediaPipe Hands over the frames of one video, in video (tracking) mode.
+class HandNetworks(Protocol):
+    """The two networks, wherever they run, on 8-bit tensors (see ``sample_regions``)."""
+
+    def palms(self, images: np.ndarray, min_score: float
+              ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Palm candidates on (B, 192, 192, 3) uint8 letterboxed frames: per image the
+        ``decode_palms`` result (before non-max suppression), tensor fractions."""
+        ...
+
+    def landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """On (K, 224, 224, 3) uint8 hand regions: landmarks (K, 63) in tensor pixels, hand
+        presence (K,) and the probability of MediaPipe's "Left" (K,), float32."""
+        ...
+
+
+class TorchHandNetworks:
+    """:class:`HandNetworks` by our torch modules on one device.
 
     Args:
         palm_detector: the palm network (``mediapipe_files.load_palm_detector``).
         landmarker: the landmark network (``mediapipe_files.load_hand_landmarker``).
+        device: where both are; tensors travel there as uint8.
+    """
+
+    def __init__(self, palm_detector: nn.Module, landmarker: nn.Module,
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.palm_detector = palm_detector.to(self.device)
+        self.landmarker = landmarker.to(self.device)
+        self._anchors = palm_anchors()
+
+    def _scaled(self, images: np.ndarray) -> torch.Tensor:
+        pixels = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        return (pixels.float() / 255.0).permute(0, 3, 1, 2)
+
+    @torch.inference_mode()
+    def palm_outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The palm network's raw outputs on (B, 192, 192, 3) uint8: boxes (B, 2016, 18)
+        and score logits (B, 2016, 1), float32."""
+        raw_boxes, logits = self.palm_detector(self._scaled(images))
+        return raw_boxes.float().cpu().numpy(), logits.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def landmark_outputs(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The landmark network on (K, 224, 224, 3) uint8: see :meth:`landmarks`."""
+        raw, presence, left, _world = self.landmarker(self._scaled(crops))
+        return (raw.float().cpu().numpy(), presence[:, 0].float().cpu().numpy(),
+                left[:, 0].float().cpu().numpy())
+
+    def palms(self, images: np.ndarray, min_score: float
+              ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        raw_boxes, logits = self.palm_outputs(images)
+        return [decode_palms(boxes, scores, self._anchors, min_score)
+                for boxes, scores in zip(raw_boxes, logits, strict=True)]
+
+    def landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.landmark_outputs(crops)
+
+
+class HandTracker:
+    """MediaPipe Hands over the frames of one video, in video (tracking) mode.
+
+    Args:
+        networks: the palm and landmark networks (``TorchHandNetworks``, or the same
+            networks on an inference actor).
         max_hands: most hands tracked.
         min_detection_confidence: palm score threshold.
         min_tracking_confidence: hand presence threshold.
         static_images: detect palms on every frame (no tracking), as for unrelated images.
     """
 
-    def __init__(self, palm_detector: nn.Module, landmarker: nn.Module, *, max_hands: int = 2,
+    def __init__(self, networks: HandNetworks, *, max_hands: int = 2,
                  min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
                  static_images: bool = False) -> None:
-        self.palm_detector = palm_detector
-        self.landmarker = landmarker
+        self.networks = networks
         self.max_hands = max_hands
         self.min_detection_confidence = min_detection_confidence
         self.min_tracking_confidence = min_tracking_confidence
         self.static_images = static_images
-        self._anchors = palm_anchors()
         self._tracked: list[np.ndarray] = []
 
     def reset(self) -> None:
         """Forget tracked hands (a new video starts)."""
         self._tracked = []
 
-    def detect_palms(self, frames: torch.Tensor) -> list[list[Palm]]:
-        """Palms on each of (N, H, W, 3) RGB frames (uint8, on the networks' device), best
-        first, at most ``max_hands`` per frame; the palm network runs once on all N."""
+    def detect_palms(self, frames: np.ndarray) -> list[list[Palm]]:
+        """Palms on each of (N, H, W, 3) uint8 RGB frames, best first, at most
+        ``max_hands`` per frame; the palm network runs once on all N."""
         height, width = frames.shape[1:3]
         region, padding = letterbox(width, height)
-        tensors = torch.cat([sample_regions(f, region[None], PALM_SIZE, zero_border=True)
-                             for f in frames])
-        raw_boxes, logits = (t.float().cpu().numpy() for t in self.palm_detector(tensors))
+        images = np.concatenate([sample_regions(f, region[None], PALM_SIZE, zero_border=True)
+                                 for f in frames])
         found = []
-        for boxes_i, logits_i in zip(raw_boxes, logits, strict=True):
-            candidates = decode_palms(boxes_i, logits_i, self._anchors,
-                                      self.min_detection_confidence)
+        for candidates in self.networks.palms(images, self.min_detection_confidence):
             palms = []
             for score, box, points in weighted_nms(*candidates)[: self.max_hands]:
                 frame_box, frame_points = remove_letterbox(box, points, padding)
@@ -407,36 +420,33 @@ class HandTracker:
             found.append(palms)
         return found
 
-    def landmarks(self, frame: torch.Tensor, regions: list[np.ndarray]) -> list[Hand | None]:
-        """The landmark network on regions of one (H, W, 3) RGB frame, all regions in one
-        batch; None where no hand."""
+    def landmarks(self, frame: np.ndarray, regions: list[np.ndarray]) -> list[Hand | None]:
+        """The landmark network on regions of one (H, W, 3) uint8 RGB frame, all regions in
+        one batch; None where no hand."""
         if not regions:
             return []
-        tensors = sample_regions(frame, np.stack(regions), LANDMARK_SIZE, zero_border=False)
-        raw, presence, left, _world = (t.float().cpu().numpy() for t in self.landmarker(tensors))
+        crops = sample_regions(frame, np.stack(regions), LANDMARK_SIZE, zero_border=False)
+        raw, presence, left = self.networks.landmarks(crops)
         hands: list[Hand | None] = []
         for i, region in enumerate(regions):
-            if not presence[i, 0] > self.min_tracking_confidence:
+            if not presence[i] > self.min_tracking_confidence:
                 hands.append(None)
                 continue
-            is_left = left[i, 0] >= 0.5
+            is_left = left[i] >= 0.5
             hands.append(Hand(
                 landmarks=project_landmarks(raw[i], region),
                 label="Left" if is_left else "Right",
-                label_score=float(left[i, 0] if is_left else 1.0 - left[i, 0]),
-                presence=float(presence[i, 0]),
+                label_score=float(left[i] if is_left else 1.0 - left[i]),
+                presence=float(presence[i]),
                 region=region,
             ))
         return hands
 
-    @torch.inference_mode()
-    def process(self, frames: np.ndarray | torch.Tensor, device: str | torch.device = "cpu"
-                ) -> list[list[Hand]]:
+    def process(self, frames: np.ndarray) -> list[list[Hand]]:
         """Hands on consecutive frames of one video, continuing its tracked hands.
 
         Args:
             frames: (N, H, W, 3) uint8 RGB.
-            device: where the networks are; frames go there a few at a time, as uint8.
 
         Returns:
             Per frame, its hands in MediaPipe's output order.
@@ -446,18 +456,16 @@ class HandTracker:
         used as far as those frames need palms too (with fewer hands in view than
         ``max_hands``, every frame does).
         """
-        if isinstance(frames, np.ndarray):
-            frames = torch.from_numpy(np.ascontiguousarray(frames))
+        frames = np.ascontiguousarray(frames)
         height, width = frames.shape[1:3]
         palms_ahead: dict[int, list[Palm]] = {}
         results = []
-        for index in range(len(frames)):
-            frame = frames[index].to(device)
+        for index, frame in enumerate(frames):
             tracked = [] if self.static_images else self._tracked
             from_palms: list[np.ndarray] = []
             if len(tracked) < self.max_hands:
                 if index not in palms_ahead:
-                    batch = frames[index:index + PALM_BATCH].to(device)
+                    batch = frames[index:index + PALM_BATCH]
                     palms_ahead = dict(enumerate(self.detect_palms(batch), start=index))
                 from_palms = [palm_region(p, width, height) for p in palms_ahead[index]]
             regions = associate_regions(from_palms, tracked)

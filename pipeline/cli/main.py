@@ -138,6 +138,11 @@ RUN_OPTIONS = [
             help="Largest remote video (GB) a worker copies to its scratch space."),
     _option("--remote-videos", field="remote_videos", type=click.Choice(["stream", "copy"]),
             help="Read store videos streamed (pyav) or copied to scratch space first."),
+    _option("--mediapipe-on", field="mediapipe_on",
+            type=click.Choice(["auto", "actors", "tasks"]),
+            help="Where the mediapipe detector's networks run: the inference actors "
+            "(batched across videos, on their GPU) or each video task's CPU (default auto: "
+            "the actors when they have a GPU)."),
     _option("--device", field="device", type=click.Choice(["auto", "cpu", "cuda"]),
             help="Inference device."),
     _option("--precision", field="precision",

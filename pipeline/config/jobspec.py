@@ -44,7 +44,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "smoothing": ("max_gap", "smoothing_cutoff_hz"),
     "resources": ("batch_size", "num_actors", "gpus_per_actor", "cpus_per_actor",
                   "cpus_per_task", "max_concurrent_videos", "scratch_limit_gb",
-                  "remote_videos"),
+                  "remote_videos", "mediapipe_on"),
     "retries": ("max_retries", "stall_timeout_s"),
 }
 #: Choices made per invocation, not properties of a job: flags only.

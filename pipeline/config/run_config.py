@@ -116,6 +116,11 @@ class RunConfig(BaseModel):
                     "cpus_per_task with GPUs, half a node's CPUs without)",
     )
     max_concurrent_videos: int | None = Field(None, ge=1)
+    mediapipe_on: Literal["auto", "actors", "tasks"] = Field(
+        "auto", description="where the mediapipe detector's networks run: on the inference "
+        "actors (batched across videos, on their GPU) or in each video task on its CPU; auto: "
+        "the actors when they have a GPU",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = Field(

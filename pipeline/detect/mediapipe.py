@@ -15,7 +15,9 @@ is swapped, MediaPipe's documented remedy, so ``"left"`` is the person's own
 left hand; for selfie footage it is kept.
 
 Tracking state belongs to one video: build one detector per video (the
-networks are loaded once per process and shared).
+networks are loaded once per process and shared). The networks run in this process,
+or wherever ``networks`` says: in a run, on the inference actors, batched with the
+other videos' frames (see :mod:`hflpipe.pipeline.infer.hand_networks`).
 """
 
 from __future__ import annotations
@@ -24,24 +26,28 @@ import functools
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from hflpipe.model.errors import ModelFileError
 from hflpipe.model.mediapipe_files import load_hand_landmarker, load_palm_detector
-from hflpipe.model.mediapipe_hands import Hand, HandTracker
+from hflpipe.model.mediapipe_hands import Hand, HandNetworks, HandTracker, TorchHandNetworks
 from hflpipe.pipeline.common.errors import ConfigError
 from hflpipe.pipeline.detect.base import Detection
 
 
 @functools.lru_cache(maxsize=4)
-def _networks(palm_model: Path | None, landmark_model: Path | None,
-              device: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+def local_networks(palm_model: Path | None = None, landmark_model: Path | None = None,
+                   device: str = "cpu") -> TorchHandNetworks:
+    """The two networks loaded in this process, once per files and device.
+
+    Raises:
+        ConfigError: a model file that is missing or not the network.
+    """
     try:
         palm = load_palm_detector(palm_model)
         landmarker = load_hand_landmarker(landmark_model)
     except ModelFileError as exc:
         raise ConfigError(f"mediapipe detector: {exc}") from None
-    return palm.to(device), landmarker.to(device)
+    return TorchHandNetworks(palm, landmarker, device)
 
 
 class MediaPipeHandDetector:
@@ -58,6 +64,8 @@ class MediaPipeHandDetector:
         palm_model, landmark_model: other copies of the two ``.tflite`` files
             (default: the ones shipped with hflpipe).
         device: ``cpu`` or ``cuda``.
+        networks: the networks running elsewhere (an inference actor's); then the model
+            files and device are not used here.
 
     Raises:
         ConfigError: a bad option, or a model file that is missing or not the network.
@@ -77,6 +85,7 @@ class MediaPipeHandDetector:
         palm_model: str | Path | None = None,
         landmark_model: str | Path | None = None,
         device: str = "cpu",
+        networks: HandNetworks | None = None,
     ) -> None:
         if max_hands < 1:
             raise ConfigError(f"mediapipe detector: max_hands must be >= 1, got {max_hands}")
@@ -84,16 +93,16 @@ class MediaPipeHandDetector:
             raise ConfigError(f"mediapipe detector: box_margin must be >= 0, got {box_margin}")
         if device not in ("cpu", "cuda"):
             raise ConfigError(f"mediapipe detector: device must be cpu or cuda, got {device!r}")
-        palm, landmarker = _networks(
-            Path(palm_model) if palm_model else None,
-            Path(landmark_model) if landmark_model else None,
-            device,
-        )
+        if networks is None:
+            networks = local_networks(
+                Path(palm_model) if palm_model else None,
+                Path(landmark_model) if landmark_model else None,
+                device,
+            )
         self._tracker = HandTracker(
-            palm, landmarker, max_hands=max_hands, min_detection_confidence=min_confidence,
+            networks, max_hands=max_hands, min_detection_confidence=min_confidence,
             min_tracking_confidence=min_tracking_confidence,
         )
-        self._device = device
         self._mirrored_input = mirrored_input
         self._box_margin = box_margin
 
@@ -104,7 +113,7 @@ class MediaPipeHandDetector:
         if frames is None:
             raise ValueError("the mediapipe detector needs frames")
         height, width = frames.shape[1:3]
-        found = self._tracker.process(frames, self._device)
+        found = self._tracker.process(frames)
         return [[self._to_detection(hand, width, height) for hand in hands] for hands in found]
 
     def _to_detection(self, hand: Hand, width: int, height: int) -> Detection:

@@ -14,8 +14,10 @@ import ray
 import torch
 from ray.exceptions import RayActorError
 
+from hflpipe.model.mediapipe_hands import HandNetworks
 from hflpipe.pipeline.common.errors import HflpipeError
 from hflpipe.pipeline.infer.freed_memory import keep_freed_memory
+from hflpipe.pipeline.infer.hand_networks import SharedHandNetworks
 from hflpipe.pipeline.infer.hand_object import HandObjectRunner
 from hflpipe.pipeline.infer.predictor import HflnetPredictor, PredictorSettings
 
@@ -35,13 +37,25 @@ def load_actor_predictor(settings: PredictorSettings, cpu_threads: int) -> Hflne
     return predictor
 
 
+#: Threads of an actor's ``hands`` concurrency group: MediaPipe requests of this many
+#: videos wait for a shared network call at once (a waiting request holds a thread).
+HAND_REQUEST_THREADS = 64
+
+
 class PredictorActor:
-    """Ray actor holding one model replica; declared with ``num_gpus`` by :func:`start_actors`."""
+    """Ray actor holding one model replica; declared with ``num_gpus`` by :func:`start_actors`.
+
+    HFL-Net batches run one at a time; MediaPipe's hand networks answer in their own
+    concurrency group, so that a video waiting for one frame's landmarks does not wait
+    behind HFL-Net batches, and the requests of many videos share network calls.
+    """
 
     def __init__(self, settings: PredictorSettings, cpu_threads: int) -> None:
         self.predictor = load_actor_predictor(settings, cpu_threads)
         self.hand_object = (HandObjectRunner(settings.hand_object_weights, self.predictor.device)
                             if settings.hand_object_weights else None)
+        self.hand_networks = (SharedHandNetworks(self.predictor.device)
+                              if settings.mediapipe_hands else None)
 
     def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -57,6 +71,30 @@ class PredictorActor:
                              object_threshold: float) -> list[tuple[np.ndarray, ...]]:
         return self.hand_object(images, scales, hand_threshold, object_threshold)
 
+    @ray.method(concurrency_group="hands")
+    def mediapipe_palms(self, images: np.ndarray, min_score: float
+                        ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return self._hand_networks().palms(images, min_score)
+
+    @ray.method(concurrency_group="hands")
+    def mediapipe_landmarks(self, crops: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._hand_networks().landmarks(crops)
+
+    @ray.method(concurrency_group="hands")
+    def mediapipe_batching(self) -> dict[str, int]:
+        """Network calls and items so far: how well the videos' requests were shared."""
+        networks = self._hand_networks()
+        return {"palm_calls": networks.palm_batches.calls,
+                "palm_images": networks.palm_batches.items,
+                "landmark_calls": networks.landmark_batches.calls,
+                "landmark_regions": networks.landmark_batches.items}
+
+    def _hand_networks(self) -> SharedHandNetworks:
+        if self.hand_networks is None:
+            raise ValueError("this actor was started without MediaPipe's hand networks")
+        return self.hand_networks
+
     def ready(self) -> str:
         return str(self.predictor.device)
 
@@ -70,7 +108,8 @@ def start_actors(
     and calls that were in flight are retried on the restarted replica.
     """
     remote = ray.remote(
-        num_gpus=gpus_per_actor, num_cpus=cpus_per_actor, max_restarts=-1, max_task_retries=3
+        num_gpus=gpus_per_actor, num_cpus=cpus_per_actor, max_restarts=-1, max_task_retries=3,
+        concurrency_groups={"hands": HAND_REQUEST_THREADS},
     )(PredictorActor)
     threads = max(1, int(cpus_per_actor))
     actors = [remote.remote(settings, threads) for _ in range(num_actors)]
@@ -127,12 +166,14 @@ def _last_error_line(exc: BaseException) -> str:
 
 
 class ActorInference:
-    """Spreads one video's batches over the actor pool, round-robin from a per-video offset."""
+    """Spreads one video's batches over the actor pool, round-robin from a per-video offset;
+    its MediaPipe requests go to the actor at that offset."""
 
     def __init__(self, actors: list[ray.actor.ActorHandle], offset: int = 0) -> None:
         if not actors:
             raise ValueError("ActorInference needs at least one actor")
         self.actors = actors
+        self._hands_actor = actors[offset % len(actors)]
         self._next = itertools.cycle(range(len(actors)))
         for _ in range(offset % len(actors)):
             next(self._next)
@@ -150,3 +191,20 @@ class ActorInference:
         return ray.get(actor.detect_hands_objects.remote(images, scales, hand_threshold,
                                                          object_threshold))
 
+
+    def hand_networks(self) -> HandNetworks:
+        return _ActorHandNetworks(self._hands_actor)
+
+
+class _ActorHandNetworks:
+    """:class:`HandNetworks` on an inference actor (one round trip per call)."""
+
+    def __init__(self, actor: ray.actor.ActorHandle) -> None:
+        self._actor = actor
+
+    def palms(self, images: np.ndarray, min_score: float
+              ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return ray.get(self._actor.mediapipe_palms.remote(images, min_score))
+
+    def landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return ray.get(self._actor.mediapipe_landmarks.remote(crops))

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hflpipe.model.mediapipe_hands import HandNetworks
 from hflpipe.pipeline.infer.hand_object import HandObjectRunner
 from hflpipe.pipeline.infer.predictor import HflnetPredictor
 
@@ -33,14 +34,20 @@ class InferenceClient(Protocol):
         """The hand-object detector on prepared images (see ``HandObjectRunner``)."""
         ...
 
+    def hand_networks(self) -> HandNetworks:
+        """MediaPipe's hand networks where the model runs."""
+        ...
+
 
 class LocalInference:
     """Runs the predictor in this process (tests, single-process runs)."""
 
     def __init__(self, predictor: HflnetPredictor,
-                 hand_object: HandObjectRunner | None = None) -> None:
+                 hand_object: HandObjectRunner | None = None,
+                 hands: HandNetworks | None = None) -> None:
         self.predictor = predictor
         self.hand_object = hand_object
+        self.hands = hands
 
     def submit(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.predictor(batch)
@@ -54,3 +61,8 @@ class LocalInference:
         if self.hand_object is None:
             raise ValueError("LocalInference was made without a hand-object detector")
         return self.hand_object(images, scales, hand_threshold, object_threshold)
+
+    def hand_networks(self) -> HandNetworks:
+        if self.hands is None:
+            raise ValueError("LocalInference was made without MediaPipe's hand networks")
+        return self.hands

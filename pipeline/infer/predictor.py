@@ -56,6 +56,8 @@ class PredictorSettings:
     compile: bool = False
     #: The 100DOH hand-object detector's weights, when the run detects with it.
     hand_object_weights: Location | None = None
+    #: Whether the actors run MediaPipe's hand networks for the video tasks.
+    mediapipe_hands: bool = False
 
 
 def resolve_device(device: str) -> torch.device:

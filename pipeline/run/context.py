@@ -160,6 +160,9 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
             mano=_absolute(config.mano) if config.mano else None,
             device=device, precision=precision, compile=config.compile,
             hand_object_weights=detector_weights,
+            mediapipe_hands=config.detector == "mediapipe" and (
+                config.mediapipe_on == "actors"
+                or (config.mediapipe_on == "auto" and device == "cuda")),
         ),
         intrinsics=intrinsics,
         object_name=object_name,

@@ -57,7 +57,8 @@ def video_detector(config: RunConfig, context: RunContext, video: Path,
                    inference: InferenceClient | None = None) -> Iterator[Detector]:
     """The detector for one video: the boxes file's rows, the hand-object detector on the
     inference actors (through ``inference``), this worker's pixel detector, or for
-    MediaPipe a fresh tracker (its state is per video; its networks are shared)."""
+    MediaPipe a fresh tracker (its state is per video; its networks are this process's,
+    or the inference actors' when the run puts them there)."""
     if config.detector == "hand-object":
         if inference is None:
             raise ValueError("the hand-object detector runs on the inference actors")
@@ -75,7 +76,12 @@ def video_detector(config: RunConfig, context: RunContext, video: Path,
                             config.score_threshold)
             detector = make_detector("boxes", {"file": boxes}, video=video)
         else:
-            detector = make_detector("mediapipe", detector_options(config))
+            options = detector_options(config)
+            if context.predictor_settings.mediapipe_hands:
+                if inference is None:
+                    raise ValueError("this run's hand networks are on the inference actors")
+                options["networks"] = inference.hand_networks()
+            detector = make_detector("mediapipe", options)
         try:
             yield detector
         finally:
