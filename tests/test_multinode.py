@@ -1,17 +1,23 @@
-"""A job across two nodes (``ray.cluster_utils.Cluster``) equals a single-process run of
-the same job, row for row.
+"""Jobs across nodes (``ray.cluster_utils.Cluster``, raylets on this machine): a job
+equals a single-process run of it, row for row, and a worker node removed mid-job loses
+no rows.
 
-The inference node has a logical GPU and no CUDA: Ray places the predictor actor there
-(it asks for one GPU) and ``device="auto"`` must still pick the CPU.
+One cluster serves the module (a cluster costs seconds of the suite to start and stop):
+a 2-CPU head, a 1-CPU inference node with a logical GPU and no CUDA (Ray places a
+GPU-asking actor there and ``device="auto"`` must still pick the CPU), and a 2-CPU
+worker node, removed by the last test.
 """
 
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 
 import pyarrow as pa
 import pytest
 import ray
+import test_faults_common as common
 import torch
 from local_cluster import local_cluster
 
@@ -21,24 +27,24 @@ from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.infer.actor_pool import start_actors
 from hflpipe.pipeline.infer.client import LocalInference
 from hflpipe.pipeline.infer.predictor import HflnetPredictor
-from hflpipe.pipeline.inputs.videos import collect_inputs
-from hflpipe.pipeline.output.reader import read_table
+from hflpipe.pipeline.inputs.videos import collect_inputs, video_id_for
+from hflpipe.pipeline.output.reader import read_table, visible_files
 from hflpipe.pipeline.run.context import InputCache, context_for_video, prepare_context
 from hflpipe.pipeline.run.runner import model_device, run
 from hflpipe.pipeline.run.video import process_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_ray]
 FRAMES = 2
+#: One short video commits first while the two long ones still wait for most of their batches.
+SHORT_FRAMES, LONG_FRAMES = 2, 4
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A 2-CPU head (the driver, video tasks) and a 1-CPU node with one logical GPU.
-
-    The actor and two video tasks do not fit on the head alone: the job spans both nodes.
-    """
-    with local_cluster(2, {"num_cpus": 1, "num_gpus": 1}) as (nodes, _):
-        yield nodes
+    """(cluster, worker node): the head, the inference node with a logical GPU, and the
+    worker node (see the module's docstring)."""
+    with local_cluster(2, {"num_cpus": 1, "num_gpus": 1}, {"num_cpus": 2}) as (nodes, added):
+        yield nodes, added[1]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +76,7 @@ def test_the_actor_on_the_gpu_node_runs_on_cpu_without_cuda(cluster, job):
 
 
 def test_a_job_across_nodes_equals_a_single_process_run(cluster, job):
-    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 3
     summary = run(job, progress=False)
     assert summary.statuses == {"ok": 2}
 
@@ -95,6 +101,45 @@ def test_a_job_across_nodes_equals_a_single_process_run(cluster, job):
     for row in videos:
         assert row["frames_processed"] == by_id[row["video_id"]]["frames_processed"] == FRAMES
         assert row["config_hash"] == by_id[row["video_id"]]["config_hash"]
+
+
+@pytest.mark.timeout(300)
+def test_a_node_removed_mid_job_loses_no_rows(tmp_path, synthetic_checkpoint, cluster):
+    """Last in the module: the worker node goes once a video commits. The actor (1 CPU)
+    and three video tasks spread over the nodes, so some of the job runs there."""
+    ray_cluster, worker = cluster
+    lengths = {"short": SHORT_FRAMES, "long1": LONG_FRAMES, "long2": LONG_FRAMES}
+    clips = {common.write_clip(tmp_path / f"{name}.mp4", frames): frames
+             for name, frames in lengths.items()}
+    boxes = common.write_boxes(tmp_path / "boxes.csv", LONG_FRAMES)
+    out = tmp_path / "out"
+    # One crop per batch: a long video is four calls to the actor, the short one two.
+    config = common.run_config(clips, out, synthetic_checkpoint, boxes, batch_size=1,
+                               stall_timeout_s=180)
+    committed_at_removal: list[int] = []
+
+    def remove_the_worker_once_a_video_commits() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            committed = len(visible_files(out / "videos"))
+            if committed:
+                committed_at_removal.append(committed)
+                ray_cluster.remove_node(worker)
+                return
+            time.sleep(0.05)
+
+    remover = threading.Thread(target=remove_the_worker_once_a_video_commits, daemon=True)
+    remover.start()
+    summary = run(config, progress=False)
+    remover.join(timeout=5)
+
+    assert committed_at_removal and committed_at_removal[0] < len(clips), "removed too late"
+    assert not [n for n in ray.nodes() if n["Alive"] and n["NodeID"] == worker.node_id]
+    assert summary.statuses == {"ok": len(clips)}
+    undisturbed = {(video_id_for(c), f) for c, frames in clips.items() for f in range(frames)}
+    assert common.frame_rows(out, "hands") == undisturbed
+    assert common.frame_rows(out, "objects") == undisturbed
+    common.check_output_is_clean(out)
 
 
 def _sorted(table: pa.Table) -> pa.Table:
