@@ -15,6 +15,7 @@ from hflpipe.model.hand_object.transforms import PIXEL_MEANS_BGR
 from hflpipe.pipeline.config.run_config import make_config
 from hflpipe.pipeline.detect.base import Detection
 from hflpipe.pipeline.detect.hand_object import HandObjectFrameDetector
+from hflpipe.pipeline.inputs.videos import video_id_for
 from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.output.schema import CONTACT_STATES as SCHEMA_CONTACT_STATES
 from hflpipe.pipeline.run.runner import run
@@ -93,28 +94,34 @@ def test_links_replace_the_overlap_guess_for_chosen_states() -> None:
 def test_a_run_with_the_hand_object_detector(tmp_path: Path, synthetic_checkpoint: Path,
                                              hand_object_checkpoint: Path, local_ray) -> None:
     # Nightly: one keyframe of the ResNet-101 on a CPU actor and the HFL-Net crops of the
-    # ~19 hands the synthetic weights find take minutes. Two frames are propagated from it.
-    clip = common.write_clip(tmp_path / "clip.mp4", 3)
+    # ~19 hands the synthetic weights find take minutes a video. Two frames of each video
+    # are propagated from its keyframe. A manifest names each video's object.
+    clips = {common.write_clip(tmp_path / f"{name}.mp4", 3): obj
+             for name, obj in (("a", "003_cracker_box"), ("b", "006_mustard_bottle"))}
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("video,object\n" + "".join(f"{clip.name},{obj}\n"
+                                                   for clip, obj in clips.items()))
     out = tmp_path / "out"
     config = make_config(
-        videos=[str(clip)], out=out, checkpoint=synthetic_checkpoint,
+        manifest=manifest, out=out, checkpoint=synthetic_checkpoint,
         mano=common.synthetic_mano_path(), detector="hand-object",
-        hand_object_weights=hand_object_checkpoint, detect_every=3,
-        object="003_cracker_box", device="cpu",
+        hand_object_weights=hand_object_checkpoint, detect_every=3, device="cpu",
     )
     summary = run(config, progress=False)
-    assert summary.statuses == {"ok": 1}
+    assert summary.statuses == {"ok": 2}
     hands = read_table(out, "hands")
     assert set(pc.unique(hands["frame_index"]).to_pylist()) == {0, 1, 2}
     states = hands["contact_state"].to_pylist()
     assert None not in states and set(states) <= set(CONTACT_STATES)
     assert set(hands["detector_side"].to_pylist()) <= {"left", "right"}
     # Hands holding a portable object gave HFL-Net their linked object's box: objects
-    # (named by --object, so posed by PnP) came out; the other hands went hand-only.
+    # (named by the manifest, so posed by PnP) came out; the other hands went hand-only.
     assert "portable" in states and len(set(states)) > 1
-    objects = read_table(out, "objects")
-    assert objects.num_rows > 0
-    assert set(objects["object_name"].to_pylist()) == {"003_cracker_box"}
+    objects = read_table(out, "objects").to_pandas()
+    assert len(objects) > 0 and objects["rotation"].notna().any()
+    names = {video_id_for(clip): obj for clip, obj in clips.items()}
+    assert objects.groupby("video_id")["object_name"].agg(set).to_dict() == {
+        video_id: {obj} for video_id, obj in names.items()}
 
 
 @pytest.mark.parametrize("problem", ["missing", "hflnet"])

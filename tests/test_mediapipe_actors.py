@@ -1,8 +1,8 @@
 """MediaPipe's hand networks on the inference actors (``--mediapipe-on actors``), real Ray.
 
 Two videos of drawn hands that MediaPipe recognises go through a run whose video tasks
-keep the tracking and send 8-bit regions to the actor, and through a run that runs the
-networks in the video tasks: the same hands come out. (On a GPU node ``auto`` picks the
+keep the tracking and send 8-bit regions to the actor: the hands it writes are those the
+detector finds with its networks in this process. (On a GPU node ``auto`` picks the
 actors; here, without one, the test asks for them.)
 """
 
@@ -19,16 +19,19 @@ from hflpipe.model.mediapipe_files import load_hand_landmarker, load_palm_detect
 from hflpipe.model.mediapipe_hands import HandTracker, TorchHandNetworks
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.config.run_config import make_config
+from hflpipe.pipeline.decode.base import get_decoder
 from hflpipe.pipeline.demo.drawn_hands import hand_scene
 from hflpipe.pipeline.demo.scene import write_video
+from hflpipe.pipeline.detect.mediapipe import MediaPipeHandDetector
 from hflpipe.pipeline.infer import actor_pool
+from hflpipe.pipeline.inputs.videos import video_id_for
 from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.run.runner import run
 
 sys.path.insert(0, str(Path(__file__).parent / "data" / "mediapipe_reference"))
 
 pytestmark = pytest.mark.slow
-FRAMES = 6
+FRAMES = 3
 WIDTH, HEIGHT = 320, 240
 
 
@@ -47,38 +50,39 @@ def hand_videos(tmp_path_factory) -> list:
     return paths
 
 
-def _run(videos, out, checkpoint, where: str):
-    config = make_config(videos=[str(v) for v in videos], out=out, checkpoint=checkpoint,
-                         mano=synthetic_mano_path(), detector="mediapipe", mediapipe_on=where,
-                         device="cpu", cpus_per_actor=1.0)
-    return run(config, progress=False)
-
-
-def _hands(out) -> dict[str, np.ndarray]:
-    table = read_table(out, "hands").to_pandas().sort_values(["video_id", "frame_index"])
-    return {"frames": table[["video_id", "frame_index"]].to_numpy(),
-            "handedness": table["handedness"].to_numpy(),
-            "boxes": np.stack(table["box"]).astype(np.float64),
-            "scores": table["detector_score"].to_numpy(np.float64)}
+def _local_hands(video) -> list[tuple[int, str, float]]:
+    """(frame, own side, presence) per hand of the detector run in this process on the
+    video's decoded frames."""
+    frames = np.concatenate([c.frames for c in get_decoder("pyav").read_chunks(str(video))])
+    detector = MediaPipeHandDetector()
+    try:
+        found = detector.detect(np.arange(len(frames)), np.zeros(len(frames)), frames)
+    finally:
+        detector.close()
+    return [(index, hand.handedness, hand.score)
+            for index, hands in enumerate(found) for hand in hands]
 
 
 def test_the_actors_find_the_hands_the_video_tasks_find(
         tmp_path, hand_videos, synthetic_checkpoint, local_ray) -> None:
-    on_actors = _run(hand_videos, tmp_path / "actors", synthetic_checkpoint, "actors")
-    assert on_actors.statuses == {"ok": 2}
-    pool = actor_pool._kept_pool[1]
-    batching = ray.get([actor.mediapipe_batching.remote() for actor in pool])
-    in_tasks = _run(hand_videos, tmp_path / "tasks", synthetic_checkpoint, "tasks")
-    assert in_tasks.statuses == {"ok": 2}
+    config = make_config(videos=[str(v) for v in hand_videos], out=tmp_path / "out",
+                         checkpoint=synthetic_checkpoint, mano=synthetic_mano_path(),
+                         detector="mediapipe", mediapipe_on="actors", device="cpu",
+                         cpus_per_actor=1.0)
+    assert run(config, progress=False).statuses == {"ok": 2}
+    batching = ray.get([a.mediapipe_batching.remote() for a in actor_pool._kept_pool[1]])
 
-    theirs, ours = _hands(tmp_path / "tasks"), _hands(tmp_path / "actors")
-    assert len(theirs["frames"]) == 2 * FRAMES  # one hand on every frame of both videos
-    np.testing.assert_array_equal(ours["frames"], theirs["frames"])
-    np.testing.assert_array_equal(ours["handedness"], theirs["handedness"])
-    assert set(ours["handedness"]) == {"left", "right"}
-    np.testing.assert_allclose(ours["boxes"], theirs["boxes"], atol=0.05)
-    assert not np.isnan(ours["scores"]).any()
-    np.testing.assert_allclose(ours["scores"], theirs["scores"], atol=1e-4)
+    hands = read_table(config.out, "hands").to_pandas()
+    assert set(hands["handedness"]) == {"left", "right"}
+    for video in hand_videos:
+        rows = hands[hands["video_id"] == video_id_for(video)].sort_values("frame_index")
+        expected = _local_hands(video)
+        assert len(expected) == FRAMES  # one hand on every frame
+        assert rows["frame_index"].tolist() == [frame for frame, _, _ in expected]
+        assert rows["detector_side"].tolist() == [side for _, side, _ in expected]
+        # The hand presence probability: the same network on the same 8-bit region.
+        np.testing.assert_allclose(rows["detector_score"].to_numpy(np.float64),
+                                   [score for _, _, score in expected], atol=1e-5)
     # Every frame's landmarks came from the actor (one hand per frame), and palms too.
     assert sum(b["landmark_regions"] for b in batching) == 2 * FRAMES
     assert sum(b["palm_images"] for b in batching) >= 2 * FRAMES
