@@ -65,13 +65,17 @@ def _cuda_available() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``needs_cuda`` tests without a GPU; run ``own_ray`` tests after all others."""
+    """Skip ``needs_cuda`` tests without a GPU; run ``own_ray`` tests after all others, and
+    ``one_cpu_actor`` tests together just before them: a driver keeps one actor pool, and
+    starting one (seconds on two cores) for every switch between 1-CPU actors and the
+    default's would cost the suite more than their tests."""
     if any(item.get_closest_marker("needs_cuda") for item in items) and not _cuda_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in items:
             if item.get_closest_marker("needs_cuda"):
                 item.add_marker(skip)
-    items.sort(key=lambda item: item.get_closest_marker("own_ray") is not None)
+    items.sort(key=lambda item: (item.get_closest_marker("own_ray") is not None,
+                                 item.get_closest_marker("one_cpu_actor") is not None))
 
 
 @pytest.fixture(scope="session")

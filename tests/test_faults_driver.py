@@ -29,7 +29,7 @@ from hflpipe.pipeline.output import store
 from hflpipe.pipeline.output.reader import read_table, visible_files
 from hflpipe.pipeline.run.runner import run
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.slow, pytest.mark.one_cpu_actor, pytest.mark.timeout(480)]
 FRAMES = 2
 VIDEOS = 2
 # The driver's Parquet writes: one videos row (the commit marker) per video.

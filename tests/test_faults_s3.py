@@ -39,7 +39,7 @@ from hflpipe.pipeline.output.s3_uploads import abort_unfinished_uploads
 from hflpipe.pipeline.run import runner
 from hflpipe.pipeline.run.runner import run
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.slow, pytest.mark.one_cpu_actor, pytest.mark.timeout(480)]
 FRAMES = 2
 VIDEOS = 2
 #: Two drivers share the session's Ray at once: one CPU per actor leaves room for both,

@@ -35,6 +35,8 @@ from hflpipe.pipeline.run.context import LOCK_FILE
 from hflpipe.pipeline.run.runner import run
 from hflpipe.pipeline.run.stop import RunInterrupted, check_stop, stop_on_signals
 
+pytestmark = pytest.mark.one_cpu_actor
+
 # Enough videos that one is committed and another is not when the signal lands.
 FRAMES = 2
 VIDEOS = 3

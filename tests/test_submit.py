@@ -34,6 +34,7 @@ from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.output.reader import read_table
 from hflpipe.pipeline.run.submit import ClusterError, submit
 
+pytestmark = pytest.mark.one_cpu_actor
 FRAMES = 2
 RAY = Path(sys.executable).with_name("ray")
 # Row columns that record when something ran, not what it computed.

@@ -191,7 +191,6 @@ class ActorInference:
         return ray.get(actor.detect_hands_objects.remote(images, scales, hand_threshold,
                                                          object_threshold))
 
-
     def hand_networks(self) -> HandNetworks:
         return _ActorHandNetworks(self._hands_actor)
 
