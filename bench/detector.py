@@ -24,7 +24,10 @@ to the pipeline.
 2. The networks as the inference actors run them for many videos (``--mediapipe-on
    actors``): palm images and hand regions per second at batch sizes 1, 8 and 32, on
    the CPU (``THREADS`` threads) and on the GPU when there is one; what batching the
-   videos' requests together gains.
+   videos' requests together gains. And what stays with a video task when the
+   networks are on an actor (a real Ray actor, on this machine's CPU): this process's
+   CPU time per frame for sampling the regions, the round trips and the tracking,
+   against running the networks itself; and the wall time per frame one video takes.
 3. The pipeline: ``process_video`` in this process (as :mod:`hflpipe.bench.pipeline`
    stages it, one thread) on a generated video of the one-hand sequence, with this
    detector and with a boxes file holding the boxes it found: the same crops through
@@ -46,6 +49,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import ray
 import torch
 
 from hflpipe.atomic import atomic_write_text
@@ -76,7 +80,8 @@ from hflpipe.pipeline.decode.base import get_decoder
 from hflpipe.pipeline.demo.drawn_hands import hand_scene
 from hflpipe.pipeline.demo.scene import write_video
 from hflpipe.pipeline.detect.mediapipe import MediaPipeHandDetector
-from hflpipe.pipeline.infer.actor_pool import load_actor_predictor
+from hflpipe.pipeline.infer.actor_pool import ActorInference, load_actor_predictor, start_actors
+from hflpipe.pipeline.infer.predictor import PredictorSettings
 from hflpipe.pipeline.run.context import prepare_context
 
 THREADS = 1
@@ -305,6 +310,38 @@ def networks_batched(sequences: dict[str, np.ndarray], repeats: int) -> list[dic
     return rows
 
 
+def video_task_side(sequences: dict[str, np.ndarray], checkpoint: Path) -> list[dict]:
+    """Section 2, second part: the tracker in this process, its networks on an inference
+    actor (one CPU thread), against the same tracker running them itself."""
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    settings = PredictorSettings(checkpoint, device="cpu", mediapipe_hands=True)
+    (actor,) = start_actors(settings, 1, gpus_per_actor=0.0, cpus_per_actor=1.0)
+    torch.set_num_threads(THREADS)
+    variants = {"networks in this process": TorchHandNetworks(load_palm_detector(),
+                                                               load_hand_landmarker()),
+                "networks on an actor": ActorInference([actor]).hand_networks()}
+    rows = []
+    try:
+        for name, frames in sequences.items():
+            for variant, networks in variants.items():
+                HandTracker(networks, max_hands=2).process(frames[:4])  # warm-up
+                start, start_cpu = time.perf_counter(), time.process_time()
+                HandTracker(networks, max_hands=2).process(frames)
+                wall = time.perf_counter() - start
+                cpu = time.process_time() - start_cpu
+                rows.append({"frames": name, "networks": variant,
+                             "task_cpu_ms_per_frame": round(1000 * cpu / len(frames), 2),
+                             "wall_ms_per_frame": round(1000 * wall / len(frames), 2)})
+    finally:
+        ray.kill(actor)
+        if started_ray:
+            ray.shutdown()
+    return rows
+
+
 def _load() -> dict[str, float]:
     return {"load_average_1m": round(os.getloadavg()[0], 2),
             "cpus": len(os.sched_getaffinity(0))}
@@ -330,6 +367,9 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         print_table(f"the networks batched as on the actors ({THREADS} CPU thread(s))",
                     batched, ["device", "network", "batch", "images_per_s", "ms_per_image",
                               "speed_vs_batch_1"])
+        task_side = video_task_side(sequences, checkpoint)
+        print_table("a video task's share with the networks on an actor (this CPU)", task_side,
+                    ["frames", "networks", "task_cpu_ms_per_frame", "wall_ms_per_frame"])
         pipeline_frames = (QUICK_PIPELINE_FRAMES if quick else PIPELINE_FRAMES)
         one_hand = next(iter(sequences.values()))[:pipeline_frames]
         pipeline = pipeline_with_and_without(
@@ -357,6 +397,7 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         "detector_alone": alone,
         "notes": notes,
         "networks_batched": batched,
+        "video_task_side": task_side,
         "pipeline": pipeline,
         "target": {
             "required": "ours at least as fast as MediaPipe's solution on the CPU",
