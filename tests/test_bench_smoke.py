@@ -169,5 +169,13 @@ def test_detector_bench_compares_runtimes_on_the_same_frames(
     assert {r["runtime"] for r in rows} >= {"ours (torch)", "Google's interpreter (ai-edge-litert)"}
     assert all(r["hands_per_frame"] == ours[r["frames"]] for r in rows)
     assert "MediaPipe's solution" in result["notes"]
+    batched = [(r["network"], r["batch"]) for r in result["networks_batched"]
+               if r["device"] == "cpu"]
+    assert batched == [(n, b) for n in ("palm", "landmarks") for b in (1, 8, 32)]
+    # With the networks on an actor the task keeps the sampling and tracking only.
+    side = {(r["frames"], r["networks"]): r["task_cpu_ms_per_frame"]
+            for r in result["video_task_side"]}
+    for frames in ours:
+        assert side[frames, "networks on an actor"] < side[frames, "networks in this process"]
     assert [r["detector"] for r in result["pipeline"]] == ["this detector", "boxes file"]
     assert all(r["frames_per_s"] > 0 for r in result["pipeline"])
