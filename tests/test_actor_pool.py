@@ -20,18 +20,30 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_driver_keeps_its_pool_for_the_same_model_and_replaces_it_for_another(
-    local_ray, synthetic_checkpoint
+    local_ray, synthetic_checkpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Light actors: what is kept or replaced is the pool, whatever its actors load (the
+    # pipeline tests start real ones).
+    pool = StandInPool({"joints2d": np.zeros((1, 21, 2), np.float32)}, latency_s=0.0)
+    monkeypatch.setattr(actor_pool_module, "start_actors", pool)
+    monkeypatch.setattr(actor_pool_module, "_kept_pool", None)
     settings = PredictorSettings(synthetic_checkpoint, device="cpu", precision="fp32")
     first = actor_pool(settings, 1, 0.0, 1.0, "weights-a")
     assert actor_pool(settings, 1, 0.0, 1.0, "weights-a") is first
-    assert ray.get(first[0].ready.remote()) == "cpu"
+    assert ray.get(first[0].ready.remote()) == "stand-in"
     # Other weights under the same path: a new pool, and the old one is released.
     second = actor_pool(settings, 1, 0.0, 1.0, "weights-b")
     assert second is not first
     with pytest.raises(RayActorError):
         ray.get(first[0].ready.remote(), timeout=60)
-    assert ray.get(second[0].ready.remote()) == "cpu"
+    assert ray.get(second[0].ready.remote()) == "stand-in"
+    # So is a pool of another Ray session's, without killing anything of this one's.
+    monkeypatch.setattr(actor_pool_module, "driver_session", lambda: ("elsewhere",))
+    third = actor_pool(settings, 1, 0.0, 1.0, "weights-b")
+    assert third is not second
+    assert ray.get(second[0].ready.remote()) == "stand-in"
+    for actor in (*second, *third):
+        ray.kill(actor)
 
 
 def test_a_driver_keeps_its_progress_board_and_each_run_finds_it_empty(local_ray) -> None:
