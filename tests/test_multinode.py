@@ -3,9 +3,8 @@ equals a single-process run of it, row for row, and a worker node removed mid-jo
 no rows.
 
 One cluster serves the module (a cluster costs seconds of the suite to start and stop):
-a 2-CPU head, a 1-CPU inference node with a logical GPU and no CUDA (Ray places a
-GPU-asking actor there and ``device="auto"`` must still pick the CPU), and a 2-CPU
-worker node, removed by the last test.
+a 2-CPU head, a 1-CPU node with a logical GPU and no CUDA (``device="auto"`` must ask
+that node and pick the CPU), and a 2-CPU worker node, removed by the last test.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from local_cluster import local_cluster
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.config.run_config import make_config
 from hflpipe.pipeline.demo.scene import make_demo_scene
-from hflpipe.pipeline.infer.actor_pool import start_actors
 from hflpipe.pipeline.infer.client import LocalInference
 from hflpipe.pipeline.infer.predictor import HflnetPredictor
 from hflpipe.pipeline.inputs.videos import collect_inputs, video_id_for
@@ -61,18 +59,14 @@ def job(tmp_path_factory, synthetic_checkpoint):
     )
 
 
-def test_the_actor_on_the_gpu_node_runs_on_cpu_without_cuda(cluster, job):
+def test_a_gpu_node_without_cuda_makes_the_run_a_cpu_run(cluster, job):
     assert not torch.cuda.is_available()
-    # The cluster lists a GPU, but CUDA does not work on its node: "auto" is the CPU, and
-    # the config hash says so.
-    assert model_device(job) == "cpu"
-    context = prepare_context(job)
-    (actor,) = start_actors(context.predictor_settings, 1, gpus_per_actor=1.0,
-                            cpus_per_actor=1.0)
-    try:
-        assert ray.get(actor.ready.remote()) == "cpu"
-    finally:
-        ray.kill(actor)
+    # The cluster lists a GPU, but CUDA does not work on its node: the probe task, placed
+    # there by its GPU share, says so: "auto" is the CPU and fp32 (both enter the hash).
+    device = model_device(job)
+    assert device == "cpu"
+    settings = prepare_context(job, device=device).predictor_settings
+    assert (settings.device, settings.precision) == ("cpu", "fp32")
 
 
 def test_a_job_across_nodes_equals_a_single_process_run(cluster, job):
