@@ -79,6 +79,7 @@ from hflpipe.pipeline.config.run_config import make_config
 from hflpipe.pipeline.decode.base import get_decoder
 from hflpipe.pipeline.demo.drawn_hands import hand_scene
 from hflpipe.pipeline.demo.scene import write_video
+from hflpipe.pipeline.detect.base import Detection
 from hflpipe.pipeline.detect.mediapipe import MediaPipeHandDetector
 from hflpipe.pipeline.infer.actor_pool import ActorInference, load_actor_predictor, start_actors
 from hflpipe.pipeline.infer.predictor import PredictorSettings
@@ -221,14 +222,19 @@ def detector_alone(sequences: dict[str, np.ndarray], repeats: int, scratch: Path
     return rows, notes
 
 
-def _write_boxes_file(video: Path, path: Path) -> None:
-    """The boxes our detector finds on the decoded video, as a boxes file (JSON rows)."""
+def detect_whole_video(video: Path) -> list[list[Detection]]:
+    """Per frame, the hands our detector finds in this process on every decoded frame."""
     frames = np.concatenate([c.frames for c in get_decoder("pyav").read_chunks(str(video))])
     detector = MediaPipeHandDetector()
     try:
-        found = detector.detect(np.arange(len(frames)), np.zeros(len(frames)), frames)
+        return detector.detect(np.arange(len(frames)), np.zeros(len(frames)), frames)
     finally:
         detector.close()
+
+
+def _write_boxes_file(video: Path, path: Path) -> None:
+    """The boxes our detector finds on the decoded video, as a boxes file (JSON rows)."""
+    found = detect_whole_video(video)
     rows = [{"frame_index": index, "kind": "hand", "x0": float(d.box[0]), "y0": float(d.box[1]),
              "x1": float(d.box[2]), "y1": float(d.box[3]), "score": float(d.score),
              "handedness": d.handedness}

@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import ray
 
+from hflpipe.bench.detector import detect_whole_video
 from hflpipe.model.mediapipe_files import load_hand_landmarker, load_palm_detector
 from hflpipe.model.mediapipe_hands import HandTracker, TorchHandNetworks
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.config.run_config import make_config
-from hflpipe.pipeline.decode.base import get_decoder
 from hflpipe.pipeline.demo.drawn_hands import hand_scene
 from hflpipe.pipeline.demo.scene import write_video
-from hflpipe.pipeline.detect.mediapipe import MediaPipeHandDetector
 from hflpipe.pipeline.infer import actor_pool
 from hflpipe.pipeline.inputs.videos import video_id_for
 from hflpipe.pipeline.output.reader import read_table
@@ -53,14 +52,8 @@ def hand_videos(tmp_path_factory) -> list:
 def _local_hands(video) -> list[tuple[int, str, float]]:
     """(frame, own side, presence) per hand of the detector run in this process on the
     video's decoded frames."""
-    frames = np.concatenate([c.frames for c in get_decoder("pyav").read_chunks(str(video))])
-    detector = MediaPipeHandDetector()
-    try:
-        found = detector.detect(np.arange(len(frames)), np.zeros(len(frames)), frames)
-    finally:
-        detector.close()
     return [(index, hand.handedness, hand.score)
-            for index, hands in enumerate(found) for hand in hands]
+            for index, hands in enumerate(detect_whole_video(video)) for hand in hands]
 
 
 def test_the_actors_find_the_hands_the_video_tasks_find(

@@ -29,13 +29,23 @@ class Gate:
         return items * 2, items.sum(axis=1)
 
 
-def _wait_queued(batcher: SharedBatcher, count: int) -> None:
-    for _ in range(1000):
-        with batcher._changed:
-            if len(batcher._queue) >= count:
-                return
-        threading.Event().wait(0.005)
-    raise AssertionError(f"{count} requests never queued")
+def _behind_a_running_call(batcher: SharedBatcher, gate: Gate,
+                           requests: list[np.ndarray]) -> list:
+    """Each request's result or error: the first runs alone and holds the network until
+    all the others have queued behind it."""
+    with ThreadPoolExecutor(len(requests)) as pool:
+        futures = [pool.submit(batcher, requests[0])]
+        assert gate.started.wait(10)
+        futures += [pool.submit(batcher, items) for items in requests[1:]]
+        for _ in range(1000):
+            with batcher._changed:
+                if len(batcher._queue) >= len(requests) - 1:
+                    break
+            threading.Event().wait(0.005)
+        else:
+            raise AssertionError("the requests never queued")
+        gate.release.set()
+    return [f.exception(10) or f.result(10) for f in futures]
 
 
 def test_a_lone_request_runs_at_once_and_alone() -> None:
@@ -49,13 +59,7 @@ def test_requests_arriving_while_the_network_runs_share_the_next_call() -> None:
     gate = Gate()
     batcher = SharedBatcher(gate, max_items=16)
     requests = [np.full((size, 3), value, np.int64) for value, size in enumerate([1, 2, 3, 1])]
-    with ThreadPoolExecutor(len(requests)) as pool:
-        first = pool.submit(batcher, requests[0])
-        assert gate.started.wait(10)
-        later = [pool.submit(batcher, items) for items in requests[1:]]
-        _wait_queued(batcher, 3)
-        gate.release.set()
-        results = [first.result(10)] + [f.result(10) for f in later]
+    results = _behind_a_running_call(batcher, gate, requests)
     # The first ran alone; the three that queued behind it ran as one call, in order.
     assert [len(c) for c in gate.calls] == [1, 6]
     np.testing.assert_array_equal(gate.calls[1], np.concatenate(requests[1:]))
@@ -68,31 +72,21 @@ def test_requests_arriving_while_the_network_runs_share_the_next_call() -> None:
 def test_a_call_takes_at_most_max_items_and_the_rest_run_next() -> None:
     gate = Gate()
     batcher = SharedBatcher(gate, max_items=4)
-    with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(batcher, np.zeros((1, 1), np.int64))
-        assert gate.started.wait(10)
-        later = [pool.submit(batcher, np.full((3, 1), v, np.int64)) for v in (1, 2, 3)]
-        _wait_queued(batcher, 3)
-        gate.release.set()
-        outputs = [f.result(10)[0] for f in [first, *later]]
+    requests = [np.zeros((1, 1), np.int64)] + [np.full((3, 1), v, np.int64) for v in (1, 2, 3)]
+    outputs = _behind_a_running_call(batcher, gate, requests)
     assert [len(c) for c in gate.calls] == [1, 3, 3, 3]
-    assert [int(o[0, 0]) for o in outputs] == [0, 2, 4, 6]
+    assert [int(doubled[0, 0]) for doubled, _ in outputs] == [0, 2, 4, 6]
 
 
 def test_a_request_that_fails_a_shared_call_fails_alone() -> None:
     gate = Gate()
     batcher = SharedBatcher(gate, max_items=16)
-    with ThreadPoolExecutor(3) as pool:
-        first = pool.submit(batcher, np.ones((1, 1), np.int64))
-        assert gate.started.wait(10)
-        bad = pool.submit(batcher, -np.ones((1, 1), np.int64))
-        good = pool.submit(batcher, np.ones((2, 1), np.int64))
-        _wait_queued(batcher, 2)
-        gate.release.set()
-        first.result(10)
-        with pytest.raises(ValueError, match="negative item"):
-            bad.result(10)
-        np.testing.assert_array_equal(good.result(10)[0], 2 * np.ones((2, 1)))
+    first, bad, good = _behind_a_running_call(
+        batcher, gate, [np.ones((1, 1), np.int64), -np.ones((1, 1), np.int64),
+                        np.ones((2, 1), np.int64)])
+    assert isinstance(bad, ValueError) and "negative item" in str(bad)
+    np.testing.assert_array_equal(good[0], 2 * np.ones((2, 1)))
+    np.testing.assert_array_equal(first[0], 2 * np.ones((1, 1)))
     # The shared call failed, then each request ran alone.
     assert [len(c) for c in gate.calls] == [1, 3, 1, 2]
 
