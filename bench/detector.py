@@ -63,15 +63,11 @@ from hflpipe.bench.common import (
     write_result,
 )
 from hflpipe.bench.pipeline import StageClock, staged_video
-from hflpipe.model.mediapipe_files import (
-    HAND_LANDMARK_FILE,
-    PALM_DETECTION_FILE,
-    load_hand_landmarker,
-    load_palm_detector,
-)
+from hflpipe.model.mediapipe_files import HAND_LANDMARK_FILE, PALM_DETECTION_FILE
 from hflpipe.model.mediapipe_hands import (
     LANDMARK_SIZE,
     PALM_SIZE,
+    HandNetworks,
     HandTracker,
     TorchHandNetworks,
 )
@@ -80,7 +76,7 @@ from hflpipe.pipeline.decode.base import get_decoder
 from hflpipe.pipeline.demo.drawn_hands import hand_scene
 from hflpipe.pipeline.demo.scene import write_video
 from hflpipe.pipeline.detect.base import Detection
-from hflpipe.pipeline.detect.mediapipe import MediaPipeHandDetector
+from hflpipe.pipeline.detect.mediapipe import MediaPipeHandDetector, local_networks
 from hflpipe.pipeline.infer.actor_pool import ActorInference, load_actor_predictor, start_actors
 from hflpipe.pipeline.infer.predictor import PredictorSettings
 from hflpipe.pipeline.run.context import prepare_context
@@ -134,8 +130,10 @@ class LiteRtNetwork:
         return tuple(torch.from_numpy(np.stack(column)) for column in zip(*per_image, strict=True))
 
 
-def _tracker_pass(networks: tuple, frames: np.ndarray) -> tuple[float, float, list[int]]:
-    tracker = HandTracker(TorchHandNetworks(*networks), max_hands=2)
+def _tracker_pass(networks: HandNetworks, frames: np.ndarray
+                  ) -> tuple[float, float, list[int]]:
+    """Wall and process-CPU seconds of a fresh tracker over ``frames``, and hands per frame."""
+    tracker = HandTracker(networks, max_hands=2)
     start, start_cpu = time.perf_counter(), time.process_time()
     found = [len(hands) for hands in tracker.process(frames)]
     return time.perf_counter() - start, time.process_time() - start_cpu, found
@@ -174,9 +172,9 @@ def detector_alone(sequences: dict[str, np.ndarray], repeats: int, scratch: Path
     cpus = set(sorted(os.sched_getaffinity(0))[:THREADS])
     kept_cpus, kept_cv2_threads = os.sched_getaffinity(0), cv2.getNumThreads()
     notes: dict[str, str] = {}
-    variants: dict[str, tuple] = {"ours (torch)": (load_palm_detector(), load_hand_landmarker())}
+    variants: dict[str, HandNetworks] = {"ours (torch)": local_networks()}
     if importlib.util.find_spec("ai_edge_litert") is not None:
-        variants["Google's interpreter (ai-edge-litert)"] = (
+        variants["Google's interpreter (ai-edge-litert)"] = TorchHandNetworks(
             LiteRtNetwork(PALM_DETECTION_FILE, THREADS),
             LiteRtNetwork(HAND_LANDMARK_FILE, THREADS))
     else:
@@ -295,7 +293,7 @@ def networks_batched(sequences: dict[str, np.ndarray], repeats: int) -> list[dic
     torch.set_num_threads(THREADS)
     rows = []
     for device in devices:
-        networks = TorchHandNetworks(load_palm_detector(), load_hand_landmarker(), device)
+        networks = local_networks(device=device)
         for name, size, run_network in (
                 ("palm", PALM_SIZE, networks.palm_outputs),
                 ("landmarks", LANDMARK_SIZE, networks.landmark_outputs)):
@@ -326,18 +324,14 @@ def video_task_side(sequences: dict[str, np.ndarray], checkpoint: Path) -> list[
     settings = PredictorSettings(checkpoint, device="cpu", mediapipe_hands=True)
     (actor,) = start_actors(settings, 1, gpus_per_actor=0.0, cpus_per_actor=1.0)
     torch.set_num_threads(THREADS)
-    variants = {"networks in this process": TorchHandNetworks(load_palm_detector(),
-                                                               load_hand_landmarker()),
+    variants = {"networks in this process": local_networks(),
                 "networks on an actor": ActorInference([actor]).hand_networks()}
     rows = []
     try:
         for name, frames in sequences.items():
             for variant, networks in variants.items():
-                HandTracker(networks, max_hands=2).process(frames[:4])  # warm-up
-                start, start_cpu = time.perf_counter(), time.process_time()
-                HandTracker(networks, max_hands=2).process(frames)
-                wall = time.perf_counter() - start
-                cpu = time.process_time() - start_cpu
+                _tracker_pass(networks, frames[:4])  # warm-up
+                wall, cpu, _ = _tracker_pass(networks, frames)
                 rows.append({"frames": name, "networks": variant,
                              "task_cpu_ms_per_frame": round(1000 * cpu / len(frames), 2),
                              "wall_ms_per_frame": round(1000 * wall / len(frames), 2)})
