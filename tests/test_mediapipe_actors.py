@@ -83,7 +83,7 @@ def test_the_actors_find_the_hands_the_video_tasks_find(
 
 def test_auto_keeps_the_networks_in_the_video_tasks_without_a_gpu(synthetic_checkpoint,
                                                                   tmp_path) -> None:
-    from hflpipe.pipeline.run.context import prepare_context
+    from hflpipe.pipeline.run.context import mediapipe_on_actors, prepare_context
 
     config = make_config(videos=["a.mp4"], out=tmp_path / "out",
                          checkpoint=synthetic_checkpoint, mano=synthetic_mano_path())
@@ -91,12 +91,15 @@ def test_auto_keeps_the_networks_in_the_video_tasks_without_a_gpu(synthetic_chec
     assert prepare_context(config, device="cuda").predictor_settings.mediapipe_hands
     forced = make_config(videos=["a.mp4"], out=tmp_path / "out", mediapipe_on="tasks",
                          checkpoint=synthetic_checkpoint, mano=synthetic_mano_path())
-    assert not prepare_context(forced, device="cuda").predictor_settings.mediapipe_hands
+    assert not mediapipe_on_actors(forced, "cuda")
     boxes = make_config(videos=["a.mp4"], out=tmp_path / "out", mediapipe_on="actors",
                         detector="torchvision", torchvision_model="m",
                         torchvision_weights=tmp_path / "w.pth",
                         checkpoint=synthetic_checkpoint, mano=synthetic_mano_path())
-    assert not prepare_context(boxes, device="cuda").predictor_settings.mediapipe_hands
+    assert not mediapipe_on_actors(boxes, "cuda")
+    asked = make_config(videos=["a.mp4"], out=tmp_path / "out", mediapipe_on="actors",
+                        checkpoint=synthetic_checkpoint, mano=synthetic_mano_path())
+    assert mediapipe_on_actors(asked, "cpu")
 
 
 @pytest.mark.needs_cuda

@@ -125,6 +125,13 @@ def _identity(path: Path | None) -> tuple:
     return (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
 
 
+def mediapipe_on_actors(config: RunConfig, device: str) -> bool:
+    """Whether the run's MediaPipe networks go on the inference actors (running the model
+    on ``device``): when asked to, or with ``auto`` when the actors have a GPU."""
+    return config.detector == "mediapipe" and (
+        config.mediapipe_on == "actors" or (config.mediapipe_on == "auto" and device == "cuda"))
+
+
 def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
     """Validate the run's shared inputs and hash them into the config hash.
 
@@ -160,9 +167,7 @@ def prepare_context(config: RunConfig, device: str | None = None) -> RunContext:
             mano=_absolute(config.mano) if config.mano else None,
             device=device, precision=precision, compile=config.compile,
             hand_object_weights=detector_weights,
-            mediapipe_hands=config.detector == "mediapipe" and (
-                config.mediapipe_on == "actors"
-                or (config.mediapipe_on == "auto" and device == "cuda")),
+            mediapipe_hands=mediapipe_on_actors(config, device),
         ),
         intrinsics=intrinsics,
         object_name=object_name,
