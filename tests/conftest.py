@@ -1,10 +1,13 @@
-"""Shared pytest fixtures, markers and the one Ray instance of a test session.
+"""Shared pytest fixtures, markers and the one Ray instance of each test process.
 
-Expensive things are made once per session: the synthetic checkpoint (ours and the
-fixture recipe's), and a local Ray whose workers carry the fault hooks of
-``fault_hooks`` (inert unless a test names a poisoned video or arms a fault).
-Tests that need a Ray of their own (several nodes, a separate head) are marked
-``own_ray``: they run last, after the shared instance is shut down.
+The suite runs in test processes of pytest-xdist (``-n auto``, see
+``pytest_xdist_auto_num_workers``), each taking whole modules. Expensive things are made
+once per process: the synthetic checkpoint (ours and the fixture recipe's), and a local
+Ray whose workers carry the fault hooks of ``fault_hooks`` (inert unless a test names a
+poisoned video or arms a fault). Tests that need a Ray of their own (several nodes, a
+separate head) are marked ``own_ray``: they run last in their process, after its shared
+instance is shut down. Every Ray a test starts has its own temporary folder or
+``address="local"``, so the processes' Rays never find each other.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ SHARED_RAY_STORE_BYTES = 2 * 1024**3
 #: idle): each new one imports torch and the pipeline again, seconds on two cores.
 KEEP_IDLE_WORKERS = {"num_workers_soft_limit": 12,
                      "idle_worker_killing_time_threshold_ms": 3_600_000}
+#: Test processes for ``-n auto``: one per CPU, at most two. Measured on two cores: the
+#: suite's real processes (Ray workers, ``hflpipe`` runs, a Ray head) leave a core idle a
+#: third of the time in one test process; two keep both busy. Each process holds its own
+#: Ray with kept workers, so more are left to an explicit ``-n``.
+MAX_TEST_PROCESSES = 2
 
 
 def _find_fixtures() -> Path | None:
@@ -64,11 +72,16 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_TEST_PROCESSES))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``needs_cuda`` tests without a GPU; run ``own_ray`` tests after all others, and
     ``one_cpu_actor`` tests together just before them: a driver keeps one actor pool, and
     starting one (seconds on two cores) for every switch between 1-CPU actors and the
-    default's would cost the suite more than their tests."""
+    default's would cost the suite more than their tests. Test processes take modules in
+    this order, so each keeps it."""
     if any(item.get_closest_marker("needs_cuda") for item in items) and not _cuda_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in items:
