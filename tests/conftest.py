@@ -5,9 +5,9 @@ The suite runs in test processes of pytest-xdist (``-n auto``, see
 once per process: the synthetic checkpoint (ours and the fixture recipe's), and a local
 Ray whose workers carry the fault hooks of ``fault_hooks`` (inert unless a test names a
 poisoned video or arms a fault). Tests that need a Ray of their own (several nodes, a
-separate head) are marked ``own_ray``: they run last in their process, after its shared
-instance is shut down. Every Ray a test starts has its own temporary folder or
-``address="local"``, so the processes' Rays never find each other.
+separate head) are marked ``own_ray``: they run first, before any shared instance
+starts. Every Ray a test starts has its own temporary folder or ``address="local"``, so
+the processes' Rays never find each other.
 """
 
 from __future__ import annotations
@@ -77,18 +77,21 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``needs_cuda`` tests without a GPU; run ``own_ray`` tests after all others, and
-    ``one_cpu_actor`` tests together just before them: a driver keeps one actor pool, and
-    starting one (seconds on two cores) for every switch between 1-CPU actors and the
-    default's would cost the suite more than their tests. Test processes take modules in
-    this order, so each keeps it."""
+    """Skip ``needs_cuda`` tests without a GPU; run ``own_ray`` modules first, then the
+    ``one_cpu_actor`` ones together: a driver keeps one actor pool, and starting one
+    (seconds on two cores) for every switch between 1-CPU actors and the default's would
+    cost the suite more than their tests.
+
+    Both groups hold the suite's longest modules (a Ray cluster, a Ray head, real driver
+    processes): started first, they leave the many short modules to fill both test
+    processes at the end, where last they would leave one process running alone."""
     if any(item.get_closest_marker("needs_cuda") for item in items) and not _cuda_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in items:
             if item.get_closest_marker("needs_cuda"):
                 item.add_marker(skip)
-    items.sort(key=lambda item: (item.get_closest_marker("own_ray") is not None,
-                                 item.get_closest_marker("one_cpu_actor") is not None))
+    items.sort(key=lambda item: (item.get_closest_marker("own_ray") is None,
+                                 item.get_closest_marker("one_cpu_actor") is None))
 
 
 @pytest.fixture(scope="session")
