@@ -15,7 +15,7 @@ with the repository. So this script, run here where pip reaches the package regi
   read that the repository does not hold as ``.devkit/fixtures.tar.xz``;
 - prints what the call will carry against the limit.
 
-Usage, from the repository root: ``python bench/device/make_kit.py`` (about four minutes
+Usage, from the repository root: ``python bench/device/make_kit.py`` (about three minutes
 on two cores, most of it compressing; needs ``strip`` from binutils).
 """
 
