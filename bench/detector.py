@@ -77,8 +77,9 @@ from hflpipe.pipeline.demo.drawn_hands import hand_scene
 from hflpipe.pipeline.demo.scene import write_video
 from hflpipe.pipeline.detect.base import Detection
 from hflpipe.pipeline.detect.mediapipe import MediaPipeHandDetector, local_networks
-from hflpipe.pipeline.infer.actor_pool import ActorInference, load_actor_predictor, start_actors
+from hflpipe.pipeline.infer.actor_pool import ActorInference, start_actors
 from hflpipe.pipeline.infer.predictor import PredictorSettings
+from hflpipe.pipeline.infer.predictor_actor import load_actor_predictor
 from hflpipe.pipeline.run.context import prepare_context
 
 THREADS = 1

@@ -107,7 +107,7 @@ def _serve_inference(conn: Connection, settings: object) -> None:
     ``None``; then replies its peak RSS (MiB)."""
     import torch
 
-    from hflpipe.pipeline.infer.actor_pool import load_actor_predictor
+    from hflpipe.pipeline.infer.predictor_actor import load_actor_predictor
 
     torch.set_num_threads(1)
     predictor = load_actor_predictor(settings, cpu_threads=1)
@@ -147,8 +147,8 @@ def _actor_worker(batches: int, max_batch: int, checkpoint: str) -> dict[str, fl
     import torch
 
     from hflpipe.bench.model import make_crops
-    from hflpipe.pipeline.infer.actor_pool import load_actor_predictor
     from hflpipe.pipeline.infer.predictor import PredictorSettings
+    from hflpipe.pipeline.infer.predictor_actor import load_actor_predictor
 
     torch.set_num_threads(1)
     predictor = load_actor_predictor(PredictorSettings(Path(checkpoint), device="cpu"),

@@ -42,9 +42,9 @@ from hflpipe.bench.common import (
     write_result,
 )
 from hflpipe.model.checkpoint import load_hflnet
-from hflpipe.pipeline.infer.actor_pool import load_actor_predictor
 from hflpipe.pipeline.infer.freed_memory import keep_freed_memory
 from hflpipe.pipeline.infer.predictor import PredictorSettings
+from hflpipe.pipeline.infer.predictor_actor import load_actor_predictor
 
 CPU_BATCHES = (1, 4, 16, 32)
 GPU_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)

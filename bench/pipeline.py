@@ -64,9 +64,9 @@ from hflpipe.pipeline.decode.base import Decoder, get_decoder
 from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.detect.base import Detector
 from hflpipe.pipeline.infer import batching
-from hflpipe.pipeline.infer.actor_pool import load_actor_predictor
 from hflpipe.pipeline.infer.client import LocalInference
 from hflpipe.pipeline.infer.predictor import HflnetPredictor
+from hflpipe.pipeline.infer.predictor_actor import load_actor_predictor
 from hflpipe.pipeline.inputs.videos import VideoInput, video_id_for
 from hflpipe.pipeline.output.writer import write_video_output
 from hflpipe.pipeline.run import video as video_job

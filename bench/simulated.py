@@ -66,7 +66,7 @@ from hflpipe.model.hand_object.transforms import prepare_image
 from hflpipe.pipeline.config.run_config import RunConfig, make_config
 from hflpipe.pipeline.demo.scene import make_demo_scene
 from hflpipe.pipeline.infer import actor_pool
-from hflpipe.pipeline.infer.actor_pool import load_actor_predictor
+from hflpipe.pipeline.infer.predictor_actor import load_actor_predictor
 from hflpipe.pipeline.run.context import prepare_context
 from hflpipe.pipeline.run.runner import run as run_pipeline
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import roi_align
 
 from hflpipe.model.backbone import SplitStreamFPN
 from hflpipe.model.hand_head import HandEncoder, HandHeatmapHead, ManoRegressor
 from hflpipe.model.interaction import CrossAttention
 from hflpipe.model.mano import ManoLayer
 from hflpipe.model.object_head import ObjectVoteHead, decode_votes
+from hflpipe.model.vision_ops import roi_align
 
 INPUT_SIZE = 256
 ROI_SIZE = 32

@@ -28,8 +28,9 @@ ALLOWED = {
     "demo": {"common", "config", "inputs", "results", "run"},
     "cli": {"common", "config", "decode", "detect", "demo", "inputs", "results", "run"},
 }
-#: The only modules that may import Ray: orchestration and the actor pool.
-RAY_ALLOWED = ("pipeline/run/", "pipeline/infer/actor_pool.py")
+#: The only modules that may import Ray: orchestration, the actor pool and its actors.
+RAY_ALLOWED = ("pipeline/run/", "pipeline/infer/actor_pool.py",
+               "pipeline/infer/predictor_actor.py")
 
 
 def _imports(path: Path) -> list[str]:
@@ -127,6 +128,22 @@ def test_the_command_line_starts_without_torch() -> None:
 
     probe = ("import sys, hflpipe.pipeline.cli.main, hflpipe.pipeline.run.submit; "
              "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert found == "[]"
+
+
+def test_processes_that_run_no_network_import_none() -> None:
+    # A video task (its function lives in the runner), the progress board and a driver
+    # preparing a run import the model's modules but run no network: torchvision (which
+    # imports torch._dynamo) and the actors' module would cost each such process seconds
+    # of CPU. The actors import them when they load the networks.
+    import subprocess
+    import sys
+
+    probe = ("import sys, hflpipe.pipeline.run.runner, hflpipe.pipeline.run.progress; "
+             "print(sorted(m for m in ('torchvision', 'torch._dynamo', "
+             "'hflpipe.pipeline.infer.predictor_actor') if m in sys.modules))")
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                            check=True).stdout.strip()
     assert found == "[]"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision.ops import nms
+
+from hflpipe.model.vision_ops import nms
 
 #: Anchor sizes relative to the 16-px base box, and their aspect ratios (height / width).
 ANCHOR_SCALES = (8, 16, 32, 64)

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
 from hflpipe.model.hand_object.backbone import resnet101_c4
 from hflpipe.model.hand_object.boxes import clip_boxes, decode_boxes, enlarge_rois, legacy_nms
 from hflpipe.model.hand_object.links import link_hands_to_objects
 from hflpipe.model.hand_object.rpn import FEATURE_STRIDE, Proposals, RegionProposalNetwork, propose
 from hflpipe.model.hand_object.transforms import prepare_image
+from hflpipe.model.vision_ops import roi_align
 
 CLASSES = ("__background__", "targetobject", "hand")
 OBJECT_CLASS, HAND_CLASS = 1, 2

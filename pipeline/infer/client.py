@@ -8,13 +8,14 @@ other implementation. Batches are numpy dicts (see :class:`HflnetPredictor`).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from hflpipe.model.mediapipe_hands import HandNetworks
-from hflpipe.pipeline.infer.hand_object import HandObjectRunner
-from hflpipe.pipeline.infer.predictor import HflnetPredictor
+if TYPE_CHECKING:
+    from hflpipe.model.mediapipe_hands import HandNetworks
+    from hflpipe.pipeline.infer.hand_object import HandObjectRunner
+    from hflpipe.pipeline.infer.predictor import HflnetPredictor
 
 
 class InferenceClient(Protocol):
