@@ -2,12 +2,12 @@
 
 The suite runs in test processes of pytest-xdist (``-n auto``, see
 ``pytest_xdist_auto_num_workers``), each taking whole modules. Expensive things are made
-once per process: the synthetic checkpoint (ours and the fixture recipe's), and a local
-Ray whose workers carry the fault hooks of ``fault_hooks`` (inert unless a test names a
-poisoned video or arms a fault). Tests that need a Ray of their own (several nodes, a
-separate head) are marked ``own_ray``: they run first, before any shared instance
-starts. Every Ray a test starts has its own temporary folder or ``address="local"``, so
-the processes' Rays never find each other.
+once: the synthetic checkpoints (ours and the fixture recipes') once per session, shared
+by the test processes; a local Ray once per process, whose workers carry the fault hooks
+of ``fault_hooks`` (inert unless a test names a poisoned video or arms a fault). Tests
+that need a Ray of their own (several nodes, a separate head) are marked ``own_ray``:
+they run first, before any shared instance starts. Every Ray a test starts has its own
+temporary folder or ``address="local"``, so the processes' Rays never find each other.
 """
 
 from __future__ import annotations
@@ -103,26 +103,61 @@ def fixtures_dir() -> Path:
     return path
 
 
+def _session_folder(factory: pytest.TempPathFactory) -> Path:
+    """A folder that every test process of this session shares (xdist gives each process
+    a folder of its own inside the session's)."""
+    base = factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def _made_once(factory: pytest.TempPathFactory, key: str, name: str,
+               make: Callable[[Path], object]) -> Path:
+    """``key/name`` in the session's shared folder, made by the first test process that
+    asks (the others wait for it): each of the big synthetic checkpoints costs seconds of
+    CPU to make. Made under its final name (``torch.save`` records the file's name), then
+    moved in, so that no process ever sees half a file."""
+    from filelock import FileLock
+
+    folder = _session_folder(factory) / key
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    with FileLock(folder.with_suffix(".lock")):
+        if not path.is_file():
+            staging = Path(tempfile.mkdtemp(dir=folder))
+            make(staging / name)
+            (staging / name).rename(path)
+            staging.rmdir()
+    return path
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The session's first process removes the shared files once every test process is done."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(_session_folder(factory), ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic HFL-Net checkpoint (official layout, 187 MB) as hflpipe writes it."""
     from hflpipe.model.synthetic_checkpoint import write_synthetic_checkpoint
 
-    path = write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "synthetic.pth.tar")
-    yield path
-    path.unlink(missing_ok=True)
+    return _made_once(tmp_path_factory, "ckpt", "synthetic.pth.tar", write_synthetic_checkpoint)
+
+
+def _recipe(script: Path) -> Callable[[Path], object]:
+    """A fixtures folder's ``make_checkpoint.py``, run as its README says."""
+    return lambda path: subprocess.run([sys.executable, str(script), str(path)], check=True,
+                                       capture_output=True)
 
 
 @pytest.fixture(scope="session")
-def reference_checkpoint(
-    fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Path]:
+def reference_checkpoint(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same checkpoint as the fixtures' own recipe script writes it (the parity reference)."""
-    path = tmp_path_factory.mktemp("reference") / "synthetic.pth.tar"
-    subprocess.run([sys.executable, str(fixtures_dir / "make_checkpoint.py"), str(path)],
-                   check=True, capture_output=True)
-    yield path
-    path.unlink(missing_ok=True)
+    return _made_once(tmp_path_factory, "reference", "synthetic.pth.tar",
+                      _recipe(fixtures_dir / "make_checkpoint.py"))
 
 
 @pytest.fixture(scope="session")
@@ -137,15 +172,11 @@ def hod100_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def hand_object_checkpoint(hod100_dir: Path,
-                           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def hand_object_checkpoint(hod100_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic 100DOH detector checkpoint (official layout, 190 MB), by the fixtures'
     own recipe."""
-    path = tmp_path_factory.mktemp("hod100") / "synthetic_handobj.pth"
-    subprocess.run([sys.executable, str(hod100_dir / "make_checkpoint.py"), str(path)],
-                   check=True, capture_output=True)
-    yield path
-    path.unlink(missing_ok=True)
+    return _made_once(tmp_path_factory, "hod100", "synthetic_handobj.pth",
+                      _recipe(hod100_dir / "make_checkpoint.py"))
 
 
 @pytest.fixture(scope="session")
