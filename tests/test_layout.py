@@ -120,17 +120,24 @@ def test_files_are_replaced_in_one_place() -> None:
     assert sorted(callers) == ["hflpipe/atomic.py"]
 
 
-def test_the_command_line_starts_without_torch() -> None:
-    # `hflpipe status`, `logs`, `submit` and `--help` need no model: importing torch would
-    # cost them seconds on every call (and every test that runs the real command).
+def _loaded_in_a_fresh_process(imports: tuple[str, ...], watched: tuple[str, ...]) -> list[str]:
+    """Which of ``watched`` a new Python process has loaded after importing ``imports``."""
     import subprocess
     import sys
 
-    probe = ("import sys, hflpipe.pipeline.cli.main, hflpipe.pipeline.run.submit; "
-             "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    probe = (f"import sys, {', '.join(imports)}; "
+             f"print(sorted(m for m in {watched!r} if m in sys.modules))")
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                            check=True).stdout.strip()
-    assert found == "[]"
+    return ast.literal_eval(found)
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    # `hflpipe status`, `logs`, `submit` and `--help` need no model: importing torch would
+    # cost them seconds on every call (and every test that runs the real command).
+    loaded = _loaded_in_a_fresh_process(
+        ("hflpipe.pipeline.cli.main", "hflpipe.pipeline.run.submit"), ("torch", "torchvision"))
+    assert loaded == []
 
 
 def test_processes_that_run_no_network_import_none() -> None:
@@ -138,15 +145,10 @@ def test_processes_that_run_no_network_import_none() -> None:
     # preparing a run import the model's modules but run no network: torchvision (which
     # imports torch._dynamo) and the actors' module would cost each such process seconds
     # of CPU. The actors import them when they load the networks.
-    import subprocess
-    import sys
-
-    probe = ("import sys, hflpipe.pipeline.run.runner, hflpipe.pipeline.run.progress; "
-             "print(sorted(m for m in ('torchvision', 'torch._dynamo', "
-             "'hflpipe.pipeline.infer.predictor_actor') if m in sys.modules))")
-    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                           check=True).stdout.strip()
-    assert found == "[]"
+    loaded = _loaded_in_a_fresh_process(
+        ("hflpipe.pipeline.run.runner", "hflpipe.pipeline.run.progress"),
+        ("torchvision", "torch._dynamo", "hflpipe.pipeline.infer.predictor_actor"))
+    assert loaded == []
 
 
 def test_the_model_package_exports_its_entry_points() -> None:
