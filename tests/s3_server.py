@@ -2,8 +2,11 @@
 
 The port and the credentials are fixed when conftest imports this module, before the
 session's Ray starts, so Ray's workers inherit the same ``AWS_*`` environment as the
-test process. The server checks signatures: only the session's key pair is accepted,
-so a test can give wrong credentials and see them refused.
+test process. The port stays held from then on (the server serves the socket bound at
+import): a port only probed and released could be taken by one of the session's many
+processes in the minutes before the first S3 test starts the server. The server checks
+signatures: only the session's key pair is accepted, so a test can give wrong
+credentials and see them refused.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import uuid
 
 ACCESS_KEY = "AKIAHFLPIPETESTKEY01"
@@ -18,13 +22,17 @@ SECRET_KEY = "hflpipe-test-secret-" + "x" * 20
 REGION = "us-east-1"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _listening_socket() -> socket.socket:
+    """A loopback socket on a port of the kernel's choosing, listening (not inherited by
+    the processes the tests start)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    return listener
 
 
-PORT = _free_port()
+_LISTENER = _listening_socket()
+PORT = _LISTENER.getsockname()[1]
 ENDPOINT = f"http://127.0.0.1:{PORT}"
 
 
@@ -41,10 +49,19 @@ class S3Server:
     def __init__(self) -> None:
         from moto import settings
         from moto.iam.models import iam_backends
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
 
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=PORT, verbose=False)
-        self._server.start()
+        # moto's standalone server (what its ThreadedMotoServer runs), on the held socket.
+        self._server = make_server("127.0.0.1", PORT, DomainDispatcherApplication(
+            create_backend_app), threaded=True, request_handler=MotoRequestHandler,
+            fd=_LISTENER.fileno())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
         iam = iam_backends["123456789012"]["aws"]
         iam.create_user(REGION, "hflpipe-tests", "/", None)
         iam.put_user_policy("hflpipe-tests", "all", json.dumps({
@@ -79,4 +96,6 @@ class S3Server:
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
     def stop(self) -> None:
-        self._server.stop()
+        self._server.shutdown()
+        self._thread.join()
+        self._server.server_close()
