@@ -399,10 +399,12 @@ class HandTracker:
         self.min_tracking_confidence = min_tracking_confidence
         self.static_images = static_images
         self._tracked: list[np.ndarray] = []
+        self._palms_last_frame = False
 
     def reset(self) -> None:
         """Forget tracked hands (a new video starts)."""
         self._tracked = []
+        self._palms_last_frame = False
 
     def detect_palms(self, frames: np.ndarray) -> list[list[Palm]]:
         """Palms on each of (N, H, W, 3) uint8 RGB frames, best first, at most
@@ -452,9 +454,11 @@ class HandTracker:
             Per frame, its hands in MediaPipe's output order.
 
         Palms depend on the frame alone, not on what is tracked: when a frame needs palm
-        detection, the next ``PALM_BATCH`` frames are detected with it in one batch, and
-        used as far as those frames need palms too (with fewer hands in view than
-        ``max_hands``, every frame does).
+        detection and so did the one before it, the next ``PALM_BATCH`` frames are
+        detected with it in one batch, and used as far as those frames need palms too
+        (with fewer hands in view than ``max_hands``, every frame does). A frame that
+        needs palms after one that did not is detected alone: most often its hands are
+        tracked from the next frame on, and palms detected ahead would go unused.
         """
         frames = np.ascontiguousarray(frames)
         height, width = frames.shape[1:3]
@@ -463,11 +467,14 @@ class HandTracker:
         for index, frame in enumerate(frames):
             tracked = [] if self.static_images else self._tracked
             from_palms: list[np.ndarray] = []
-            if len(tracked) < self.max_hands:
+            needs_palms = len(tracked) < self.max_hands
+            if needs_palms:
                 if index not in palms_ahead:
-                    batch = frames[index:index + PALM_BATCH]
+                    ahead = PALM_BATCH if self._palms_last_frame else 1
+                    batch = frames[index:index + ahead]
                     palms_ahead = dict(enumerate(self.detect_palms(batch), start=index))
                 from_palms = [palm_region(p, width, height) for p in palms_ahead[index]]
+            self._palms_last_frame = needs_palms
             regions = associate_regions(from_palms, tracked)
             hands = [h for h in self.landmarks(frame, regions) if h is not None]
             self._tracked = [landmarks_region(h.landmarks, width, height) for h in hands]

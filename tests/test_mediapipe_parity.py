@@ -68,6 +68,26 @@ def test_hands_match_mediapipe_solution(name: str, networks, reference, all_fram
             assert np.abs(hand.landmarks[:, 2] - points[:, 2]).max() < Z_TOLERANCE
 
 
+class _CountingNetworks(TorchHandNetworks):
+    """Counts the images the palm network is given."""
+
+    palm_images = 0
+
+    def palms(self, images: np.ndarray, min_score: float) -> list:
+        self.palm_images += len(images)
+        return super().palms(images, min_score)
+
+
+@pytest.mark.parametrize(("name", "expected"), [("two_hands", 1), ("ordinary", 4)])
+def test_palms_are_detected_ahead_only_for_frames_that_need_them(name: str, expected: int,
+                                                                 networks, all_frames) -> None:
+    # Two hands are tracked from the second frame on: only the first frame needs palms.
+    # One hand of two allowed: every frame needs them, and each is detected once.
+    counting = _CountingNetworks(*networks)
+    HandTracker(counting, max_hands=MAX_HANDS).process(all_frames[name])
+    assert counting.palm_images == expected
+
+
 def test_the_reference_covers_what_it_claims(reference, all_frames) -> None:
     counts = {name: [len(f) for f in frames] for name, frames in reference["sequences"].items()}
     assert counts["no_hands"] == [0, 0]
