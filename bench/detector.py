@@ -24,8 +24,11 @@ to the pipeline.
 2. The networks as the inference actors run them for many videos (``--mediapipe-on
    actors``): palm images and hand regions per second at batch sizes 1, 8 and 32, on
    the CPU (``THREADS`` threads) and on the GPU when there is one; what batching the
-   videos' requests together gains. And what stays with a video task when the
-   networks are on an actor (a real Ray actor, on this machine's CPU): this process's
+   videos' requests together gains; on the CPU, what running the large first layers one
+   image at a time gains over giving every layer the whole batch (``TfliteNet``'s
+   ``split_large_layers``), interleaved in the same rounds. And what stays with a video
+   task when the networks are on an actor (a real Ray actor, on this machine's CPU): this
+   process's
    CPU time per frame for sampling the regions, the round trips and the tracking,
    against running the networks itself; and the wall time per frame one video takes.
 3. The pipeline: ``process_video`` in this process (as :mod:`hflpipe.bench.pipeline`
@@ -71,6 +74,8 @@ from hflpipe.model.mediapipe_hands import (
     HandTracker,
     TorchHandNetworks,
 )
+from hflpipe.model.tflite_file import read_tflite
+from hflpipe.model.tflite_net import TfliteNet
 from hflpipe.pipeline.config.run_config import make_config
 from hflpipe.pipeline.decode.base import get_decoder
 from hflpipe.pipeline.demo.drawn_hands import hand_scene
@@ -287,31 +292,50 @@ def pipeline_with_and_without(frames: np.ndarray, repeats: int, checkpoint: Path
 DEVICE_BATCHES = (1, 8, 32)
 
 
+def _whole_batch_networks() -> TorchHandNetworks:
+    """Both networks on the CPU with every layer taking the whole batch (``TfliteNet``'s
+    ``split_large_layers`` off): the baseline of the split."""
+    return TorchHandNetworks(
+        TfliteNet(read_tflite(PALM_DETECTION_FILE), split_large_layers=False).eval(),
+        TfliteNet(read_tflite(HAND_LANDMARK_FILE), split_large_layers=False).eval())
+
+
 def networks_batched(sequences: dict[str, np.ndarray], repeats: int) -> list[dict]:
-    """Section 2: each network alone on 8-bit tensors, per device and batch size."""
+    """Section 2: each network alone on 8-bit tensors, per device and batch size; on the
+    CPU also with its large layers taking the whole batch, interleaved with the split."""
     frames = [frame for sequence in sequences.values() for frame in sequence]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     torch.set_num_threads(THREADS)
     rows = []
     for device in devices:
         networks = local_networks(device=device)
-        for name, size, run_network in (
-                ("palm", PALM_SIZE, networks.palm_outputs),
-                ("landmarks", LANDMARK_SIZE, networks.landmark_outputs)):
-            variants = {}
+        whole_batch = _whole_batch_networks() if device == "cpu" else None
+        for name, size in (("palm", PALM_SIZE), ("landmarks", LANDMARK_SIZE)):
+            variants, batches = {}, {}
             for batch in DEVICE_BATCHES:
                 images = np.stack([cv2.resize(frames[i % len(frames)], (size, size))
                                    for i in range(batch)])
-                variants[str(batch)] = functools.partial(run_network, images)
+                for label, runner in ((str(batch), networks), (f"{batch} whole", whole_batch)):
+                    if runner is None or (runner is whole_batch and batch == 1):
+                        continue
+                    run_network = (runner.palm_outputs if name == "palm"
+                                   else runner.landmark_outputs)
+                    variants[label] = functools.partial(run_network, images)
+                    batches[label] = batch
             timings = best_times(variants, repeats)
             # One CPU thread: its process time; a GPU: the wall clock (outputs come back).
-            seconds = {batch: (t.cpu_s if device == "cpu" else t.wall_s) / int(batch)
-                       for batch, t in timings.items()}
-            for batch, per_image in seconds.items():
-                rows.append({"device": device, "network": name, "batch": int(batch),
-                             "images_per_s": round(1 / per_image, 1),
-                             "ms_per_image": round(1000 * per_image, 3),
-                             "speed_vs_batch_1": ratio(seconds["1"], per_image)})
+            seconds = {label: (t.cpu_s if device == "cpu" else t.wall_s) / batches[label]
+                       for label, t in timings.items()}
+            for batch in DEVICE_BATCHES:
+                per_image = seconds[str(batch)]
+                row = {"device": device, "network": name, "batch": batch,
+                       "images_per_s": round(1 / per_image, 1),
+                       "ms_per_image": round(1000 * per_image, 3),
+                       "speed_vs_batch_1": ratio(seconds["1"], per_image)}
+                if f"{batch} whole" in seconds:
+                    row["speed_vs_whole_batch_layers"] = ratio(seconds[f"{batch} whole"],
+                                                               per_image)
+                rows.append(row)
     return rows
 
 
@@ -367,7 +391,7 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         batched = networks_batched(sequences, repeats)
         print_table(f"the networks batched as on the actors ({THREADS} CPU thread(s))",
                     batched, ["device", "network", "batch", "images_per_s", "ms_per_image",
-                              "speed_vs_batch_1"])
+                              "speed_vs_batch_1", "speed_vs_whole_batch_layers"])
         task_side = video_task_side(sequences, checkpoint)
         print_table("a video task's share with the networks on an actor (this CPU)", task_side,
                     ["frames", "networks", "task_cpu_ms_per_frame", "wall_ms_per_frame"])

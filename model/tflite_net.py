@@ -237,6 +237,9 @@ class TfliteNet(nn.Module):
         graph: the parsed model.
         onednn: on the CPU, run the convolutions through oneDNN's fused kernels (see
             ``_Convolution``) where this torch has them; ``nn.Conv2d`` otherwise.
+        split_large_layers: on the CPU, run a batch through the layers whose
+            activations exceed the cache one image at a time (see
+            ``_cache_sized_prefix``); off, every layer takes the whole batch.
 
     ``forward(x)`` takes the graph's single image input as (B, C, H, W) float32 (the
     file's NHWC input, channels first; any memory format) and returns the graph's
@@ -247,9 +250,11 @@ class TfliteNet(nn.Module):
         ValueError: the graph uses an operator or option this module does not implement.
     """
 
-    def __init__(self, graph: TfliteGraph, *, onednn: bool = True) -> None:
+    def __init__(self, graph: TfliteGraph, *, onednn: bool = True,
+                 split_large_layers: bool = True) -> None:
         super().__init__()
         self._onednn = onednn and onednn_available()
+        self.split_large_layers = split_large_layers
         if len(graph.inputs) != 1:
             raise ValueError(f"expected one graph input, got {len(graph.inputs)}")
         self._graph = graph
@@ -460,7 +465,8 @@ class TfliteNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = x.contiguous(memory_format=torch.channels_last)
-        prefix = self._per_image_steps if x.device.type == "cpu" and len(x) > 1 else 0
+        split = self.split_large_layers and x.device.type == "cpu" and len(x) > 1
+        prefix = self._per_image_steps if split else 0
         if prefix:
             per_image = []
             for image in x.split(1):

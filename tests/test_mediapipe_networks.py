@@ -72,6 +72,27 @@ def test_raw_outputs_match_the_official_interpreter(path, size, scales, onednn) 
         np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=atol)
 
 
+@pytest.mark.parametrize(("path", "size"), [(PALM_DETECTION_FILE, 192), (HAND_LANDMARK_FILE, 224)])
+def test_a_cpu_batch_meets_the_large_first_layers_one_image_at_a_time(path, size) -> None:
+    graph = read_tflite(path)
+    images = torch.from_numpy(_inputs(size)).permute(0, 3, 1, 2)
+    outputs, seen = {}, {}
+    for split in (True, False):
+        net = TfliteNet(graph, split_large_layers=split).eval()
+        first, last = net.steps[0], net.steps[-1]
+        seen[split] = {"first": [], "last": []}
+        first.register_forward_pre_hook(lambda _, args, s=split: seen[s]["first"].append(
+            len(args[0])))
+        last.register_forward_pre_hook(lambda _, args, s=split: seen[s]["last"].append(
+            len(args[0])))
+        with torch.inference_mode():
+            outputs[split] = net(images)
+    assert seen[True] == {"first": [1, 1, 1], "last": [3]}
+    assert seen[False] == {"first": [3], "last": [3]}
+    for split_output, whole_output in zip(outputs[True], outputs[False], strict=True):
+        torch.testing.assert_close(split_output, whole_output, rtol=1e-5, atol=1e-4)
+
+
 def test_wrong_files_are_refused_with_one_line(tmp_path) -> None:
     with pytest.raises(ModelFileError, match="palm detection model file not found"):
         load_palm_detector(tmp_path / "missing.tflite")
