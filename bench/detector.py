@@ -24,8 +24,9 @@ to the pipeline.
 2. The networks as the inference actors run them for many videos (``--mediapipe-on
    actors``): palm images and hand regions per second at batch sizes 1, 8 and 32, on
    the CPU (``THREADS`` threads) and on the GPU when there is one; what batching the
-   videos' requests together gains; on the CPU, what running the large first layers one
-   image at a time gains over giving every layer the whole batch (``TfliteNet``'s
+   videos' requests together gains (the networks as shipped); on the CPU, what running
+   the large first layers one image at a time gains over giving every layer the whole
+   batch, for each network whatever it ships with (``TfliteNet``'s
    ``split_large_layers``), interleaved in the same rounds. And what stays with a video
    task when the networks are on an actor (a real Ray actor, on this machine's CPU): this
    process's
@@ -292,12 +293,12 @@ def pipeline_with_and_without(frames: np.ndarray, repeats: int, checkpoint: Path
 DEVICE_BATCHES = (1, 8, 32)
 
 
-def _whole_batch_networks() -> TorchHandNetworks:
-    """Both networks on the CPU with every layer taking the whole batch (``TfliteNet``'s
-    ``split_large_layers`` off): the baseline of the split."""
+def _cpu_networks(split_large_layers: bool) -> TorchHandNetworks:
+    """Both networks on the CPU, their large first layers taking one image at a time or
+    the whole batch (``TfliteNet``'s ``split_large_layers``)."""
     return TorchHandNetworks(
-        TfliteNet(read_tflite(PALM_DETECTION_FILE), split_large_layers=False).eval(),
-        TfliteNet(read_tflite(HAND_LANDMARK_FILE), split_large_layers=False).eval())
+        TfliteNet(read_tflite(PALM_DETECTION_FILE), split_large_layers=split_large_layers),
+        TfliteNet(read_tflite(HAND_LANDMARK_FILE), split_large_layers=split_large_layers))
 
 
 def networks_batched(sequences: dict[str, np.ndarray], repeats: int) -> list[dict]:
@@ -309,14 +310,16 @@ def networks_batched(sequences: dict[str, np.ndarray], repeats: int) -> list[dic
     rows = []
     for device in devices:
         networks = local_networks(device=device)
-        whole_batch = _whole_batch_networks() if device == "cpu" else None
+        split, whole = (_cpu_networks(True), _cpu_networks(False)) if device == "cpu" \
+            else (None, None)
         for name, size in (("palm", PALM_SIZE), ("landmarks", LANDMARK_SIZE)):
             variants, batches = {}, {}
             for batch in DEVICE_BATCHES:
                 images = np.stack([cv2.resize(frames[i % len(frames)], (size, size))
                                    for i in range(batch)])
-                for label, runner in ((str(batch), networks), (f"{batch} whole", whole_batch)):
-                    if runner is None or (runner is whole_batch and batch == 1):
+                for label, runner in ((str(batch), networks), (f"{batch} split", split),
+                                      (f"{batch} whole", whole)):
+                    if runner is None or (runner is not networks and batch == 1):
                         continue
                     run_network = (runner.palm_outputs if name == "palm"
                                    else runner.landmark_outputs)
@@ -333,8 +336,8 @@ def networks_batched(sequences: dict[str, np.ndarray], repeats: int) -> list[dic
                        "ms_per_image": round(1000 * per_image, 3),
                        "speed_vs_batch_1": ratio(seconds["1"], per_image)}
                 if f"{batch} whole" in seconds:
-                    row["speed_vs_whole_batch_layers"] = ratio(seconds[f"{batch} whole"],
-                                                               per_image)
+                    row["split_vs_whole_batch_layers"] = ratio(seconds[f"{batch} whole"],
+                                                               seconds[f"{batch} split"])
                 rows.append(row)
     return rows
 
@@ -391,7 +394,7 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         batched = networks_batched(sequences, repeats)
         print_table(f"the networks batched as on the actors ({THREADS} CPU thread(s))",
                     batched, ["device", "network", "batch", "images_per_s", "ms_per_image",
-                              "speed_vs_batch_1", "speed_vs_whole_batch_layers"])
+                              "speed_vs_batch_1", "split_vs_whole_batch_layers"])
         task_side = video_task_side(sequences, checkpoint)
         print_table("a video task's share with the networks on an actor (this CPU)", task_side,
                     ["frames", "networks", "task_cpu_ms_per_frame", "wall_ms_per_frame"])

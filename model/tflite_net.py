@@ -14,8 +14,8 @@ float32 (what the graph's DEQUANTIZE ops do), filters re-laid out, SAME padding
 computed from the file's static shapes and folded into the convolution (also where
 it is asymmetric, see ``_Convolution``), fused activations applied in place on the
 operator's fresh result, or on the CPU inside oneDNN's convolution. Intermediate
-results are dropped after their last use. On the CPU, a batch goes through the
-high-resolution layers one image at a time (see ``TfliteNet._cache_sized_prefix``).
+results are dropped after their last use. On request, a CPU batch goes through the
+high-resolution layers one image at a time (``split_large_layers``).
 
 Only the operators and options the MediaPipe hand models use are implemented;
 anything else is refused when the module is built, never silently skipped.
@@ -237,9 +237,10 @@ class TfliteNet(nn.Module):
         graph: the parsed model.
         onednn: on the CPU, run the convolutions through oneDNN's fused kernels (see
             ``_Convolution``) where this torch has them; ``nn.Conv2d`` otherwise.
-        split_large_layers: on the CPU, run a batch through the layers whose
+        split_large_layers: on the CPU, run a batch through the leading layers whose
             activations exceed the cache one image at a time (see
-            ``_cache_sized_prefix``); off, every layer takes the whole batch.
+            ``_cache_sized_prefix``); off, every layer takes the whole batch. Whether it
+            pays depends on the network: measure it (``bench detector`` does).
 
     ``forward(x)`` takes the graph's single image input as (B, C, H, W) float32 (the
     file's NHWC input, channels first; any memory format) and returns the graph's
@@ -251,7 +252,7 @@ class TfliteNet(nn.Module):
     """
 
     def __init__(self, graph: TfliteGraph, *, onednn: bool = True,
-                 split_large_layers: bool = True) -> None:
+                 split_large_layers: bool = False) -> None:
         super().__init__()
         self._onednn = onednn and onednn_available()
         self.split_large_layers = split_large_layers
@@ -284,13 +285,11 @@ class TfliteNet(nn.Module):
         whose result for one image exceeds ``_CACHE_BYTES``.
 
         A batch of such large activations leaves the core's cache between one layer and
-        the next, which costs more than batching saves in per-call overhead. Measured on
-        the palm detector, one thread: its 96x96 layers took ~30 % longer per image at
-        batch 4 than at batch 1, while every smaller layer was faster batched; the whole
-        network ran 1.1-1.25x faster at batch 4 and 8 with this split. The landmark
-        network's large layers (112x112 and 56x56) exceed the cache even for one image:
-        there the split changed its speed by less than the run-to-run spread (+-5 %).
-        Results are the same either way: each image meets the same kernels."""
+        the next, which can cost more than batching saves in per-call overhead: where
+        one image's activations nearly fit the core's cache and a batch's do not (the
+        palm detector's 96x96 layers, 1.2 MB an image), or where a large batch's spill
+        even the shared cache. Where one image's already spill (the landmark network's
+        3.2 MB at 112x112), small batches only pay the extra calls."""
         prefix = 0
         for step, (_, output) in enumerate(self._wiring):
             if 4 * math.prod(self._shape(output)[1:]) > _CACHE_BYTES:

@@ -174,7 +174,7 @@ def test_detector_bench_compares_runtimes_on_the_same_frames(
     assert batched == [(n, b) for n in ("palm", "landmarks") for b in (1, 8, 32)]
     # Batches > 1 are also timed with every layer taking the whole batch.
     assert [r["batch"] for r in result["networks_batched"]
-            if r.get("speed_vs_whole_batch_layers", 0) > 0] == [8, 32, 8, 32]
+            if r.get("split_vs_whole_batch_layers", 0) > 0] == [8, 32, 8, 32]
     # With the networks on an actor the task keeps the sampling and tracking only.
     side = {(r["frames"], r["networks"]): r["task_cpu_ms_per_frame"]
             for r in result["video_task_side"]}
