@@ -47,8 +47,9 @@ def load_palm_detector(path: str | os.PathLike[str] | None = None) -> TfliteNet:
 
     (B, 3, 192, 192) in [0, 1] -> boxes (B, 2016, 18), score logits (B, 2016, 1).
 
-    On the CPU a batch goes through its 96x96 layers one image at a time: 1.1-1.6x
-    faster per image at batches of 2 to 32 (``bench detector``, one thread, AMD EPYC).
+    On the CPU a batch goes through its 96x96 layers one image at a time (``bench
+    detector``, one thread, AMD EPYC: 1.6-1.8x per image at batch 32; 0.96-1.1x at
+    batch 8, within the spread between runs).
 
     Raises:
         ModelFileError: missing, unreadable, or not the palm detection network.
@@ -64,7 +65,8 @@ def load_hand_landmarker(path: str | os.PathLike[str] | None = None) -> TfliteNe
     handedness (B, 1) (probability of MediaPipe's "Left"), world landmarks (B, 63), metres.
 
     Every layer takes the whole batch: going through its large layers one image at a
-    time measured 0.9x at the batches of 2 to 8 it meets (``bench detector``).
+    time gained nothing at batch 8 (``bench detector``: 0.99-1.0x), the largest batch
+    a CPU actor forms.
 
     Raises:
         ModelFileError: missing, unreadable, or not the hand-landmark network.
