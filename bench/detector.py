@@ -28,10 +28,10 @@ to the pipeline.
    the large first layers one image at a time gains over giving every layer the whole
    batch, for each network whatever it ships with (``TfliteNet``'s
    ``split_large_layers``), interleaved in the same rounds. And what stays with a video
-   task when the networks are on an actor (a real Ray actor, on this machine's CPU): this
-   process's
-   CPU time per frame for sampling the regions, the round trips and the tracking,
-   against running the networks itself; and the wall time per frame one video takes.
+   task when the networks are on an actor (a real Ray actor, on this machine's CPU):
+   this process's CPU time per frame for sampling the regions, the round trips and the
+   tracking, against running the networks itself; and the wall time per frame one
+   video takes.
 3. The pipeline: ``process_video`` in this process (as :mod:`hflpipe.bench.pipeline`
    stages it, one thread) on a generated video of the one-hand sequence, with this
    detector and with a boxes file holding the boxes it found: the same crops through
