@@ -8,7 +8,9 @@ to the pipeline.
    - ours: the palm and landmark networks run by torch
      (:mod:`hflpipe.model.tflite_net`) inside our MediaPipe solution code
      (:class:`hflpipe.model.mediapipe_hands.HandTracker`: sampling, decoding,
-     weighted NMS, tracking);
+     weighted NMS, tracking), as shipped (each image through the network traced with
+     oneDNN Graph fusion) and with eager layers (``TfliteNet(cpu_graph=False)``), the
+     way before the fused graph;
    - Google's interpreter: ``ai-edge-litert`` (XNNPACK) running the same two
      ``.tflite`` files inside the same solution code, so only the networks' runtime
      differs; skipped with a note when ``ai_edge_litert`` is not installed;
@@ -24,10 +26,9 @@ to the pipeline.
 2. The networks as the inference actors run them for many videos (``--mediapipe-on
    actors``): palm images and hand regions per second at batch sizes 1, 8 and 32, on
    the CPU (``THREADS`` threads) and on the GPU when there is one; what batching the
-   videos' requests together gains (the networks as shipped); on the CPU, what running
-   the large first layers one image at a time gains over giving every layer the whole
-   batch, for each network whatever it ships with (``TfliteNet``'s
-   ``split_large_layers``), interleaved in the same rounds. And what stays with a video
+   videos' requests together gains (the networks as shipped); on the CPU, what the fused
+   graph gains over eager layers taking the whole batch (``TfliteNet``'s
+   ``cpu_graph``), interleaved in the same rounds. And what stays with a video
    task when the networks are on an actor (a real Ray actor, on this machine's CPU):
    this process's CPU time per frame for sampling the regions, the round trips and the
    tracking, against running the networks itself; and the wall time per frame one
@@ -93,6 +94,8 @@ FRAMES, QUICK_FRAMES = 48, 8
 REPEATS, QUICK_REPEATS = 3, 1
 PIPELINE_FRAMES, QUICK_PIPELINE_FRAMES = 24, 6
 PIPELINE_REPEATS, QUICK_PIPELINE_REPEATS = 2, 1
+#: Section 1's row for our networks with eager layers.
+OURS_EAGER = "ours, eager layers"
 #: Python with ``mediapipe`` installed, for MediaPipe's own solution.
 MEDIAPIPE_PYTHON_VARIABLE = "HFLPIPE_MEDIAPIPE_PYTHON"
 #: (width, height, hands) per sequence; hands as ``hand_scene`` takes them, per frame i.
@@ -179,7 +182,8 @@ def detector_alone(sequences: dict[str, np.ndarray], repeats: int, scratch: Path
     cpus = set(sorted(os.sched_getaffinity(0))[:THREADS])
     kept_cpus, kept_cv2_threads = os.sched_getaffinity(0), cv2.getNumThreads()
     notes: dict[str, str] = {}
-    variants: dict[str, HandNetworks] = {"ours (torch)": local_networks()}
+    variants: dict[str, HandNetworks] = {"ours (torch)": local_networks(),
+                                         OURS_EAGER: _cpu_networks(cpu_graph=False)}
     if importlib.util.find_spec("ai_edge_litert") is not None:
         variants["Google's interpreter (ai-edge-litert)"] = TorchHandNetworks(
             LiteRtNetwork(PALM_DETECTION_FILE, THREADS),
@@ -293,36 +297,36 @@ def pipeline_with_and_without(frames: np.ndarray, repeats: int, checkpoint: Path
 DEVICE_BATCHES = (1, 8, 32)
 
 
-def _cpu_networks(split_large_layers: bool) -> TorchHandNetworks:
-    """Both networks on the CPU, their large first layers taking one image at a time or
-    the whole batch (``TfliteNet``'s ``split_large_layers``)."""
+def _cpu_networks(*, cpu_graph: bool) -> TorchHandNetworks:
+    """Both networks on the CPU, through the fused graph or eager layers (``TfliteNet``'s
+    ``cpu_graph``)."""
     return TorchHandNetworks(
-        TfliteNet(read_tflite(PALM_DETECTION_FILE), split_large_layers=split_large_layers),
-        TfliteNet(read_tflite(HAND_LANDMARK_FILE), split_large_layers=split_large_layers))
+        TfliteNet(read_tflite(PALM_DETECTION_FILE), cpu_graph=cpu_graph).eval(),
+        TfliteNet(read_tflite(HAND_LANDMARK_FILE), cpu_graph=cpu_graph).eval())
 
 
 def networks_batched(sequences: dict[str, np.ndarray], repeats: int) -> list[dict]:
     """Section 2: each network alone on 8-bit tensors, per device and batch size; on the
-    CPU also with its large layers taking the whole batch, interleaved with the split."""
+    CPU both through the fused graph and with eager layers, interleaved."""
     frames = [frame for sequence in sequences.values() for frame in sequence]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     torch.set_num_threads(THREADS)
     rows = []
     for device in devices:
         shipped = local_networks(device=device)
-        # On the CPU, batches above 1 run both ways; the shipped network's row is the way
-        # it ships with (one timing, not a second one of the same code).
-        ways = ({"split": _cpu_networks(True), "whole": _cpu_networks(False)}
+        # On the CPU every batch runs both ways; the shipped network's row is the way it
+        # ships with (one timing, not a second one of the same code).
+        ways = ({"graph": _cpu_networks(cpu_graph=True), "eager": _cpu_networks(cpu_graph=False)}
                 if device == "cpu" else {})
         for name, size, network in (("palm", PALM_SIZE, shipped.palm_detector),
                                     ("landmarks", LANDMARK_SIZE, shipped.landmarker)):
-            shipped_way = "split" if network.split_large_layers else "whole"
+            shipped_way = "graph" if network.cpu_graph else "eager"
             variants, batches = {}, {}
             for batch in DEVICE_BATCHES:
                 images = np.stack([cv2.resize(frames[i % len(frames)], (size, size))
                                    for i in range(batch)])
                 runners = ({f"{batch} {way}": runner for way, runner in ways.items()}
-                           if ways and batch > 1 else {str(batch): shipped})
+                           if ways else {str(batch): shipped})
                 for label, runner in runners.items():
                     run_network = (runner.palm_outputs if name == "palm"
                                    else runner.landmark_outputs)
@@ -332,16 +336,18 @@ def networks_batched(sequences: dict[str, np.ndarray], repeats: int) -> list[dic
             # One CPU thread: its process time; a GPU: the wall clock (outputs come back).
             seconds = {label: (t.cpu_s if device == "cpu" else t.wall_s) / batches[label]
                        for label, t in timings.items()}
+            shipped_seconds = {
+                batch: seconds.get(str(batch), seconds.get(f"{batch} {shipped_way}"))
+                for batch in DEVICE_BATCHES}
             for batch in DEVICE_BATCHES:
-                label = str(batch) if str(batch) in seconds else f"{batch} {shipped_way}"
-                per_image = seconds[label]
+                per_image = shipped_seconds[batch]
                 row = {"device": device, "network": name, "batch": batch,
                        "images_per_s": round(1 / per_image, 1),
                        "ms_per_image": round(1000 * per_image, 3),
-                       "speed_vs_batch_1": ratio(seconds["1"], per_image)}
-                if f"{batch} whole" in seconds:
-                    row["split_vs_whole_batch_layers"] = ratio(seconds[f"{batch} whole"],
-                                                               seconds[f"{batch} split"])
+                       "speed_vs_batch_1": ratio(shipped_seconds[1], per_image)}
+                if f"{batch} eager" in seconds:
+                    row["fused_graph_vs_eager_layers"] = ratio(seconds[f"{batch} eager"],
+                                                               seconds[f"{batch} graph"])
                 rows.append(row)
     return rows
 
@@ -361,8 +367,11 @@ def video_task_side(sequences: dict[str, np.ndarray], checkpoint: Path) -> list[
     rows = []
     try:
         for name, frames in sequences.items():
+            # Both warmed up before either is timed: the actor's start-up (torch, the
+            # model) would otherwise share the CPU with the first timing.
+            for networks in variants.values():
+                _tracker_pass(networks, frames[:4])
             for variant, networks in variants.items():
-                _tracker_pass(networks, frames[:4])  # warm-up
                 wall, cpu, _ = _tracker_pass(networks, frames)
                 rows.append({"frames": name, "networks": variant,
                              "task_cpu_ms_per_frame": round(1000 * cpu / len(frames), 2),
@@ -398,7 +407,7 @@ def run(*, quick: bool = False, checkpoint: Path | None = None,
         batched = networks_batched(sequences, repeats)
         print_table(f"the networks batched as on the actors ({THREADS} CPU thread(s))",
                     batched, ["device", "network", "batch", "images_per_s", "ms_per_image",
-                              "speed_vs_batch_1", "split_vs_whole_batch_layers"])
+                              "speed_vs_batch_1", "fused_graph_vs_eager_layers"])
         task_side = video_task_side(sequences, checkpoint)
         print_table("a video task's share with the networks on an actor (this CPU)", task_side,
                     ["frames", "networks", "task_cpu_ms_per_frame", "wall_ms_per_frame"])

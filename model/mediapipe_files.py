@@ -24,8 +24,7 @@ _PALM_SIGNATURE = ((1, 192, 192, 3), ((1, 2016, 18), (1, 2016, 1)))
 _LANDMARK_SIGNATURE = ((1, 224, 224, 3), ((1, 63), (1, 1), (1, 1), (1, 63)))
 
 
-def _load(path: str | os.PathLike[str], what: str, signature: tuple, *,
-          split_large_layers: bool = False) -> TfliteNet:
+def _load(path: str | os.PathLike[str], what: str, signature: tuple) -> TfliteNet:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: {what} model file not found")
@@ -37,7 +36,7 @@ def _load(path: str | os.PathLike[str], what: str, signature: tuple, *,
             f"{path}: not a {what} model (input and outputs {found}, expected {signature})"
         )
     try:
-        return TfliteNet(graph, split_large_layers=split_large_layers).eval()
+        return TfliteNet(graph).eval()
     except ValueError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
 
@@ -47,15 +46,10 @@ def load_palm_detector(path: str | os.PathLike[str] | None = None) -> TfliteNet:
 
     (B, 3, 192, 192) in [0, 1] -> boxes (B, 2016, 18), score logits (B, 2016, 1).
 
-    On the CPU a batch goes through its 96x96 layers one image at a time (``bench
-    detector``, one thread, AMD EPYC: 1.6-1.8x per image at batch 32; 0.96-1.1x at
-    batch 8, within the spread between runs).
-
     Raises:
         ModelFileError: missing, unreadable, or not the palm detection network.
     """
-    return _load(path or PALM_DETECTION_FILE, "palm detection", _PALM_SIGNATURE,
-                 split_large_layers=True)
+    return _load(path or PALM_DETECTION_FILE, "palm detection", _PALM_SIGNATURE)
 
 
 def load_hand_landmarker(path: str | os.PathLike[str] | None = None) -> TfliteNet:
@@ -63,10 +57,6 @@ def load_hand_landmarker(path: str | os.PathLike[str] | None = None) -> TfliteNe
 
     (B, 3, 224, 224) in [0, 1] -> landmarks (B, 63) in input pixels, presence (B, 1),
     handedness (B, 1) (probability of MediaPipe's "Left"), world landmarks (B, 63), metres.
-
-    Every layer takes the whole batch: going through its large layers one image at a
-    time gained nothing at batch 8 (``bench detector``: 0.99-1.0x), the largest batch
-    a CPU actor forms.
 
     Raises:
         ModelFileError: missing, unreadable, or not the hand-landmark network.

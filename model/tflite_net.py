@@ -14,8 +14,8 @@ float32 (what the graph's DEQUANTIZE ops do), filters re-laid out, SAME padding
 computed from the file's static shapes and folded into the convolution (also where
 it is asymmetric, see ``_Convolution``), fused activations applied in place on the
 operator's fresh result, or on the CPU inside oneDNN's convolution. Intermediate
-results are dropped after their last use. On request, a CPU batch goes through the
-high-resolution layers one image at a time (``split_large_layers``).
+results are dropped after their last use. On the CPU, images go one at a time
+through the network traced once with oneDNN Graph fusion (``onednn_graph``).
 
 Only the operators and options the MediaPipe hand models use are implemented;
 anything else is refused when the module is built, never silently skipped.
@@ -23,7 +23,6 @@ anything else is refused when the module is built, never silently skipped.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -31,15 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hflpipe.model.onednn_graph import trace_fused
 from hflpipe.model.tflite_file import TfliteGraph, TfliteOperator
 
 # TFLite Padding enum.
 _SAME, _VALID = 0, 1
 # NHWC axis -> NCHW axis for 4-D activations.
 _NHWC_TO_NCHW = (0, 2, 3, 1)
-# Activations per image above which a CPU batch runs one image at a time (about the
-# size of one core's L2 cache; see ``TfliteNet._cache_sized_prefix``).
-_CACHE_BYTES = 1 << 20
 
 
 def _relu6_(x: torch.Tensor) -> torch.Tensor:
@@ -157,7 +154,9 @@ class _Convolution(nn.Module):
             x, weight, conv.bias, *settings, post_op, scalars, "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.onednn and x.device.type == "cpu" and x.dtype == torch.float32:
+        # A trace records nn.Conv2d: oneDNN Graph fuses it with what follows.
+        if (self.onednn and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.jit.is_tracing()):
             return self._onednn_forward(x)
         y = self.conv(x)
         return self.activation(y) if self.activation else y
@@ -237,10 +236,13 @@ class TfliteNet(nn.Module):
         graph: the parsed model.
         onednn: on the CPU, run the convolutions through oneDNN's fused kernels (see
             ``_Convolution``) where this torch has them; ``nn.Conv2d`` otherwise.
-        split_large_layers: on the CPU, run a batch through the leading layers whose
-            activations exceed the cache one image at a time (see
-            ``_cache_sized_prefix``); off, every layer takes the whole batch. Whether it
-            pays depends on the network: measure it (``bench detector`` does).
+        cpu_graph: on the CPU, run float32 images one at a time through the network
+            traced once, on the first such call, with oneDNN Graph fusion
+            (``onednn_graph.trace_fused``); where that cannot be built, or with this
+            off, the eager layers take the whole batch. One image at a time is what
+            the traced graph needs (a fixed shape), and costs nothing: the fused
+            graph runs an image in about the time per image of a batch of 4-8
+            (``bench detector``).
 
     ``forward(x)`` takes the graph's single image input as (B, C, H, W) float32 (the
     file's NHWC input, channels first; any memory format) and returns the graph's
@@ -252,10 +254,13 @@ class TfliteNet(nn.Module):
     """
 
     def __init__(self, graph: TfliteGraph, *, onednn: bool = True,
-                 split_large_layers: bool = False) -> None:
+                 cpu_graph: bool = True) -> None:
         super().__init__()
         self._onednn = onednn and onednn_available()
-        self.split_large_layers = split_large_layers
+        self.cpu_graph = cpu_graph
+        # The traced graph once built (None: it could not be), in a plain dict so
+        # that it is neither a submodule nor part of the state.
+        self._traced: dict[str, torch.jit.ScriptModule | None] = {}
         if len(graph.inputs) != 1:
             raise ValueError(f"expected one graph input, got {len(graph.inputs)}")
         self._graph = graph
@@ -277,24 +282,8 @@ class TfliteNet(nn.Module):
             self.steps.append(module)
             self._wiring.append((inputs, op.outputs[0]))
         self._release = self._last_uses()
-        self._per_image_steps = self._cache_sized_prefix()
+        self._input_shape = self._shape(self._input)
         del self._graph, self._constants
-
-    def _cache_sized_prefix(self) -> int:
-        """How many leading steps a CPU batch runs one image at a time: up to the last
-        whose result for one image exceeds ``_CACHE_BYTES``.
-
-        A batch of such large activations leaves the core's cache between one layer and
-        the next, which can cost more than batching saves in per-call overhead: where
-        one image's activations nearly fit the core's cache and a batch's do not (the
-        palm detector's 96x96 layers, 1.2 MB an image), or where a large batch's spill
-        even the shared cache. Where one image's already spill (the landmark network's
-        3.2 MB at 112x112), small batches only pay the extra calls."""
-        prefix = 0
-        for step, (_, output) in enumerate(self._wiring):
-            if 4 * math.prod(self._shape(output)[1:]) > _CACHE_BYTES:
-                prefix = step + 1
-        return prefix
 
     def _last_uses(self) -> list[tuple[int, ...]]:
         """Per step, the activations no later step (nor the output) needs."""
@@ -454,27 +443,33 @@ class TfliteNet(nn.Module):
                                  _activation(op))
         return module, self._activations(op, 1)
 
-    def _run(self, values: dict[int, torch.Tensor], start: int, stop: int) -> None:
-        """Steps ``start`` to ``stop`` on ``values`` (tensor index -> activation), in place."""
-        for step in range(start, stop):
-            inputs, output = self._wiring[step]
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The eager steps, in file order."""
+        values = {self._input: x}
+        for step, (inputs, output) in enumerate(self._wiring):
             values[output] = self.steps[step](*(values[i] for i in inputs))
             for index in self._release[step]:
                 del values[index]
+        return tuple(values[i] for i in self._outputs)
+
+    def fused_cpu_graph(self) -> torch.jit.ScriptModule | None:
+        """The network traced for one CPU image with oneDNN Graph fusion, built on the
+        first call; ``None`` where this torch cannot build it (the eager layers run)."""
+        if "graph" not in self._traced:
+            _, height, width, channels = self._input_shape
+            example = torch.zeros(1, channels, height, width).contiguous(
+                memory_format=torch.channels_last)
+            self._traced["graph"] = trace_fused(self, example)
+        return self._traced["graph"]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = x.contiguous(memory_format=torch.channels_last)
-        split = self.split_large_layers and x.device.type == "cpu" and len(x) > 1
-        prefix = self._per_image_steps if split else 0
-        if prefix:
-            per_image = []
-            for image in x.split(1):
-                values = {self._input: image}
-                self._run(values, 0, prefix)
-                per_image.append(values)
-            values = {index: torch.cat([v[index] for v in per_image])
-                      for index in per_image[0]}
-        else:
-            values = {self._input: x}
-        self._run(values, prefix, len(self.steps))
-        return tuple(values[i] for i in self._outputs)
+        if (self.cpu_graph and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.jit.is_tracing()):
+            traced = self.fused_cpu_graph()
+            if traced is not None:
+                per_image = [traced(image) for image in x.split(1)]
+                if len(per_image) == 1:
+                    return tuple(per_image[0])
+                return tuple(torch.cat(parts) for parts in zip(*per_image, strict=True))
+        return self._run(x)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+import torch
 
 from hflpipe.bench.detector import detect_whole_video
 from hflpipe.model.mediapipe_files import load_hand_landmarker, load_palm_detector
@@ -51,9 +52,16 @@ def hand_videos(tmp_path_factory) -> list:
 
 def _local_hands(video) -> list[tuple[int, str, float]]:
     """(frame, own side, presence) per hand of the detector run in this process on the
-    video's decoded frames."""
-    return [(index, hand.handedness, hand.score)
-            for index, hands in enumerate(detect_whole_video(video)) for hand in hands]
+    video's decoded frames, with the actor's one thread: the fused CPU graph's sums
+    split by thread count, so other counts move landmarks by ~1e-4 px, and the next
+    frame's region with them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [(index, hand.handedness, hand.score)
+                for index, hands in enumerate(detect_whole_video(video)) for hand in hands]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_the_actors_find_the_hands_the_video_tasks_find(

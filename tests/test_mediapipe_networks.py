@@ -8,6 +8,8 @@ network input), 3e-6 on probabilities; the tolerances below leave about 4x room.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +22,7 @@ from hflpipe.model.mediapipe_files import (
     load_hand_landmarker,
     load_palm_detector,
 )
+from hflpipe.model.onednn_graph import onednn_graph_available, trace_fused
 from hflpipe.model.tflite_file import parse_tflite, read_tflite
 from hflpipe.model.tflite_net import TfliteNet, onednn_available
 
@@ -50,7 +53,12 @@ def _inputs(size: int) -> np.ndarray:
     ])
 
 
-@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "conv2d"])
+# (onednn, cpu_graph): the shipped CPU path, the eager oneDNN layers, plain nn.Conv2d.
+_CPU_PATHS = {"fused-graph": (True, True), "onednn-eager": (True, False),
+              "conv2d": (False, False)}
+
+
+@pytest.mark.parametrize("cpu_path", list(_CPU_PATHS))
 @pytest.mark.parametrize(
     ("path", "size", "scales"),
     [
@@ -58,10 +66,11 @@ def _inputs(size: int) -> np.ndarray:
         (HAND_LANDMARK_FILE, 224, (5e-4, 2e-5, 2e-5, 2e-5)),
     ],
 )
-def test_raw_outputs_match_the_official_interpreter(path, size, scales, onednn) -> None:
+def test_raw_outputs_match_the_official_interpreter(path, size, scales, cpu_path) -> None:
     images = _inputs(size)
     expected = _official(path, images)
-    net = TfliteNet(read_tflite(path), onednn=onednn).eval()
+    onednn, cpu_graph = _CPU_PATHS[cpu_path]
+    net = TfliteNet(read_tflite(path), onednn=onednn, cpu_graph=cpu_graph).eval()
     uses_onednn = [step.onednn for step in net.steps if hasattr(step, "onednn")]
     assert uses_onednn and all(u == (onednn and onednn_available()) for u in uses_onednn)
     with torch.inference_mode():
@@ -72,25 +81,46 @@ def test_raw_outputs_match_the_official_interpreter(path, size, scales, onednn) 
         np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=atol)
 
 
+@pytest.mark.skipif(not onednn_graph_available(), reason="this torch has no oneDNN")
 @pytest.mark.parametrize(("path", "size"), [(PALM_DETECTION_FILE, 192), (HAND_LANDMARK_FILE, 224)])
-def test_a_cpu_batch_meets_the_large_first_layers_one_image_at_a_time(path, size) -> None:
+def test_a_cpu_batch_goes_image_by_image_through_the_fused_graph(path, size) -> None:
     graph = read_tflite(path)
     images = torch.from_numpy(_inputs(size)).permute(0, 3, 1, 2)
-    outputs, seen = {}, {}
-    for split in (True, False):
-        net = TfliteNet(graph, split_large_layers=split).eval()
-        first, last = net.steps[0], net.steps[-1]
-        seen[split] = {"first": [], "last": []}
-        first.register_forward_pre_hook(lambda _, args, s=split: seen[s]["first"].append(
-            len(args[0])))
-        last.register_forward_pre_hook(lambda _, args, s=split: seen[s]["last"].append(
-            len(args[0])))
-        with torch.inference_mode():
-            outputs[split] = net(images)
-    assert seen[True] == {"first": [1, 1, 1], "last": [3]}
-    assert seen[False] == {"first": [3], "last": [3]}
-    for split_output, whole_output in zip(outputs[True], outputs[False], strict=True):
-        torch.testing.assert_close(split_output, whole_output, rtol=1e-5, atol=1e-4)
+    fused, eager = TfliteNet(graph).eval(), TfliteNet(graph, cpu_graph=False).eval()
+    assert not torch._C._jit_llga_enabled()
+    traced = fused.fused_cpu_graph()
+    assert traced is not None and fused.fused_cpu_graph() is traced  # built once
+    # The process-wide switch is back off; the module keeps its fused plan.
+    assert not torch._C._jit_llga_enabled()
+    eager_calls = {"fused": [], "eager": []}
+    for name, net in (("fused", fused), ("eager", eager)):
+        net.steps[0].register_forward_pre_hook(
+            lambda _, args, n=name: eager_calls[n].append(len(args[0])))
+    with torch.inference_mode():
+        got, want = fused(images), eager(images)
+        one = traced(images[:1].contiguous(memory_format=torch.channels_last))
+        assert "prim::oneDNNFusionGroup" in str(torch.jit.last_executed_optimized_graph())
+    assert eager_calls == {"fused": [], "eager": [3]}
+    for fused_output, eager_output, first in zip(got, want, one, strict=True):
+        assert fused_output.shape == eager_output.shape
+        torch.testing.assert_close(fused_output, eager_output, rtol=1e-5, atol=2e-4)
+        torch.testing.assert_close(fused_output[:1], first, rtol=0, atol=0)
+
+
+class _Text(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> str:
+        return "not a tensor"
+
+
+@pytest.mark.parametrize(("module", "logged"), [
+    (_Text().eval(), "oneDNN graph fusion failed"),
+    (torch.nn.Identity().eval(), "found nothing to fuse"),
+], ids=["trace-fails", "nothing-to-fuse"])
+def test_a_graph_that_cannot_be_fused_leaves_the_eager_path(module, logged, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="hflpipe.model.onednn_graph"):
+        assert trace_fused(module, torch.zeros(1, 3, 4, 4)) is None
+    assert logged in caplog.text
+    assert not torch._C._jit_llga_enabled()
 
 
 def test_wrong_files_are_refused_with_one_line(tmp_path) -> None:
