@@ -16,9 +16,10 @@ from hflpipe.model.mediapipe_files import load_hand_landmarker, load_palm_detect
 from hflpipe.model.mediapipe_hands import TorchHandNetworks
 from hflpipe.pipeline.infer.shared_batches import SharedBatcher
 
-#: Most images (palm) or hand regions (landmarks) per network call, per device type: on
-#: one CPU thread batches of 8 cost 1.3-1.5x less per image than single images and
-#: batches of 32 cost more again (``python -m bench detector``, networks batched).
+#: Most images (palm) or hand regions (landmarks) per network call, per device type. On
+#: the CPU the fused graph takes a call's images one by one, so a larger call saves
+#: only the per-call work (``python -m bench detector``, networks batched: palm 1.0x,
+#: landmarks 1.2x at 8 against 1; no more at 32), while the videos in it wait longer.
 MAX_SHARED_BATCH = {"cpu": 8}
 MAX_SHARED_BATCH_ELSEWHERE = 64
 
