@@ -18,8 +18,8 @@ from hflpipe.pipeline.infer.shared_batches import SharedBatcher
 
 #: Most images (palm) or hand regions (landmarks) per network call, per device type. On
 #: the CPU the fused graph takes a call's images one by one, so a larger call saves
-#: only the per-call work (``python -m bench detector``, networks batched: palm 1.0x,
-#: landmarks 1.2x at 8 against 1; no more at 32), while the videos in it wait longer.
+#: only the per-call work (``python -m bench detector``, networks batched: 1.0-1.2x
+#: per image at 8 against 1; no more at 32), while the videos in it wait longer.
 MAX_SHARED_BATCH = {"cpu": 8}
 MAX_SHARED_BATCH_ELSEWHERE = 64
 
