@@ -1,7 +1,7 @@
 """A module traced for the CPU with oneDNN Graph fusion (TorchScript's LLGA fuser).
 
-oneDNN Graph compiles each convolution with the operators around it (bias,
-activation, residual addition, PReLU) into one partition and runs it through a
+oneDNN Graph compiles each convolution with the operators after it (bias,
+activation, residual addition; not PReLU) into one partition and runs it through a
 cached, pre-bound kernel. For networks of many small layers, such as MediaPipe's
 hand models, the per-call cost of eager oneDNN convolutions (about 45 us each,
 whatever their size) dominates; the fused graph gets rid of most of it. It needs
