@@ -183,7 +183,7 @@ def detector_alone(sequences: dict[str, np.ndarray], repeats: int, scratch: Path
     kept_cpus, kept_cv2_threads = os.sched_getaffinity(0), cv2.getNumThreads()
     notes: dict[str, str] = {}
     variants: dict[str, HandNetworks] = {"ours (torch)": local_networks(),
-                                         OURS_EAGER: _cpu_networks(cpu_graph=False)}
+                                         OURS_EAGER: _eager_networks()}
     if importlib.util.find_spec("ai_edge_litert") is not None:
         variants["Google's interpreter (ai-edge-litert)"] = TorchHandNetworks(
             LiteRtNetwork(PALM_DETECTION_FILE, THREADS),
@@ -297,12 +297,12 @@ def pipeline_with_and_without(frames: np.ndarray, repeats: int, checkpoint: Path
 DEVICE_BATCHES = (1, 8, 32)
 
 
-def _cpu_networks(*, cpu_graph: bool) -> TorchHandNetworks:
-    """Both networks on the CPU, through the fused graph or eager layers (``TfliteNet``'s
-    ``cpu_graph``)."""
+def _eager_networks() -> TorchHandNetworks:
+    """Both networks on the CPU with eager layers taking the whole batch (``TfliteNet``'s
+    ``cpu_graph`` off): the way before the fused graph."""
     return TorchHandNetworks(
-        TfliteNet(read_tflite(PALM_DETECTION_FILE), cpu_graph=cpu_graph).eval(),
-        TfliteNet(read_tflite(HAND_LANDMARK_FILE), cpu_graph=cpu_graph).eval())
+        TfliteNet(read_tflite(PALM_DETECTION_FILE), cpu_graph=False).eval(),
+        TfliteNet(read_tflite(HAND_LANDMARK_FILE), cpu_graph=False).eval())
 
 
 def networks_batched(sequences: dict[str, np.ndarray], repeats: int) -> list[dict]:
@@ -314,13 +314,11 @@ def networks_batched(sequences: dict[str, np.ndarray], repeats: int) -> list[dic
     rows = []
     for device in devices:
         shipped = local_networks(device=device)
-        # On the CPU every batch runs both ways; the shipped network's row is the way it
-        # ships with (one timing, not a second one of the same code).
-        ways = ({"graph": _cpu_networks(cpu_graph=True), "eager": _cpu_networks(cpu_graph=False)}
+        # On the CPU every batch runs both ways: the shipped networks (the fused graph)
+        # and a copy with eager layers; the shipped rows are the graph's timings.
+        ways = ({"graph": shipped, "eager": _eager_networks()}
                 if device == "cpu" else {})
-        for name, size, network in (("palm", PALM_SIZE, shipped.palm_detector),
-                                    ("landmarks", LANDMARK_SIZE, shipped.landmarker)):
-            shipped_way = "graph" if network.cpu_graph else "eager"
+        for name, size in (("palm", PALM_SIZE), ("landmarks", LANDMARK_SIZE)):
             variants, batches = {}, {}
             for batch in DEVICE_BATCHES:
                 images = np.stack([cv2.resize(frames[i % len(frames)], (size, size))
@@ -336,9 +334,8 @@ def networks_batched(sequences: dict[str, np.ndarray], repeats: int) -> list[dic
             # One CPU thread: its process time; a GPU: the wall clock (outputs come back).
             seconds = {label: (t.cpu_s if device == "cpu" else t.wall_s) / batches[label]
                        for label, t in timings.items()}
-            shipped_seconds = {
-                batch: seconds.get(str(batch), seconds.get(f"{batch} {shipped_way}"))
-                for batch in DEVICE_BATCHES}
+            shipped_seconds = {batch: seconds[f"{batch} graph" if ways else str(batch)]
+                               for batch in DEVICE_BATCHES}
             for batch in DEVICE_BATCHES:
                 per_image = shipped_seconds[batch]
                 row = {"device": device, "network": name, "batch": batch,

@@ -446,9 +446,10 @@ class TfliteNet(nn.Module):
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The eager steps, in file order."""
         values = {self._input: x}
-        for step, (inputs, output) in enumerate(self._wiring):
-            values[output] = self.steps[step](*(values[i] for i in inputs))
-            for index in self._release[step]:
+        for step, (inputs, output), release in zip(self.steps, self._wiring, self._release,
+                                                   strict=True):
+            values[output] = step(*(values[i] for i in inputs))
+            for index in release:
                 del values[index]
         return tuple(values[i] for i in self._outputs)
 
