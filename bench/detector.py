@@ -231,10 +231,12 @@ def detector_alone(sequences: dict[str, np.ndarray], repeats: int, scratch: Path
     return rows, notes
 
 
-def detect_whole_video(video: Path) -> list[list[Detection]]:
-    """Per frame, the hands our detector finds in this process on every decoded frame."""
+def detect_whole_video(video: Path, networks: HandNetworks | None = None
+                       ) -> list[list[Detection]]:
+    """Per frame, the hands our detector finds in this process on every decoded frame
+    (with ``networks``, or the process's shipped ones)."""
     frames = np.concatenate([c.frames for c in get_decoder("pyav").read_chunks(str(video))])
-    detector = MediaPipeHandDetector()
+    detector = MediaPipeHandDetector(networks=networks)
     try:
         return detector.detect(np.arange(len(frames)), np.zeros(len(frames)), frames)
     finally:

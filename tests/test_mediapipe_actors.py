@@ -52,14 +52,16 @@ def hand_videos(tmp_path_factory) -> list:
 
 def _local_hands(video) -> list[tuple[int, str, float]]:
     """(frame, own side, presence) per hand of the detector run in this process on the
-    video's decoded frames, with the actor's one thread: the fused CPU graph's sums
-    split by thread count, so other counts move landmarks by ~1e-4 px, and the next
-    frame's region with them."""
+    video's decoded frames, by networks built and run with the actor's one thread: the
+    fused CPU graph splits its sums by the thread count it was built with, so other
+    counts move landmarks by ~1e-4 px, and the next frame's region with them."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        networks = TorchHandNetworks(load_palm_detector(), load_hand_landmarker())
         return [(index, hand.handedness, hand.score)
-                for index, hands in enumerate(detect_whole_video(video)) for hand in hands]
+                for index, hands in enumerate(detect_whole_video(video, networks))
+                for hand in hands]
     finally:
         torch.set_num_threads(threads)
 
