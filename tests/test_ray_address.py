@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from free_ports import free_ports
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.common.errors import ConfigError
@@ -18,10 +19,9 @@ from hflpipe.pipeline.run.ray_address import check_reachable
 
 @pytest.fixture
 def dead_port() -> int:
-    """A local port nothing listens on (bound once to find it free, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A local port nothing listens on, outside the range other binds draw from."""
+    (port,) = free_ports(1)
+    return port
 
 
 @pytest.fixture

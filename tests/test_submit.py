@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import yaml
+from free_ports import free_ports
 
 from hflpipe.model.synthetic_checkpoint import synthetic_mano_path
 from hflpipe.pipeline.common import storage
@@ -39,17 +39,6 @@ FRAMES = 2
 RAY = Path(sys.executable).with_name("ray")
 # Row columns that record when something ran, not what it computed.
 TIMING_COLUMNS = ("started_at", "finished_at")
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _session_processes(marker: str) -> list[int]:
@@ -73,7 +62,7 @@ def head():
     Yields a function that waits until the job server answers and returns (job server
     URL, GCS, env): a test can do its local work while the head comes up.
     """
-    gcs, dashboard, client, agent, agent_grpc, runtime_env, metrics = _free_ports(7)
+    gcs, dashboard, client, agent, agent_grpc, runtime_env, metrics = free_ports(7)
     temp = tempfile.mkdtemp(prefix="hfr", dir="/tmp")  # short: Ray's socket paths are limited
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
@@ -236,7 +225,7 @@ def test_an_unreachable_cluster_is_one_line(tmp_path, monkeypatch):
     spec.write_text(yaml.safe_dump({"inputs": {"videos": ["/data/*.mp4"]},
                                     "output": {"out": "/data/out"},
                                     "model": {"checkpoint": "/models/x.pth.tar"}}))
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     with pytest.raises(ClusterError, match=f"ray job server http://127.0.0.1:{port}") as info:
         submit(spec, f"http://127.0.0.1:{port}")
     assert "\n" not in str(info.value)
