@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,6 +44,20 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         return sha256_file(path)
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def load_weights_only(source: str | os.PathLike[str] | io.BytesIO, *,
+                      mmap: bool = False) -> object:
+    """``torch.load`` onto the CPU with ``weights_only=True``, without torch's warning
+    about pickles written with a protocol other than ``torch.save``'s.
+
+    Such a file is either refused by the load, and the caller's one-line error says so,
+    or loads; a warning line printed before either tells the user nothing more.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol",
+                                category=UserWarning)
+        return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -86,7 +101,7 @@ def read_payload(path: str | os.PathLike[str]) -> object:
     path = Path(path)
     data = _read_bytes(path)
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return load_weights_only(io.BytesIO(data))
     except pickle.UnpicklingError as exc:
         reason = _weights_only_reason(str(exc))
         if "Unsupported global" in reason:
@@ -216,7 +231,7 @@ def load_hand_layer(path: str | os.PathLike[str]) -> ManoLayer:
     """
     path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        payload = load_weights_only(path, mmap=True)
     except Exception as exc:
         raise ModelFileError(
             f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -158,10 +159,13 @@ def test_not_a_checkpoint(content: object, cause: str, tmp_path: Path) -> None:
         path.write_bytes(content)
     else:
         torch.save(content, path)
-    with pytest.raises(ModelFileError, match=cause) as info:
-        read_state_dict(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ModelFileError, match=cause) as info:
+            read_state_dict(path)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
+    assert [str(w.message) for w in caught] == []  # the one line is all the user gets
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
+from hflpipe.model.checkpoint import load_weights_only
 from hflpipe.pipeline.common.errors import ConfigError, InputError
 from hflpipe.pipeline.detect.base import Detection
 
@@ -34,7 +35,7 @@ def detection_model_names() -> list[str]:
 
 def _load_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = load_weights_only(path)
     except FileNotFoundError:
         raise InputError(f"detector weights {path}: not found") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
