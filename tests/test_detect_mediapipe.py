@@ -7,15 +7,17 @@ the person's own handedness for ordinary and selfie footage, and bad options.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from hflpipe.model.mediapipe_files import HAND_LANDMARK_FILE, PALM_DETECTION_FILE
 from hflpipe.pipeline.common.errors import ConfigError
 from hflpipe.pipeline.detect.base import Detector, make_detector
-from hflpipe.pipeline.detect.mediapipe import MediaPipeHandDetector
+from hflpipe.pipeline.detect.mediapipe import MediaPipeHandDetector, local_networks
 
 sys.path.insert(0, str(Path(__file__).parent / "data" / "mediapipe_reference"))
 from make_reference import load_sequence
@@ -71,3 +73,11 @@ def test_bad_options_and_model_files_are_config_errors(tmp_path) -> None:
     detector = make_detector("mediapipe", {"max_hands": 1})
     assert isinstance(detector, Detector) and detector.name == "mediapipe"
     detector.close()
+
+
+def test_the_shipped_networks_load_once_however_they_are_named() -> None:
+    shipped = local_networks()
+    assert local_networks(None, None, "cpu") is shipped
+    assert local_networks(device="cpu") is shipped
+    assert local_networks(PALM_DETECTION_FILE, HAND_LANDMARK_FILE) is shipped
+    assert local_networks(os.path.relpath(PALM_DETECTION_FILE)) is shipped

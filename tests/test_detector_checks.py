@@ -14,7 +14,6 @@ import pytest
 import test_faults_common as common
 
 from hflpipe.model import mediapipe_files
-from hflpipe.pipeline.detect import mediapipe as mediapipe_detector
 
 pytestmark = pytest.mark.slow
 
@@ -48,9 +47,6 @@ def _boxes_unparsable(tmp_path: Path, monkeypatch) -> tuple[list[str], str]:
 )
 def test_a_detector_that_cannot_start_stops_the_run(tmp_path, monkeypatch, synthetic_checkpoint,
                                                     hflpipe_cli, case) -> None:
-    mediapipe_detector.local_networks.cache_clear()
-    monkeypatch.setattr(mediapipe_detector, "local_networks",
-                        mediapipe_detector.local_networks.__wrapped__)
     options, cause = case(tmp_path, monkeypatch)
     clip = common.write_clip(tmp_path / "clip.mp4", 2)
     out = tmp_path / "out"

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hflpipe.model import mediapipe_files
 from hflpipe.model.errors import ModelFileError
 from hflpipe.model.mediapipe_files import load_hand_landmarker, load_palm_detector
 from hflpipe.model.mediapipe_hands import Hand, HandNetworks, HandTracker, TorchHandNetworks
@@ -34,14 +35,23 @@ from hflpipe.pipeline.common.errors import ConfigError
 from hflpipe.pipeline.detect.base import Detection
 
 
-@functools.lru_cache(maxsize=4)
 def local_networks(palm_model: Path | None = None, landmark_model: Path | None = None,
                    device: str = "cpu") -> TorchHandNetworks:
     """The two networks loaded in this process, once per files and device.
 
+    The shipped files named by path and left out are the same files: one load serves
+    both, however the arguments are spelt.
+
     Raises:
         ConfigError: a model file that is missing or not the network.
     """
+    return _networks_for(Path(palm_model or mediapipe_files.PALM_DETECTION_FILE).resolve(),
+                         Path(landmark_model or mediapipe_files.HAND_LANDMARK_FILE).resolve(),
+                         device)
+
+
+@functools.lru_cache(maxsize=4)
+def _networks_for(palm_model: Path, landmark_model: Path, device: str) -> TorchHandNetworks:
     try:
         palm = load_palm_detector(palm_model)
         landmarker = load_hand_landmarker(landmark_model)
