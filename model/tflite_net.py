@@ -15,7 +15,9 @@ computed from the file's static shapes and folded into the convolution (where it
 asymmetric, see ``_Convolution``), fused activations applied in place on the
 operator's fresh result, or on the CPU inside oneDNN's convolution. Intermediate
 results are dropped after their last use. On the CPU, images go one at a time
-through the network traced once with oneDNN Graph fusion (``onednn_graph``).
+through the network traced once with oneDNN Graph fusion (``onednn_graph``). On a
+GPU, float32 convolutions run in IEEE float32, not cuDNN's default TF32
+(``cuda_precision``).
 
 Only the operators and options the MediaPipe hand models use are implemented;
 anything else is refused when the module is built, never silently skipped.
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hflpipe.model.cuda_precision import ieee_float32_convolutions
 from hflpipe.model.onednn_graph import trace_fused
 from hflpipe.model.tflite_file import TfliteGraph, TfliteOperator
 
@@ -485,4 +488,8 @@ class TfliteNet(nn.Module):
                 if len(per_image) == 1:
                     return tuple(per_image[0])
                 return tuple(torch.cat(parts) for parts in zip(*per_image, strict=True))
+        if x.is_cuda and x.dtype == torch.float32:
+            # TF32 would cost the interpreter's results their parity (cuda_precision).
+            with ieee_float32_convolutions():
+                return self._run(x)
         return self._run(x)

@@ -113,12 +113,17 @@ def test_auto_keeps_the_networks_in_the_video_tasks_without_a_gpu(synthetic_chec
 
 
 @pytest.mark.needs_cuda
-def test_the_networks_on_a_gpu_find_the_cpu_hands() -> None:
-    """What the actors compute on a GPU: the same hands, landmarks within half a pixel
-    (the regions are the same 8-bit pixels; only the arithmetic differs)."""
+@pytest.mark.parametrize(("sequence", "max_px"), [("two_hands", 0.15), ("uhd_x4", 1.0)])
+def test_the_networks_on_a_gpu_find_the_cpu_hands(sequence: str, max_px: float) -> None:
+    """What the actors compute on a GPU: the same hands, landmarks as close as another
+    order of the same float32 arithmetic puts them (the regions are the same 8-bit
+    pixels). On the CPU, the fused graph against plain ``nn.Conv2d`` differ by 0.026 px
+    (two hands) and 0.37 px (4K: tracking carries a small change on to the next
+    frame's region); cuDNN's default TF32 would move them by 0.30 px and 1.95 px (TF32
+    rounding emulated on the CPU)."""
     from make_reference import load_sequence
 
-    frames = load_sequence("two_hands")
+    frames = load_sequence(sequence)
     found = {}
     for device in ("cpu", "cuda"):
         networks = TorchHandNetworks(load_palm_detector(), load_hand_landmarker(), device)
@@ -129,4 +134,4 @@ def test_the_networks_on_a_gpu_find_the_cpu_hands() -> None:
         for cpu_hand, gpu_hand in zip(cpu_hands, gpu_hands, strict=True):
             pixels = np.abs(gpu_hand.landmarks[:, :2] - cpu_hand.landmarks[:, :2]) * (width,
                                                                                       height)
-            assert pixels.max() < 0.5
+            assert pixels.max() < max_px

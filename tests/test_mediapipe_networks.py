@@ -15,6 +15,7 @@ import pytest
 import torch
 from ai_edge_litert.interpreter import Interpreter
 
+from hflpipe.model.cuda_precision import ieee_float32_convolutions
 from hflpipe.model.errors import ModelFileError
 from hflpipe.model.mediapipe_files import (
     HAND_LANDMARK_FILE,
@@ -121,6 +122,44 @@ def test_a_graph_that_cannot_be_fused_leaves_the_eager_path(module, logged, capl
         assert trace_fused(module, torch.zeros(1, 3, 4, 4)) is None
     assert logged in caplog.text
     assert not torch._C._jit_llga_enabled()
+
+
+
+def _conv_precision() -> str:
+    return torch.backends.cudnn.conv.fp32_precision
+
+
+def test_ieee_convolutions_hold_while_any_block_does_and_then_restore() -> None:
+    outer = _conv_precision()
+    first, second = ieee_float32_convolutions(), ieee_float32_convolutions()
+    try:
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+        first.__enter__()
+        second.__enter__()
+        assert _conv_precision() == "ieee"
+        first.__exit__(None, None, None)  # the other block still computes
+        assert _conv_precision() == "ieee"
+        second.__exit__(None, None, None)
+        assert _conv_precision() == "tf32"
+        with pytest.raises(RuntimeError), ieee_float32_convolutions():
+            raise RuntimeError("a failing network call")
+        assert _conv_precision() == "tf32"
+    finally:
+        torch.backends.cudnn.conv.fp32_precision = outer
+
+
+@pytest.mark.needs_cuda
+def test_the_gpu_runs_the_convolutions_in_ieee_float32() -> None:
+    """cuDNN's default TF32 would move landmarks by 0.2-0.3 px at 640x480 and about 2 px
+    on 4K frames (emulated on the CPU); the networks turn it off while they run."""
+    net = load_hand_landmarker().to("cuda")
+    seen = []
+    net.steps[0].register_forward_pre_hook(lambda *_: seen.append(_conv_precision()))
+    before = _conv_precision()
+    with torch.inference_mode():
+        net(torch.rand(2, 3, 224, 224, device="cuda"))
+    assert seen == ["ieee"]
+    assert _conv_precision() == before
 
 
 def test_wrong_files_are_refused_with_one_line(tmp_path) -> None:
