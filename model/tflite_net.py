@@ -118,7 +118,7 @@ class _Convolution(nn.Module):
     arithmetic for every output channel, where the copy costs one pass over the
     input. The networks' first layers are such (3 channels in, 24-32 out, stride 2):
     a 5x5 filter grown to 6x6 takes 1.41x the time of the pad and the 5x5 filter, a
-    3x3 grown to 4x4 1.23x (one CPU thread, oneDNN Graph).
+    3x3 grown to 4x4 1.23x (one CPU thread, oneDNN Graph, a one-off script).
 
     With ``onednn`` set, CPU inputs go through oneDNN's convolution with the weight
     reordered once into its own layout and the activation fused into the same pass
